@@ -1,0 +1,4 @@
+//! gRPC handlers of the read path.
+
+pub mod feed;
+pub mod hotspot;

@@ -1,0 +1,58 @@
+//! shardfeed-aggregator: the read path. Home feeds and author timelines are built from the
+//! Redis Cluster (PostgreSQL on a miss), and hot authors are detected and taken off their node.
+//!
+//! It never runs migrations: the schema belongs to the write path.
+
+#![forbid(unsafe_code)]
+
+pub mod api;
+
+use std::{future::Future, net::SocketAddr};
+
+use shardfeed_core::{postgres, redis, server::GrpcServer, Settings};
+use shardfeed_proto::v1::{
+    feed_service_server::FeedServiceServer, hotspot_service_server::HotspotServiceServer,
+};
+
+/// The aggregator service, bound and ready to run.
+pub struct Application {
+    server: GrpcServer,
+}
+
+impl Application {
+    /// Connects to the Redis Cluster in the background (the service reports NOT_SERVING until
+    /// it answers), builds the PostgreSQL pool for read-through and binds
+    /// `aggregator.listen_addr`.
+    pub async fn build(settings: Settings) -> anyhow::Result<Self> {
+        let redis = redis::connect(&settings.redis)?;
+        let pool = postgres::pool(&settings.postgres)?;
+        let mut server =
+            GrpcServer::bind(settings.aggregator.listen_addr, settings.grpc.clone()).await?;
+        let limit = server.max_message_bytes();
+        server
+            .add_service(
+                FeedServiceServer::new(api::feed::Feeds::new(redis.clone(), pool))
+                    .max_decoding_message_size(limit)
+                    .max_encoding_message_size(limit),
+            )
+            .add_service(
+                HotspotServiceServer::new(api::hotspot::Hotspots)
+                    .max_decoding_message_size(limit)
+                    .max_encoding_message_size(limit),
+            )
+            .add_probe("Redis Cluster", shardfeed_core::server::redis_probe(redis));
+        Ok(Self { server })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.server.local_addr()
+    }
+
+    /// Serves until `shutdown` completes, then drains.
+    pub async fn run_until_stopped(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
+        self.server.run(shutdown).await
+    }
+}

@@ -1,0 +1,14 @@
+//! `shardfeed-aggregator`: loads settings, starts telemetry, serves until SIGINT/SIGTERM.
+
+use shardfeed_aggregator::Application;
+use shardfeed_core::{shutdown, telemetry, Settings};
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let settings = Settings::load()?;
+    let _telemetry = telemetry::init("shardfeed-aggregator", &settings.telemetry)?;
+    let app = Application::build(settings).await.inspect_err(|err| {
+        tracing::error!(error = format!("{err:#}"), "start-up failed");
+    })?;
+    app.run_until_stopped(shutdown::signal()).await
+}

@@ -1,0 +1,47 @@
+//! `shardfeed`: the operator's command line.
+
+#![forbid(unsafe_code)]
+
+mod demo;
+
+use clap::{Parser, Subcommand};
+use shardfeed_core::Settings;
+
+#[derive(Parser)]
+#[command(
+    name = "shardfeed",
+    version,
+    about = "shardfeed: feed aggregation over a sharded cache"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Apply pending PostgreSQL migrations (settings from SHARDFEED_* and SHARDFEED_CONFIG).
+    Migrate,
+    /// A scripted tour through the API of a running stack, printing every call and its result.
+    Demo(demo::DemoArgs),
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Migrate => {
+            let settings = Settings::load()?;
+            let applied = shardfeed_core::postgres::run_migrations(settings.postgres.url()).await?;
+            if applied.is_empty() {
+                println!("migrations: schema already up to date");
+            } else {
+                for migration in applied {
+                    println!("migrations: applied {migration}");
+                }
+            }
+            Ok(())
+        }
+        Command::Demo(args) => demo::run(args).await,
+    }
+}

@@ -1,0 +1,338 @@
+//! The one typed settings tree for both services and the CLI.
+//!
+//! Layers, later wins: built-in defaults → optional TOML file (`SHARDFEED_CONFIG` or an explicit
+//! path) → environment variables `SHARDFEED_<SECTION>__<KEY>` (e.g. `SHARDFEED_POSTGRES__URL`,
+//! `SHARDFEED_REDIS__NODES=127.0.0.1:7000,127.0.0.1:7001`). A value that does not parse stops
+//! start-up with an error naming the key.
+
+use std::{net::SocketAddr, path::Path, time::Duration};
+
+use secrecy::{ExposeSecret, SecretString};
+use serde::Deserialize;
+
+/// Everything configurable, for every binary.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    pub telemetry: TelemetrySettings,
+    pub postgres: PostgresSettings,
+    pub redis: RedisSettings,
+    pub grpc: GrpcSettings,
+    pub ingest: IngestSettings,
+    pub aggregator: AggregatorSettings,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TelemetrySettings {
+    /// An `EnvFilter` directive, e.g. `info,shardfeed_ingest=debug`. `RUST_LOG` overrides it.
+    pub log_filter: String,
+    pub log_format: LogFormat,
+    /// OTLP/gRPC collector endpoint, e.g. `http://127.0.0.1:4317`. Export is off when unset.
+    pub otlp_endpoint: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Plain,
+    Json,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PostgresSettings {
+    /// `postgres://user[:password]@host:port/db`; kept secret because it may hold a password.
+    pub url: SecretString,
+    pub pool_size: usize,
+    /// How long a request may wait for a pooled connection (and for a new one to connect).
+    pub connect_timeout_ms: u64,
+    /// Server-side `statement_timeout` for every pooled connection.
+    pub statement_timeout_ms: u64,
+}
+
+impl PostgresSettings {
+    pub fn url(&self) -> &str {
+        self.url.expose_secret()
+    }
+    pub fn connect_timeout(&self) -> Duration {
+        Duration::from_millis(self.connect_timeout_ms)
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RedisSettings {
+    /// Seed nodes of the Redis Cluster, `host:port`; the rest is discovered.
+    pub nodes: Vec<String>,
+    /// Prefix put before every key (outside the hash tag), so several deployments or test runs can
+    /// share one cluster without seeing each other's keys. Empty in production.
+    pub namespace: String,
+    /// Per-command timeout; also bounds how long one node may hold up a read.
+    pub command_timeout_ms: u64,
+    pub connect_timeout_ms: u64,
+}
+
+impl RedisSettings {
+    pub fn command_timeout(&self) -> Duration {
+        Duration::from_millis(self.command_timeout_ms)
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GrpcSettings {
+    /// Largest request or response message, in bytes, in either direction.
+    pub max_message_bytes: usize,
+    /// Server-side bound on one request; a shorter caller deadline (`grpc-timeout`) wins.
+    pub request_timeout_ms: u64,
+    /// How long in-flight requests may run after SIGINT/SIGTERM before the server stops anyway.
+    pub shutdown_grace_ms: u64,
+    /// Bound on requests handled at once per connection.
+    pub concurrency_limit_per_connection: usize,
+    /// How often readiness (health) probes the stores.
+    pub health_probe_interval_ms: u64,
+}
+
+impl GrpcSettings {
+    pub fn request_timeout(&self) -> Duration {
+        Duration::from_millis(self.request_timeout_ms)
+    }
+    pub fn shutdown_grace(&self) -> Duration {
+        Duration::from_millis(self.shutdown_grace_ms)
+    }
+    pub fn health_probe_interval(&self) -> Duration {
+        Duration::from_millis(self.health_probe_interval_ms)
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IngestSettings {
+    pub listen_addr: SocketAddr,
+    /// Apply pending migrations at start-up. Off when a deploy job runs `shardfeed migrate`.
+    pub run_migrations: bool,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AggregatorSettings {
+    pub listen_addr: SocketAddr,
+}
+
+/// Errors that stop start-up: the message names the offending key.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid configuration: {0}")]
+pub struct ConfigError(String);
+
+const DEFAULTS: &str = r#"
+[telemetry]
+log_filter = "info"
+log_format = "plain"
+
+[postgres]
+url = "postgres://shardfeed@127.0.0.1:54329/shardfeed"
+pool_size = 16
+connect_timeout_ms = 2000
+statement_timeout_ms = 5000
+
+[redis]
+nodes = ["127.0.0.1:7000", "127.0.0.1:7001", "127.0.0.1:7002", "127.0.0.1:7003", "127.0.0.1:7004", "127.0.0.1:7005"]
+namespace = ""
+command_timeout_ms = 1000
+connect_timeout_ms = 2000
+
+[grpc]
+max_message_bytes = 4194304
+request_timeout_ms = 10000
+shutdown_grace_ms = 10000
+concurrency_limit_per_connection = 256
+health_probe_interval_ms = 1000
+
+[ingest]
+listen_addr = "127.0.0.1:50051"
+run_migrations = true
+
+[aggregator]
+listen_addr = "127.0.0.1:50052"
+"#;
+
+impl Settings {
+    /// Defaults, then the file named by `SHARDFEED_CONFIG` (if any), then the environment.
+    pub fn load() -> Result<Self, ConfigError> {
+        let file = std::env::var("SHARDFEED_CONFIG").ok();
+        Self::load_from(file.as_deref().map(Path::new), std::env::vars())
+    }
+
+    /// Defaults, then `file` (must exist when given), then the given `SHARDFEED_*` variables.
+    pub fn load_from(
+        file: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Self, ConfigError> {
+        let mut builder = config::Config::builder()
+            .add_source(config::File::from_str(DEFAULTS, config::FileFormat::Toml));
+        if let Some(path) = file {
+            if !path.is_file() {
+                return Err(ConfigError(format!(
+                    "configuration file {} does not exist",
+                    path.display()
+                )));
+            }
+            builder = builder.add_source(config::File::from(path).format(config::FileFormat::Toml));
+        }
+        let env: config::Map<String, String> = env
+            .into_iter()
+            .filter(|(k, _)| k.starts_with("SHARDFEED_") && k != "SHARDFEED_CONFIG")
+            .collect();
+        builder = builder.add_source(
+            config::Environment::with_prefix("SHARDFEED")
+                .prefix_separator("_")
+                .separator("__")
+                .list_separator(",")
+                .with_list_parse_key("redis.nodes")
+                .try_parsing(true)
+                .source(Some(env)),
+        );
+        let settings: Settings = builder
+            .build()
+            .and_then(|c| c.try_deserialize())
+            .map_err(|e| ConfigError(e.to_string()))?;
+        settings.validate()?;
+        Ok(settings)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |key: &str, why: &str| Err(ConfigError(format!("{key}: {why}")));
+        if self.postgres.pool_size == 0 {
+            return bad("postgres.pool_size", "must be at least 1");
+        }
+        if self.redis.nodes.is_empty() {
+            return bad("redis.nodes", "needs at least one host:port");
+        }
+        for node in &self.redis.nodes {
+            let valid = node
+                .rsplit_once(':')
+                .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok());
+            if !valid {
+                return bad("redis.nodes", &format!("{node:?} is not host:port"));
+            }
+        }
+        if self.redis.command_timeout_ms == 0 {
+            return bad("redis.command_timeout_ms", "must be positive");
+        }
+        if self.grpc.max_message_bytes < 1024 {
+            return bad("grpc.max_message_bytes", "must be at least 1024");
+        }
+        if self.grpc.request_timeout_ms == 0 {
+            return bad("grpc.request_timeout_ms", "must be positive");
+        }
+        if self.grpc.concurrency_limit_per_connection == 0 {
+            return bad("grpc.concurrency_limit_per_connection", "must be positive");
+        }
+        if self.grpc.health_probe_interval_ms == 0 {
+            return bad("grpc.health_probe_interval_ms", "must be positive");
+        }
+        if let Some(endpoint) = self.telemetry.otlp_endpoint.as_deref() {
+            let scheme_ok = endpoint.starts_with("http://") || endpoint.starts_with("https://");
+            if !endpoint.is_empty() && !scheme_ok {
+                return bad(
+                    "telemetry.otlp_endpoint",
+                    "must start with http:// or https://",
+                );
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn defaults_load() {
+        let s = Settings::load_from(None, env(&[])).unwrap();
+        assert_eq!(s.ingest.listen_addr.port(), 50051);
+        assert_eq!(s.aggregator.listen_addr.port(), 50052);
+        assert_eq!(s.redis.nodes.len(), 6);
+        assert_eq!(s.telemetry.log_format, LogFormat::Plain);
+        assert!(s.telemetry.otlp_endpoint.is_none());
+    }
+
+    #[test]
+    fn environment_overrides_nested_keys_and_lists() {
+        let s = Settings::load_from(
+            None,
+            env(&[
+                ("SHARDFEED_POSTGRES__POOL_SIZE", "3"),
+                ("SHARDFEED_REDIS__NODES", "10.0.0.1:7000,10.0.0.2:7001"),
+                ("SHARDFEED_TELEMETRY__LOG_FORMAT", "json"),
+                ("SHARDFEED_INGEST__RUN_MIGRATIONS", "false"),
+                ("OTHER_VAR", "ignored"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(s.postgres.pool_size, 3);
+        assert_eq!(s.redis.nodes, vec!["10.0.0.1:7000", "10.0.0.2:7001"]);
+        assert_eq!(s.telemetry.log_format, LogFormat::Json);
+        assert!(!s.ingest.run_migrations);
+    }
+
+    #[test]
+    fn file_layer_sits_between_defaults_and_environment() {
+        let dir = std::env::temp_dir().join(format!("shardfeed-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("shardfeed.toml");
+        std::fs::write(
+            &path,
+            "[ingest]\nlisten_addr = \"0.0.0.0:6000\"\n[grpc]\nrequest_timeout_ms = 1234\n",
+        )
+        .unwrap();
+        let s = Settings::load_from(
+            Some(&path),
+            env(&[("SHARDFEED_INGEST__LISTEN_ADDR", "0.0.0.0:7001")]),
+        )
+        .unwrap();
+        assert_eq!(s.ingest.listen_addr.port(), 7001);
+        assert_eq!(s.grpc.request_timeout_ms, 1234);
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn bad_values_name_the_key() {
+        let cases = [
+            ("SHARDFEED_POSTGRES__POOL_SIZE", "lots", "pool_size"),
+            ("SHARDFEED_INGEST__LISTEN_ADDR", "nowhere", "listen_addr"),
+            ("SHARDFEED_TELEMETRY__LOG_FORMAT", "xml", "log_format"),
+            ("SHARDFEED_REDIS__NODES", "no-port", "redis.nodes"),
+            ("SHARDFEED_POSTGRES__POOL_SIZE", "0", "postgres.pool_size"),
+        ];
+        for (key, value, named) in cases {
+            let err = Settings::load_from(None, env(&[(key, value)])).unwrap_err();
+            assert!(
+                err.to_string().contains(named),
+                "{key}={value}: {err} should name {named}"
+            );
+        }
+    }
+
+    #[test]
+    fn unknown_keys_are_rejected() {
+        let err = Settings::load_from(None, env(&[("SHARDFEED_GRPC__MAX_MSG", "1")])).unwrap_err();
+        assert!(err.to_string().contains("max_msg"), "{err}");
+    }
+
+    #[test]
+    fn missing_file_is_an_error() {
+        let err = Settings::load_from(Some(Path::new("/nonexistent/shardfeed.toml")), env(&[]))
+            .unwrap_err();
+        assert!(err.to_string().contains("does not exist"));
+    }
+}

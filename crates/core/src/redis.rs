@@ -1,0 +1,79 @@
+//! The Redis Cluster client (fred): one multiplexed connection per cluster node, with cluster
+//! topology discovery, reconnection with backoff and bounded command timeouts.
+
+use std::time::Duration;
+
+use anyhow::Context;
+use fred::prelude::*;
+use fred::types::config::{ClusterDiscoveryPolicy, Server, ServerConfig, UnresponsiveConfig};
+
+use crate::config::RedisSettings;
+
+/// Builds the cluster client and starts connecting in the background. It does not wait for the
+/// cluster: a service starts (not ready) while Redis is down and becomes ready when it answers.
+pub fn connect(settings: &RedisSettings) -> anyhow::Result<Client> {
+    let client = builder(settings)?
+        .build()
+        .context("building the Redis client")?;
+    client.connect();
+    Ok(client)
+}
+
+/// Like [`connect`], then waits up to `timeout` for the first connection.
+pub async fn connect_and_wait(
+    settings: &RedisSettings,
+    timeout: Duration,
+) -> anyhow::Result<Client> {
+    let client = connect(settings)?;
+    tokio::time::timeout(timeout, client.wait_for_connect())
+        .await
+        .context("timed out connecting to the Redis Cluster")?
+        .context("connecting to the Redis Cluster")?;
+    Ok(client)
+}
+
+fn builder(settings: &RedisSettings) -> anyhow::Result<Builder> {
+    let hosts = settings
+        .nodes
+        .iter()
+        .map(|node| {
+            let (host, port) = node
+                .rsplit_once(':')
+                .with_context(|| format!("redis.nodes: {node:?} is not host:port"))?;
+            let port = port
+                .parse::<u16>()
+                .with_context(|| format!("redis.nodes: bad port in {node:?}"))?;
+            Ok(Server::new(host, port))
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let config = Config {
+        server: ServerConfig::Clustered {
+            hosts,
+            policy: ClusterDiscoveryPolicy::ConfigEndpoint,
+        },
+        ..Default::default()
+    };
+    let command_timeout = settings.command_timeout();
+    let connect_timeout = Duration::from_millis(settings.connect_timeout_ms);
+    let mut builder = Builder::from_config(config);
+    builder
+        .with_connection_config(|c| {
+            c.connection_timeout = connect_timeout;
+            c.internal_command_timeout = command_timeout.max(Duration::from_millis(500));
+            // Retry a command across a failover (MOVED/ASK/reconnect) a few times, within the
+            // command timeout.
+            c.max_command_attempts = 3;
+            c.max_redirections = 5;
+            // A node that stops answering (paused, partitioned) is treated as dead promptly,
+            // instead of leaving its commands queued on a live-looking socket.
+            c.unresponsive = UnresponsiveConfig {
+                max_timeout: Some(command_timeout * 2),
+                interval: Duration::from_millis(200),
+            };
+        })
+        .with_performance_config(|p| {
+            p.default_command_timeout = command_timeout;
+        })
+        .set_policy(ReconnectPolicy::new_exponential(0, 50, 2_000, 2));
+    Ok(builder)
+}

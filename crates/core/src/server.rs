@@ -1,0 +1,248 @@
+//! What every shardfeed gRPC server has: health (`grpc.health.v1`) driven by store probes,
+//! reflection v1 and v1alpha, message size limits, caller deadlines, per-connection concurrency
+//! limits and a graceful shutdown with a bounded drain.
+
+use std::{convert::Infallible, future::Future, net::SocketAddr, sync::Arc, time::Duration};
+
+use anyhow::Context;
+use futures::future::BoxFuture;
+use tokio::{net::TcpListener, sync::watch};
+use tokio_stream::wrappers::TcpListenerStream;
+use tonic::{body::Body, server::NamedService, service::RoutesBuilder, transport::Server};
+use tonic_health::{server::HealthReporter, ServingStatus};
+
+use crate::{config::GrpcSettings, deadline::DeadlineLayer};
+
+/// A readiness check of one backing store: `Ok` while it answers.
+pub type Probe = Arc<dyn Fn() -> BoxFuture<'static, anyhow::Result<()>> + Send + Sync>;
+
+/// A gRPC server being assembled: bound, with services and readiness probes added, then run.
+pub struct GrpcServer {
+    listener: TcpListener,
+    settings: GrpcSettings,
+    routes: RoutesBuilder,
+    service_names: Vec<&'static str>,
+    probes: Vec<(&'static str, Probe)>,
+}
+
+impl GrpcServer {
+    /// Binds now, so that the caller learns the port (`127.0.0.1:0` in tests) before serving.
+    pub async fn bind(addr: SocketAddr, settings: GrpcSettings) -> anyhow::Result<Self> {
+        let listener = TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("binding the gRPC listener to {addr}"))?;
+        Ok(Self {
+            listener,
+            settings,
+            routes: RoutesBuilder::default(),
+            service_names: Vec::new(),
+            probes: Vec::new(),
+        })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener
+            .local_addr()
+            .expect("a bound TCP listener has a local address")
+    }
+
+    /// The configured message size limit, for the generated servers'
+    /// `max_{de,en}coding_message_size`.
+    pub fn max_message_bytes(&self) -> usize {
+        self.settings.max_message_bytes
+    }
+
+    /// Adds a generated service; its health status follows the probes.
+    pub fn add_service<S>(&mut self, service: S) -> &mut Self
+    where
+        S: tower::Service<http::Request<Body>, Error = Infallible>
+            + NamedService
+            + Clone
+            + Send
+            + Sync
+            + 'static,
+        S::Response: axum::response::IntoResponse,
+        S::Future: Send + 'static,
+    {
+        self.service_names.push(S::NAME);
+        self.routes.add_service(service);
+        self
+    }
+
+    /// Adds a readiness probe: the server reports SERVING only while every probe passes.
+    pub fn add_probe(&mut self, store: &'static str, probe: Probe) -> &mut Self {
+        self.probes.push((store, probe));
+        self
+    }
+
+    /// Serves until `shutdown` completes, then reports NOT_SERVING, stops accepting, and lets
+    /// in-flight requests finish for at most `grpc.shutdown_grace_ms`.
+    pub async fn run(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
+        let GrpcServer {
+            listener,
+            settings,
+            mut routes,
+            service_names,
+            probes,
+        } = self;
+        let addr = listener.local_addr()?;
+
+        let (reporter, health_service) = tonic_health::server::health_reporter();
+        set_status(&reporter, &service_names, ServingStatus::NotServing).await;
+        routes.add_service(health_service);
+
+        // Advertise only what this server serves: the descriptor set holds every shardfeed
+        // service, but the aggregator does not serve UserService and vice versa.
+        let reflection = || {
+            service_names.iter().fold(
+                tonic_reflection::server::Builder::configure()
+                    .register_encoded_file_descriptor_set(shardfeed_proto::FILE_DESCRIPTOR_SET)
+                    .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+                    .with_service_name("grpc.health.v1.Health"),
+                |builder, name| builder.with_service_name(*name),
+            )
+        };
+        routes.add_service(reflection().build_v1().context("building reflection v1")?);
+        routes.add_service(
+            reflection()
+                .build_v1alpha()
+                .context("building reflection v1alpha")?,
+        );
+
+        let (stopping_tx, stopping_rx) = watch::channel(false);
+        let readiness = tokio::spawn(readiness_loop(
+            reporter.clone(),
+            service_names.clone(),
+            probes,
+            settings.health_probe_interval(),
+            stopping_rx.clone(),
+        ));
+
+        let signal = {
+            let reporter = reporter.clone();
+            let names = service_names.clone();
+            async move {
+                shutdown.await;
+                let _ = stopping_tx.send(true);
+                set_status(&reporter, &names, ServingStatus::NotServing).await;
+                tracing::info!(%addr, "stopped accepting; draining in-flight requests");
+            }
+        };
+
+        tracing::info!(%addr, services = ?service_names, "gRPC server listening");
+        let serve = Server::builder()
+            .tcp_nodelay(true)
+            .http2_keepalive_interval(Some(Duration::from_secs(30)))
+            .http2_keepalive_timeout(Some(Duration::from_secs(10)))
+            .concurrency_limit_per_connection(settings.concurrency_limit_per_connection)
+            .layer(DeadlineLayer::new(settings.request_timeout()))
+            .add_routes(routes.routes())
+            .serve_with_incoming_shutdown(TcpListenerStream::new(listener), signal);
+        tokio::pin!(serve);
+
+        let grace = settings.shutdown_grace();
+        let mut stopping = stopping_rx;
+        let outcome = tokio::select! {
+            result = &mut serve => result.context("gRPC server failed"),
+            _ = async {
+                let _ = stopping.wait_for(|s| *s).await;
+                tokio::time::sleep(grace).await;
+            } => {
+                tracing::warn!(%addr, grace_ms = grace.as_millis() as u64,
+                    "drain grace period passed; stopping with requests still in flight");
+                Ok(())
+            }
+        };
+        readiness.abort();
+        if outcome.is_ok() {
+            tracing::info!(%addr, "gRPC server stopped");
+        }
+        outcome
+    }
+}
+
+async fn set_status(reporter: &HealthReporter, names: &[&'static str], status: ServingStatus) {
+    reporter.set_service_status("", status).await;
+    for name in names {
+        reporter.set_service_status(*name, status).await;
+    }
+}
+
+/// Probes the stores every `interval` and mirrors the result into the health service, logging
+/// only transitions. Stops once shutdown begins so NOT_SERVING sticks.
+async fn readiness_loop(
+    reporter: HealthReporter,
+    names: Vec<&'static str>,
+    probes: Vec<(&'static str, Probe)>,
+    interval: Duration,
+    stopping: watch::Receiver<bool>,
+) {
+    let mut last: Option<bool> = None;
+    loop {
+        if *stopping.borrow() {
+            return;
+        }
+        let mut ready = true;
+        for (store, probe) in &probes {
+            match tokio::time::timeout(interval.max(Duration::from_millis(500)), probe()).await {
+                Ok(Ok(())) => {}
+                Ok(Err(err)) => {
+                    ready = false;
+                    if last != Some(false) {
+                        tracing::warn!(store, error = format!("{err:#}"), "store not ready");
+                    }
+                }
+                Err(_) => {
+                    ready = false;
+                    if last != Some(false) {
+                        tracing::warn!(store, "store readiness probe timed out");
+                    }
+                }
+            }
+        }
+        if *stopping.borrow() {
+            return;
+        }
+        if last != Some(ready) {
+            let status = if ready {
+                tracing::info!("all stores answer: SERVING");
+                ServingStatus::Serving
+            } else {
+                ServingStatus::NotServing
+            };
+            set_status(&reporter, &names, status).await;
+            last = Some(ready);
+        }
+        tokio::time::sleep(interval).await;
+    }
+}
+
+/// A probe that runs `SELECT 1` on a pooled PostgreSQL connection.
+pub fn postgres_probe(pool: deadpool_postgres::Pool) -> Probe {
+    Arc::new(move || {
+        let pool = pool.clone();
+        Box::pin(async move {
+            let client = pool.get().await?;
+            client.simple_query("SELECT 1").await?;
+            Ok(())
+        })
+    })
+}
+
+/// A probe that PINGs every primary of the Redis Cluster.
+pub fn redis_probe(client: fred::clients::Client) -> Probe {
+    use fred::interfaces::ClientLike;
+    Arc::new(move || {
+        let client = client.clone();
+        Box::pin(async move {
+            if !client.is_connected() {
+                anyhow::bail!("not connected to the Redis Cluster");
+            }
+            let _: () = client.ping(None).await?;
+            Ok(())
+        })
+    })
+}

@@ -1,0 +1,97 @@
+//! `shardfeed.v1.UserService`.
+
+use std::time::Duration;
+
+use deadpool_postgres::Pool;
+use shardfeed_core::deadline::Deadline;
+use shardfeed_proto::v1::{
+    user_service_server::UserService, CreateUserRequest, CreateUserResponse, DeleteUserRequest,
+    DeleteUserResponse, GetUserRequest, GetUserResponse, UpdateUserRequest, UpdateUserResponse,
+};
+use tonic::{Request, Response, Status};
+
+use crate::{
+    domain::{parse_id, DisplayName, Handle, RequestId},
+    store::users,
+};
+
+pub struct Users {
+    pool: Pool,
+    request_timeout: Duration,
+}
+
+impl Users {
+    pub fn new(pool: Pool, request_timeout: Duration) -> Self {
+        Self {
+            pool,
+            request_timeout,
+        }
+    }
+}
+
+#[tonic::async_trait]
+impl UserService for Users {
+    #[tracing::instrument(skip_all, fields(handle = %request.get_ref().handle))]
+    async fn create_user(
+        &self,
+        request: Request<CreateUserRequest>,
+    ) -> Result<Response<CreateUserResponse>, Status> {
+        let deadline = Deadline::of(&request, self.request_timeout);
+        let req = request.into_inner();
+        let handle = Handle::parse(&req.handle)?;
+        let display_name = DisplayName::parse(&req.display_name)?;
+        let request_id = RequestId::parse_optional(&req.request_id)?;
+        let user = deadline
+            .run(users::create(
+                &self.pool,
+                &handle,
+                &display_name,
+                request_id,
+            ))
+            .await??;
+        tracing::info!(user_id = user.user_id, "user created");
+        Ok(Response::new(CreateUserResponse { user: Some(user) }))
+    }
+
+    #[tracing::instrument(skip_all, fields(user_id = request.get_ref().user_id))]
+    async fn get_user(
+        &self,
+        request: Request<GetUserRequest>,
+    ) -> Result<Response<GetUserResponse>, Status> {
+        let deadline = Deadline::of(&request, self.request_timeout);
+        let user_id = parse_id("user_id", request.get_ref().user_id)?;
+        let user = deadline.run(users::get(&self.pool, user_id)).await??;
+        Ok(Response::new(GetUserResponse { user: Some(user) }))
+    }
+
+    #[tracing::instrument(skip_all, fields(user_id = request.get_ref().user_id))]
+    async fn update_user(
+        &self,
+        request: Request<UpdateUserRequest>,
+    ) -> Result<Response<UpdateUserResponse>, Status> {
+        let deadline = Deadline::of(&request, self.request_timeout);
+        let req = request.into_inner();
+        let user_id = parse_id("user_id", req.user_id)?;
+        let display_name = DisplayName::parse(&req.display_name)?;
+        let user = deadline
+            .run(users::update_display_name(
+                &self.pool,
+                user_id,
+                &display_name,
+            ))
+            .await??;
+        Ok(Response::new(UpdateUserResponse { user: Some(user) }))
+    }
+
+    #[tracing::instrument(skip_all, fields(user_id = request.get_ref().user_id))]
+    async fn delete_user(
+        &self,
+        request: Request<DeleteUserRequest>,
+    ) -> Result<Response<DeleteUserResponse>, Status> {
+        let deadline = Deadline::of(&request, self.request_timeout);
+        let user_id = parse_id("user_id", request.get_ref().user_id)?;
+        deadline.run(users::delete(&self.pool, user_id)).await??;
+        tracing::info!(user_id, "user deleted");
+        Ok(Response::new(DeleteUserResponse {}))
+    }
+}

@@ -1,0 +1,14 @@
+//! `shardfeed-ingest`: loads settings, starts telemetry, serves until SIGINT/SIGTERM.
+
+use shardfeed_core::{shutdown, telemetry, Settings};
+use shardfeed_ingest::Application;
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let settings = Settings::load()?;
+    let _telemetry = telemetry::init("shardfeed-ingest", &settings.telemetry)?;
+    let app = Application::build(settings).await.inspect_err(|err| {
+        tracing::error!(error = format!("{err:#}"), "start-up failed");
+    })?;
+    app.run_until_stopped(shutdown::signal()).await
+}

@@ -1,0 +1,166 @@
+//! Spawning the real ingest server for a test, and typed helpers around its clients.
+
+use std::time::Duration;
+
+use shardfeed_core::Settings;
+use shardfeed_ingest::Application;
+use shardfeed_proto::v1::{user_service_client::UserServiceClient, CreateUserRequest, User};
+use shardfeed_testkit::{PgServer, TestDb};
+use tokio::sync::oneshot;
+use tonic::transport::Channel;
+use tonic_health::pb::{
+    health_check_response::ServingStatus, health_client::HealthClient, HealthCheckRequest,
+};
+
+pub struct TestApp {
+    pub db: TestDb,
+    pub channel: Channel,
+    pub users: UserServiceClient<Channel>,
+    stop: Option<oneshot::Sender<()>>,
+    server: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+}
+
+/// Settings for a test: its own database, port 0, quick readiness probes.
+pub fn settings(db: &TestDb, extra: &[(&str, &str)]) -> Settings {
+    let stores = shardfeed_testkit::shared();
+    let mut env = vec![
+        ("SHARDFEED_POSTGRES__URL".to_string(), db.url().to_string()),
+        (
+            "SHARDFEED_POSTGRES__CONNECT_TIMEOUT_MS".into(),
+            "1000".into(),
+        ),
+        (
+            "SHARDFEED_REDIS__NODES".into(),
+            stores.redis.seed_nodes().join(","),
+        ),
+        (
+            "SHARDFEED_REDIS__NAMESPACE".into(),
+            shardfeed_testkit::unique_namespace(),
+        ),
+        ("SHARDFEED_INGEST__LISTEN_ADDR".into(), "127.0.0.1:0".into()),
+        ("SHARDFEED_INGEST__RUN_MIGRATIONS".into(), "false".into()),
+        (
+            "SHARDFEED_GRPC__HEALTH_PROBE_INTERVAL_MS".into(),
+            "100".into(),
+        ),
+        ("SHARDFEED_GRPC__SHUTDOWN_GRACE_MS".into(), "2000".into()),
+    ];
+    env.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+    Settings::load_from(None, env).expect("test settings are valid")
+}
+
+impl TestApp {
+    /// A server on the shared PostgreSQL with a fresh database.
+    pub async fn spawn() -> TestApp {
+        let db = TestDb::new().await.expect("test database");
+        Self::spawn_with(db, &[]).await
+    }
+
+    /// A server on a PostgreSQL of the test's own (for tests that stop it).
+    pub async fn spawn_on(pg: &PgServer) -> TestApp {
+        let db = TestDb::on(pg).await.expect("test database");
+        Self::spawn_with(db, &[]).await
+    }
+
+    pub async fn spawn_with(db: TestDb, extra: &[(&str, &str)]) -> TestApp {
+        let app = Application::build(settings(&db, extra))
+            .await
+            .expect("ingest builds");
+        let addr = app.local_addr();
+        let (stop, stopped) = oneshot::channel::<()>();
+        let server = tokio::spawn(app.run_until_stopped(async {
+            let _ = stopped.await;
+        }));
+        let channel = Channel::from_shared(format!("http://{addr}"))
+            .unwrap()
+            .connect()
+            .await
+            .expect("connect to the test server");
+        TestApp {
+            db,
+            users: UserServiceClient::new(channel.clone()),
+            channel,
+            stop: Some(stop),
+            server: Some(server),
+        }
+    }
+
+    pub async fn create_user(&self, handle: &str, display_name: &str) -> User {
+        self.users
+            .clone()
+            .create_user(CreateUserRequest {
+                handle: handle.into(),
+                display_name: display_name.into(),
+                request_id: String::new(),
+            })
+            .await
+            .expect("create user")
+            .into_inner()
+            .user
+            .expect("a user in the response")
+    }
+
+    pub async fn health(&self) -> ServingStatus {
+        HealthClient::new(self.channel.clone())
+            .check(HealthCheckRequest {
+                service: String::new(),
+            })
+            .await
+            .expect("health check answers")
+            .into_inner()
+            .status()
+    }
+
+    /// Polls health until it reports `want` (readiness probes run every 100 ms in tests).
+    pub async fn wait_for_health(&self, want: ServingStatus) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+        loop {
+            let now = self.health().await;
+            if now == want {
+                return;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "health stayed {now:?}, wanted {want:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Rows in `users`, straight from PostgreSQL.
+    pub async fn count_users(&self) -> i64 {
+        let (client, conn) = tokio_postgres::connect(self.db.url(), tokio_postgres::NoTls)
+            .await
+            .expect("connect to the test database");
+        tokio::spawn(conn);
+        client
+            .query_one("SELECT count(*) FROM users", &[])
+            .await
+            .expect("count users")
+            .get(0)
+    }
+
+    /// Stops the server as SIGTERM would and returns how it ended.
+    pub async fn shutdown(mut self) -> anyhow::Result<()> {
+        let _ = self.stop.take().expect("running").send(());
+        self.server
+            .take()
+            .expect("running")
+            .await
+            .expect("server task")
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+/// A handle unique to this test run, valid by the handle rules.
+pub fn unique_handle(prefix: &str) -> String {
+    let n: u32 = rand::random();
+    format!("{prefix}_{n:08x}")
+}

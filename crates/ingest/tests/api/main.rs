@@ -1,0 +1,7 @@
+//! Integration tests of the ingest service: the real server, in-process on port 0, against a
+//! real PostgreSQL (and Redis Cluster) started by shardfeed-testkit, called through the
+//! generated clients.
+
+mod helpers;
+mod server;
+mod users;

@@ -1,0 +1,40 @@
+//! Real stores for shardfeed's integration tests: PostgreSQL servers, Redis Clusters, migrated
+//! per-test databases and per-test key namespaces.
+//!
+//! Tests never mock the stores. Every server runs as a child process on a free port under
+//! `$TMPDIR/shardfeed-testkit/`, and none outlives the test process, even one that panics,
+//! aborts or is SIGKILLed: each is forked from a single long-lived thread with
+//! `PR_SET_PDEATHSIG` set, so the kernel signals it when the test process ends. The directories
+//! of dead test processes are removed by the next one.
+//!
+//! Needs `redis-server` and `redis-cli` (7.x) on `PATH` and PostgreSQL's binaries in
+//! `/usr/lib/postgresql/15/bin` (or `$SHARDFEED_PG_BINDIR`). As root, PostgreSQL runs as the
+//! `postgres` OS user, since it refuses to run as root.
+//!
+//! ```no_run
+//! # async fn example() -> anyhow::Result<()> {
+//! let db = shardfeed_testkit::TestDb::new().await?; // fresh, migrated, on the shared server
+//! let redis = &shardfeed_testkit::shared().redis; // shared cluster: prefix your keys
+//! let ns = shardfeed_testkit::unique_namespace();
+//! # let _ = (db.url(), redis.seed_nodes(), ns);
+//! # Ok(())
+//! # }
+//! ```
+
+mod dirs;
+mod ports;
+mod postgres;
+mod process;
+mod redis;
+pub mod reflection;
+mod resp;
+mod shared;
+mod spawner;
+mod sys;
+mod testdb;
+
+pub use dirs::{base_dir, remove_stale_dirs};
+pub use postgres::PgServer;
+pub use redis::{RedisCluster, RedisNode};
+pub use shared::{shared, unique_namespace, SharedStores};
+pub use testdb::TestDb;

@@ -1,0 +1,174 @@
+//! PgServer and TestDb against a real PostgreSQL.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Instant;
+
+use shardfeed_testkit::{PgServer, TestDb};
+use tokio::task::JoinSet;
+use tokio_postgres::{Client, NoTls};
+
+async fn connect(url: &str) -> anyhow::Result<Client> {
+    let (client, connection) = tokio_postgres::connect(url, NoTls).await?;
+    tokio::spawn(connection);
+    Ok(client)
+}
+
+async fn user_count(client: &Client) -> i64 {
+    client
+        .query_one("SELECT count(*) FROM users", &[])
+        .await
+        .unwrap()
+        .get(0)
+}
+
+async fn insert_user(client: &Client, handle: &str) {
+    client
+        .execute(
+            "INSERT INTO users (handle, display_name) VALUES ($1, $1)",
+            &[&handle],
+        )
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn pg_server_starts_and_accepts_connections() {
+    let started = Instant::now();
+    let pg = PgServer::start().unwrap();
+    eprintln!("PgServer::start took {:?}", started.elapsed());
+    assert_eq!(
+        pg.url("postgres"),
+        format!("postgres://shardfeed@127.0.0.1:{}/postgres", pg.port())
+    );
+    let client = connect(&pg.url("postgres")).await.unwrap();
+    let user: String = client
+        .query_one("SELECT current_user", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(user, "shardfeed");
+    let fsync: String = client.query_one("SHOW fsync", &[]).await.unwrap().get(0);
+    assert_eq!(fsync, "off");
+
+    let (pid, dir) = (pg.pid().unwrap(), pg.dir().to_owned());
+    drop(client);
+    drop(pg);
+    assert!(!std::path::Path::new(&format!("/proc/{pid}")).exists() || is_zombie(pid));
+    assert!(!dir.exists(), "{} is left behind", dir.display());
+}
+
+fn is_zombie(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map(|stat| {
+            stat.rsplit(')')
+                .next()
+                .unwrap_or("")
+                .trim_start()
+                .starts_with('Z')
+        })
+        .unwrap_or(true)
+}
+
+#[tokio::test]
+async fn test_dbs_are_migrated_and_isolated() {
+    let started = Instant::now();
+    let (a, b) = tokio::join!(TestDb::new(), TestDb::new());
+    let (a, b) = (a.unwrap(), b.unwrap());
+    eprintln!("two TestDb::new took {:?}", started.elapsed());
+    assert_ne!(a.name(), b.name());
+    assert!(a.url().ends_with(&format!("/{}", a.name())));
+
+    let (ca, cb) = (
+        connect(a.url()).await.unwrap(),
+        connect(b.url()).await.unwrap(),
+    );
+    for client in [&ca, &cb] {
+        let users: Option<String> = client
+            .query_one("SELECT to_regclass('public.users')::text", &[])
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(users.as_deref(), Some("users"));
+    }
+    insert_user(&ca, "alice").await;
+    assert_eq!(user_count(&ca).await, 1);
+    assert_eq!(user_count(&cb).await, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_test_dbs_share_one_migration_and_are_dropped() {
+    let pg = Arc::new(PgServer::start().unwrap());
+    let started = Instant::now();
+    let mut tasks = JoinSet::new();
+    for _ in 0..8 {
+        let pg = Arc::clone(&pg);
+        tasks.spawn(async move { TestDb::on(&pg).await });
+    }
+    let dbs: Vec<TestDb> = tasks
+        .join_all()
+        .await
+        .into_iter()
+        .map(Result::unwrap)
+        .collect();
+    eprintln!(
+        "8 concurrent TestDb::on, migrating the template once, took {:?}",
+        started.elapsed()
+    );
+    let names: HashSet<&str> = dbs.iter().map(TestDb::name).collect();
+    assert_eq!(names.len(), 8);
+
+    let admin = connect(&pg.url("postgres")).await.unwrap();
+    let test_dbs = || async {
+        let count: i64 = admin
+            .query_one(
+                "SELECT count(*) FROM pg_database WHERE datname LIKE 'test\\_%'",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        count
+    };
+    assert_eq!(test_dbs().await, 8);
+    drop(dbs);
+    assert_eq!(test_dbs().await, 0, "dropping a TestDb drops its database");
+}
+
+#[tokio::test]
+async fn stop_and_restart_keep_the_port_and_the_data() {
+    let pg = PgServer::start().unwrap();
+    let db = TestDb::on(&pg).await.unwrap();
+    let client = connect(db.url()).await.unwrap();
+    insert_user(&client, "bob").await;
+    drop(client);
+
+    let port = pg.port();
+    pg.stop().unwrap();
+    assert!(pg.pid().is_none());
+    assert!(
+        connect(db.url()).await.is_err(),
+        "connected to a stopped server"
+    );
+    pg.stop().unwrap(); // stopping twice is fine
+
+    let started = Instant::now();
+    pg.restart().unwrap();
+    eprintln!("PgServer::restart took {:?}", started.elapsed());
+    assert_eq!(pg.port(), port);
+    let client = connect(db.url()).await.unwrap();
+    assert_eq!(user_count(&client).await, 1);
+}
+
+#[tokio::test]
+async fn restart_on_a_taken_port_fails_with_the_log_tail() {
+    let pg = PgServer::start().unwrap();
+    pg.stop().unwrap();
+    let squatter = std::net::TcpListener::bind(("127.0.0.1", pg.port())).unwrap();
+    let err = format!("{:#}", pg.restart().unwrap_err());
+    assert!(err.contains("Address already in use"), "{err}");
+    assert!(err.contains("postgres.log"), "{err}");
+    drop(squatter);
+    pg.restart().unwrap();
+    connect(&pg.url("postgres")).await.unwrap();
+}

@@ -1,0 +1,17 @@
+//! The shardfeed wire contract: the protobuf messages and gRPC services of package
+//! `shardfeed.v1`, generated from `proto/` at build time.
+//!
+//! Both services and every client depend on this crate and on nothing else for the contract.
+
+#![forbid(unsafe_code)]
+
+/// Package `shardfeed.v1`: users, the follow graph, posts, feeds and hot-spot reports.
+pub mod v1 {
+    #![allow(missing_docs, clippy::all, clippy::pedantic)]
+    tonic::include_proto!("shardfeed.v1");
+}
+
+/// The encoded `FileDescriptorSet` of every shardfeed proto and its imports, for server
+/// reflection.
+pub const FILE_DESCRIPTOR_SET: &[u8] =
+    include_bytes!(concat!(env!("OUT_DIR"), "/shardfeed_descriptor.bin"));
