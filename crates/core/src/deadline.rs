@@ -149,6 +149,9 @@ mod tests {
         assert_eq!(parse_grpc_timeout("5n"), Some(Duration::from_nanos(5)));
     }
 
+    type Reply = Result<http::Response<Body>, std::convert::Infallible>;
+    type ReplyFuture = Pin<Box<dyn Future<Output = Reply> + Send>>;
+
     /// An inner service that answers OK after `delay`, recording the deadline it was handed.
     fn slow_service(
         delay: Duration,
@@ -157,16 +160,14 @@ mod tests {
         http::Request<Body>,
         Response = http::Response<Body>,
         Error = std::convert::Infallible,
-        Future = Pin<
-            Box<dyn Future<Output = Result<http::Response<Body>, std::convert::Infallible>> + Send>,
-        >,
+        Future = ReplyFuture,
     > + Clone {
         tower::service_fn(move |req: http::Request<Body>| {
             *seen.lock().unwrap() = req.extensions().get::<Deadline>().copied();
             Box::pin(async move {
                 tokio::time::sleep(delay).await;
-                Ok::<_, std::convert::Infallible>(http::Response::new(Body::empty()))
-            }) as Pin<Box<dyn Future<Output = _> + Send>>
+                Ok(http::Response::new(Body::empty()))
+            }) as ReplyFuture
         })
     }
 
