@@ -69,3 +69,82 @@ async fn shutdown_reports_not_serving_and_stops() {
     app.shutdown().await.expect("clean shutdown");
     assert!(started.elapsed() < std::time::Duration::from_secs(5));
 }
+
+#[tokio::test]
+async fn messages_over_the_configured_limit_are_refused() {
+    let db = shardfeed_testkit::TestDb::new().await.unwrap();
+    let app = TestApp::spawn_with(db, &[("SHARDFEED_GRPC__MAX_MESSAGE_BYTES", "2048")]).await;
+    let s = app
+        .users
+        .clone()
+        .create_user(shardfeed_proto::v1::CreateUserRequest {
+            handle: "big_one".into(),
+            display_name: "x".repeat(4096),
+            request_id: String::new(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(s.code(), Code::OutOfRange, "{s:?}");
+    assert_eq!(app.count_users().await, 0);
+}
+
+#[tokio::test]
+async fn ingest_applies_migrations_at_start_up_when_asked() {
+    // An empty database, not the migrated template.
+    let pg = &shardfeed_testkit::shared().pg;
+    let name = format!("empty_{:08x}", rand::random::<u32>());
+    let (admin, conn) = tokio_postgres::connect(&pg.url("postgres"), tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    admin
+        .batch_execute(&format!("CREATE DATABASE {name}"))
+        .await
+        .unwrap();
+
+    let settings_for = |run: &str| {
+        let mut env: Vec<(String, String)> = vec![
+            ("SHARDFEED_POSTGRES__URL".into(), pg.url(&name)),
+            ("SHARDFEED_INGEST__LISTEN_ADDR".into(), "127.0.0.1:0".into()),
+            ("SHARDFEED_INGEST__RUN_MIGRATIONS".into(), run.into()),
+        ];
+        env.push(("SHARDFEED_REDIS__NODES".into(), "127.0.0.1:1".into()));
+        shardfeed_core::Settings::load_from(None, env).unwrap()
+    };
+    let users_table_exists = || async {
+        let (client, conn) = tokio_postgres::connect(&pg.url(&name), tokio_postgres::NoTls)
+            .await
+            .unwrap();
+        tokio::spawn(conn);
+        let row = client
+            .query_one("SELECT to_regclass('public.users') IS NOT NULL", &[])
+            .await
+            .unwrap();
+        row.get::<_, bool>(0)
+    };
+
+    // Turned off: the schema is left alone.
+    drop(
+        shardfeed_ingest::Application::build(settings_for("false"))
+            .await
+            .unwrap(),
+    );
+    assert!(!users_table_exists().await);
+    // On: applied, and a second start (another replica) is a no-op.
+    drop(
+        shardfeed_ingest::Application::build(settings_for("true"))
+            .await
+            .unwrap(),
+    );
+    assert!(users_table_exists().await);
+    drop(
+        shardfeed_ingest::Application::build(settings_for("true"))
+            .await
+            .unwrap(),
+    );
+
+    admin
+        .batch_execute(&format!("DROP DATABASE {name} WITH (FORCE)"))
+        .await
+        .unwrap();
+}
