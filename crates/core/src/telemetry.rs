@@ -1,6 +1,8 @@
 //! Logging and tracing: `tracing` with an env filter, plain or JSON lines on stderr, and spans
 //! exported over OTLP/gRPC when an endpoint is configured.
 
+use std::io::IsTerminal;
+
 use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_otlp::WithExportConfig;
 use opentelemetry_sdk::{trace::SdkTracerProvider, Resource};
@@ -36,8 +38,11 @@ pub fn init(
             .map_err(|e| anyhow::anyhow!("telemetry.log_filter: {e}"))?,
     };
 
+    // Colour only on a terminal: log files and collectors get plain text.
+    let ansi = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
     let fmt_layer = match settings.log_format {
         LogFormat::Plain => tracing_subscriber::fmt::layer()
+            .with_ansi(ansi)
             .with_writer(std::io::stderr)
             .boxed(),
         LogFormat::Json => tracing_subscriber::fmt::layer()

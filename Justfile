@@ -1,0 +1,50 @@
+# shardfeed developer recipes. Each one calls a script under deploy/local/, which are the real
+# entry points (they work without `just`: `deploy/local/up.sh`, ...).
+# Install just with `cargo install just --locked` if you want these shortcuts.
+
+set shell := ["bash", "-euo", "pipefail", "-c"]
+set positional-arguments
+
+# List the recipes
+default:
+    @just --list --unsorted
+
+# Start the local stack: PostgreSQL, 6-node Redis Cluster, migrations, both services [--stores-only] [--no-build]
+up *ARGS:
+    @deploy/local/up.sh "$@"
+
+# Stop what `up` started [--purge: also delete the data]
+down *ARGS:
+    @deploy/local/down.sh "$@"
+
+# Bring the stack up and run the scripted tour (`shardfeed demo`)
+demo *ARGS:
+    @deploy/local/demo.sh "$@"
+
+# Run the whole test suite (the tests start their own PostgreSQL and Redis Cluster)
+test *ARGS:
+    @deploy/local/test.sh "$@"
+
+# Bring the stack up and run `shardfeed bench ARGS` against it (e.g. `just bench feed`)
+bench *ARGS:
+    @deploy/local/bench.sh "$@"
+
+# cargo fmt --check, cargo clippy -D warnings, buf lint
+lint:
+    @deploy/local/lint.sh
+
+# Format the workspace (cargo fmt --all)
+fmt *ARGS:
+    @deploy/local/fmt.sh "$@"
+
+# Run the migrations against the local stack
+migrate *ARGS:
+    @deploy/local/migrate.sh "$@"
+
+# Show logs: [-f] [ingest|aggregator|redis|postgres]
+logs *ARGS:
+    @deploy/local/logs.sh "$@"
+
+# Pause one Redis master for 5 s (SIGSTOP/SIGCONT) and watch the failover [--port P] [--seconds N]
+chaos *ARGS:
+    @deploy/local/chaos.sh "$@"
