@@ -1,6 +1,6 @@
 //! No store process outlives its test process, however that process ends.
 //!
-//! Each test re-runs this test binary as a helper (`helper_process`, selected by an env var)
+//! Each test runs the `shardfeed-testkit-child` binary (src/bin), a stand-in test process
 //! that starts the shared stores, a PgServer of its own and a database session, reports, and
 //! then panics, aborts or is SIGKILLed. We record every descendant process of the helper before
 //! it dies and require all of them to be gone shortly after.
@@ -13,44 +13,9 @@ use std::process::{Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use shardfeed_testkit::{remove_stale_dirs, shared, PgServer, TestDb};
+use shardfeed_testkit::remove_stale_dirs;
 
-const HELPER_ENV: &str = "SHARDFEED_TESTKIT_HELPER";
-
-#[test]
-#[ignore = "a helper: the other tests of this file run it in a child process"]
-fn helper_process() {
-    let Ok(mode) = std::env::var(HELPER_ENV) else {
-        return; // run by hand with --ignored: nothing to do
-    };
-    let stores = shared();
-    let own_pg = PgServer::start().unwrap();
-    let runtime = tokio::runtime::Runtime::new().unwrap();
-    let db = runtime.block_on(TestDb::new()).unwrap();
-    // Keep a backend busy in the shared server, as a test would.
-    let _session = runtime.block_on(async {
-        let (client, connection) = tokio_postgres::connect(db.url(), tokio_postgres::NoTls)
-            .await
-            .unwrap();
-        tokio::spawn(connection);
-        client
-    });
-    let mut out = std::io::stdout().lock();
-    for dir in [stores.pg.dir(), stores.redis.dir(), own_pg.dir()] {
-        writeln!(out, "DIR {}", dir.display()).unwrap();
-    }
-    writeln!(out, "READY").unwrap();
-    out.flush().unwrap();
-    drop(out);
-
-    let mut go = String::new();
-    std::io::stdin().read_line(&mut go).unwrap();
-    match mode.as_str() {
-        "panic" => panic!("the helper panics on purpose"),
-        "abort" => std::process::abort(),
-        _ => thread::sleep(Duration::from_secs(3600)), // until SIGKILLed
-    }
-}
+const HELPER_ENV: &str = "SHARDFEED_TESTKIT_CHILD_MODE";
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Proc {
@@ -105,8 +70,7 @@ fn still_running(proc: &Proc) -> bool {
 
 /// Runs the helper in `mode`, ends it with `end`, and checks that all its processes are gone.
 fn helper_dies_without_leftovers(mode: &str) {
-    let mut helper = Command::new(std::env::current_exe().unwrap())
-        .args(["helper_process", "--exact", "--ignored", "--nocapture"])
+    let mut helper = Command::new(env!("CARGO_BIN_EXE_shardfeed-testkit-child"))
         .args(["--test-threads=1"])
         .env(HELPER_ENV, mode)
         .stdin(Stdio::piped())
