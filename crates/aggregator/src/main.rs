@@ -4,7 +4,11 @@ use shardfeed_aggregator::Application;
 use shardfeed_core::{shutdown, telemetry, Settings};
 
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
+async fn main() -> std::process::ExitCode {
+    shardfeed_core::exit_code(run().await)
+}
+
+async fn run() -> anyhow::Result<()> {
     let settings = Settings::load()?;
     let _telemetry = telemetry::init("shardfeed-aggregator", &settings.telemetry)?;
     let app = Application::build(settings).await.inspect_err(|err| {

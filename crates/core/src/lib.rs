@@ -15,3 +15,14 @@ pub mod telemetry;
 
 pub use config::Settings;
 pub use error::{ApiError, ApiResult};
+
+/// Ends a binary: success, or the error with its cause chain on one line and exit status 1.
+pub fn exit_code(result: anyhow::Result<()>) -> std::process::ExitCode {
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
