@@ -20,6 +20,54 @@ pub struct Settings {
     pub grpc: GrpcSettings,
     pub ingest: IngestSettings,
     pub aggregator: AggregatorSettings,
+    pub cache: CacheSettings,
+    pub outbox: OutboxSettings,
+    pub paging: PagingSettings,
+}
+
+/// The shape of what is cached per author (see `cache::layout`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CacheSettings {
+    /// Newest posts kept per author timeline; older ones are read from PostgreSQL.
+    pub timeline_len: usize,
+    /// Every key of an author expires this long after the author's last write or rebuild.
+    pub ttl_secs: u64,
+    /// A write counts as delivered once this many replicas of its node have it (`WAIT`), so a
+    /// failover right after cannot lose it. 0 trusts the master alone.
+    pub min_replica_acks: i64,
+    /// How long to wait for those replicas before leaving the change to the outbox relay.
+    pub replica_ack_timeout_ms: i64,
+}
+
+/// The transactional outbox relay of the ingest service.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OutboxSettings {
+    /// Turns the background relay on. Off only in tests that drive it by hand.
+    pub relay_enabled: bool,
+    /// Apply each change right after its commit. Off simulates a crash between commit and
+    /// warm: every change then reaches Redis through the relay only.
+    pub fast_path_enabled: bool,
+    /// How often the relay looks for rows the fast path left behind.
+    pub relay_interval_ms: u64,
+    /// Rows claimed per relay round.
+    pub batch_size: usize,
+    /// A row younger than this is left to the fast path of the request that wrote it.
+    pub grace_ms: u64,
+}
+
+impl OutboxSettings {
+    pub fn relay_interval(&self) -> Duration {
+        Duration::from_millis(self.relay_interval_ms)
+    }
+}
+
+/// Page tokens are authenticated with this secret: every replica of a service must share it.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PagingSettings {
+    pub token_secret: SecretString,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -155,6 +203,22 @@ run_migrations = true
 
 [aggregator]
 listen_addr = "127.0.0.1:50052"
+
+[cache]
+timeline_len = 800
+ttl_secs = 604800
+min_replica_acks = 1
+replica_ack_timeout_ms = 100
+
+[outbox]
+relay_enabled = true
+fast_path_enabled = true
+relay_interval_ms = 500
+batch_size = 256
+grace_ms = 2000
+
+[paging]
+token_secret = "shardfeed-development-page-token-secret"
 "#;
 
 impl Settings {
@@ -228,6 +292,21 @@ impl Settings {
         }
         if self.grpc.concurrency_limit_per_connection == 0 {
             return bad("grpc.concurrency_limit_per_connection", "must be positive");
+        }
+        if self.cache.timeline_len == 0 {
+            return bad("cache.timeline_len", "must be at least 1");
+        }
+        if self.cache.ttl_secs == 0 {
+            return bad("cache.ttl_secs", "must be positive");
+        }
+        if self.outbox.batch_size == 0 {
+            return bad("outbox.batch_size", "must be at least 1");
+        }
+        if self.outbox.relay_interval_ms == 0 {
+            return bad("outbox.relay_interval_ms", "must be positive");
+        }
+        if self.paging.token_secret.expose_secret().len() < 16 {
+            return bad("paging.token_secret", "must be at least 16 bytes");
         }
         if self.grpc.health_probe_interval_ms == 0 {
             return bad("grpc.health_probe_interval_ms", "must be positive");

@@ -4,9 +4,11 @@
 
 #![forbid(unsafe_code)]
 
+pub mod cache;
 pub mod config;
 pub mod deadline;
 pub mod error;
+pub mod paging;
 pub mod postgres;
 pub mod redis;
 pub mod server;

@@ -2,71 +2,117 @@
 //! source of truth) and are then pushed into the Redis Cluster caches.
 //!
 //! - [`api`]: the gRPC handlers — request validation and the mapping to and from the wire.
-//! - [`domain`]: validated values; an invalid handle or name cannot exist past the edge.
-//! - [`store`]: SQL against PostgreSQL, including idempotency keys.
+//! - [`domain`]: validated values; an invalid handle or body cannot exist past the edge.
+//! - [`store`]: SQL against PostgreSQL: users, follows, posts, idempotency keys, the outbox.
+//! - [`cache_sync`]: the fast path that warms Redis after each commit, and the outbox relay.
 
 #![forbid(unsafe_code)]
 
 pub mod api;
+pub mod cache_sync;
 pub mod domain;
 pub mod store;
 
 use std::{future::Future, net::SocketAddr};
 
-use shardfeed_core::{postgres, server::GrpcServer, Settings};
+use shardfeed_core::{
+    cache::{CacheLayout, CacheWriter},
+    config::OutboxSettings,
+    paging::PageTokens,
+    postgres, redis,
+    server::GrpcServer,
+    Settings,
+};
 use shardfeed_proto::v1::{
     graph_service_server::GraphServiceServer, post_service_server::PostServiceServer,
     user_service_server::UserServiceServer,
 };
 
+use cache_sync::{CacheSync, CacheSyncTasks, Delivered};
+
 /// The ingest service, bound and ready to run.
 pub struct Application {
     server: GrpcServer,
+    pool: deadpool_postgres::Pool,
+    writer: CacheWriter,
+    outbox: OutboxSettings,
+    delivered: Delivered,
 }
 
 impl Application {
-    /// Applies migrations (unless `ingest.run_migrations` is off), builds the pool and binds
-    /// `ingest.listen_addr`.
+    /// Applies migrations (unless `ingest.run_migrations` is off), builds the pool, starts
+    /// connecting to the Redis Cluster (writes succeed while it is down: the outbox catches the
+    /// cache up) and binds `ingest.listen_addr`.
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
         if settings.ingest.run_migrations {
             let applied = postgres::run_migrations(settings.postgres.url()).await?;
             tracing::info!(?applied, "migrations up to date");
         }
         let pool = postgres::pool(&settings.postgres)?;
+        let redis = redis::connect(&settings.redis)?;
+        let writer = CacheWriter::new(
+            redis,
+            CacheLayout::new(settings.redis.namespace.clone()),
+            &settings.cache,
+        );
+        let (cache, delivered) = CacheSync::new(writer.clone(), &settings.outbox);
+        let tokens = PageTokens::new(&settings.paging.token_secret);
+
         let mut server =
             GrpcServer::bind(settings.ingest.listen_addr, settings.grpc.clone()).await?;
         let limit = server.max_message_bytes();
-        let request_timeout = settings.grpc.request_timeout();
-
+        let timeout = settings.grpc.request_timeout();
         server
             .add_service(
-                UserServiceServer::new(api::users::Users::new(pool.clone(), request_timeout))
-                    .max_decoding_message_size(limit)
-                    .max_encoding_message_size(limit),
+                UserServiceServer::new(api::users::Users::new(
+                    pool.clone(),
+                    cache.clone(),
+                    timeout,
+                ))
+                .max_decoding_message_size(limit)
+                .max_encoding_message_size(limit),
             )
             .add_service(
-                GraphServiceServer::new(api::graph::Graph::new(pool.clone()))
-                    .max_decoding_message_size(limit)
-                    .max_encoding_message_size(limit),
+                GraphServiceServer::new(api::graph::Graph::new(
+                    pool.clone(),
+                    cache.clone(),
+                    tokens,
+                    timeout,
+                ))
+                .max_decoding_message_size(limit)
+                .max_encoding_message_size(limit),
             )
             .add_service(
-                PostServiceServer::new(api::posts::Posts::new(pool.clone()))
+                PostServiceServer::new(api::posts::Posts::new(pool.clone(), cache, timeout))
                     .max_decoding_message_size(limit)
                     .max_encoding_message_size(limit),
             )
-            .add_probe("PostgreSQL", shardfeed_core::server::postgres_probe(pool));
-        Ok(Self { server })
+            // Ready means PostgreSQL answers: writes do not need Redis.
+            .add_probe(
+                "PostgreSQL",
+                shardfeed_core::server::postgres_probe(pool.clone()),
+            );
+        Ok(Self {
+            server,
+            pool,
+            writer,
+            outbox: settings.outbox,
+            delivered,
+        })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
         self.server.local_addr()
     }
 
-    /// Serves until `shutdown` completes, then drains.
+    /// Serves until `shutdown` completes, then drains, then stops the outbox relay.
     pub async fn run_until_stopped(
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
-        self.server.run(shutdown).await
+        let tasks = CacheSyncTasks::spawn(self.pool, self.writer, &self.outbox, self.delivered);
+        let served = self.server.run(shutdown).await;
+        tasks.shutdown().await;
+        served
     }
 }

@@ -1,8 +1,14 @@
-//! `shardfeed.v1.GraphService`: the follow graph. Not implemented yet: every RPC answers
-//! `UNIMPLEMENTED` until the write path for follows lands.
+//! `shardfeed.v1.GraphService`: the follow graph.
+
+use std::time::Duration;
 
 use deadpool_postgres::Pool;
-use shardfeed_core::ApiError;
+use serde::{Deserialize, Serialize};
+use shardfeed_core::{
+    deadline::Deadline,
+    paging::{page_size, PageTokens, TokenScope},
+    ApiError,
+};
 use shardfeed_proto::v1::{
     graph_service_server::GraphService, FollowRequest, FollowResponse, ListFollowersRequest,
     ListFollowersResponse, ListFollowingRequest, ListFollowingResponse, UnfollowRequest,
@@ -10,41 +16,179 @@ use shardfeed_proto::v1::{
 };
 use tonic::{Request, Response, Status};
 
+use crate::{
+    cache_sync::CacheSync,
+    domain::parse_id,
+    store::graph::{self, Direction, EdgeChange},
+};
+
+/// AIP-158 sizes for follow lists.
+const DEFAULT_PAGE_SIZE: usize = 20;
+const MAX_PAGE_SIZE: usize = 1000;
+
+/// Where a follow listing resumes: after this user id.
+#[derive(Debug, Serialize, Deserialize)]
+struct ListCursor {
+    after: i64,
+}
+
 pub struct Graph {
-    #[allow(dead_code)]
     pool: Pool,
+    cache: CacheSync,
+    tokens: PageTokens,
+    request_timeout: Duration,
 }
 
 impl Graph {
-    pub fn new(pool: Pool) -> Self {
-        Self { pool }
+    pub fn new(
+        pool: Pool,
+        cache: CacheSync,
+        tokens: PageTokens,
+        request_timeout: Duration,
+    ) -> Self {
+        Self {
+            pool,
+            cache,
+            tokens,
+            request_timeout,
+        }
+    }
+
+    fn edge(follower_id: i64, followee_id: i64) -> Result<(i64, i64), ApiError> {
+        let follower_id = parse_id("follower_id", follower_id)?;
+        let followee_id = parse_id("followee_id", followee_id)?;
+        if follower_id == followee_id {
+            return Err(ApiError::invalid_field(
+                "followee_id",
+                "a user cannot follow themselves",
+            ));
+        }
+        Ok((follower_id, followee_id))
+    }
+
+    async fn list(
+        &self,
+        deadline: Deadline,
+        direction: Direction,
+        rpc: &'static str,
+        user_id: i64,
+        requested_size: i32,
+        token: &str,
+    ) -> Result<(Vec<i64>, String), ApiError> {
+        let user_id = parse_id("user_id", user_id)?;
+        let size = page_size(requested_size, DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)?;
+        let scope = TokenScope {
+            rpc,
+            subject: user_id,
+        };
+        let after = if token.is_empty() {
+            0
+        } else {
+            self.tokens.decode::<ListCursor>(&scope, token)?.after
+        };
+        let mut ids = deadline
+            .run(graph::list(
+                &self.pool,
+                direction,
+                user_id,
+                after,
+                size as i64,
+            ))
+            .await??;
+        let next = if ids.len() > size {
+            ids.truncate(size);
+            let last = *ids.last().expect("a full page has a last id");
+            self.tokens.encode(&scope, &ListCursor { after: last })
+        } else {
+            String::new()
+        };
+        Ok((ids, next))
     }
 }
 
 #[tonic::async_trait]
 impl GraphService for Graph {
-    async fn follow(&self, _: Request<FollowRequest>) -> Result<Response<FollowResponse>, Status> {
-        Err(ApiError::Unimplemented("GraphService.Follow").into())
+    #[tracing::instrument(skip_all, fields(follower_id = request.get_ref().follower_id, followee_id = request.get_ref().followee_id))]
+    async fn follow(
+        &self,
+        request: Request<FollowRequest>,
+    ) -> Result<Response<FollowResponse>, Status> {
+        let deadline = Deadline::of(&request, self.request_timeout);
+        let (follower_id, followee_id) =
+            Self::edge(request.get_ref().follower_id, request.get_ref().followee_id)?;
+        let written = deadline
+            .run(graph::change_edge(
+                &self.pool,
+                follower_id,
+                followee_id,
+                EdgeChange::Follow,
+            ))
+            .await??;
+        self.cache.after_commit(written.pending).await;
+        Ok(Response::new(FollowResponse {}))
     }
 
+    #[tracing::instrument(skip_all, fields(follower_id = request.get_ref().follower_id, followee_id = request.get_ref().followee_id))]
     async fn unfollow(
         &self,
-        _: Request<UnfollowRequest>,
+        request: Request<UnfollowRequest>,
     ) -> Result<Response<UnfollowResponse>, Status> {
-        Err(ApiError::Unimplemented("GraphService.Unfollow").into())
+        let deadline = Deadline::of(&request, self.request_timeout);
+        let (follower_id, followee_id) =
+            Self::edge(request.get_ref().follower_id, request.get_ref().followee_id)?;
+        let written = deadline
+            .run(graph::change_edge(
+                &self.pool,
+                follower_id,
+                followee_id,
+                EdgeChange::Unfollow,
+            ))
+            .await??;
+        self.cache.after_commit(written.pending).await;
+        Ok(Response::new(UnfollowResponse {}))
     }
 
     async fn list_following(
         &self,
-        _: Request<ListFollowingRequest>,
+        request: Request<ListFollowingRequest>,
     ) -> Result<Response<ListFollowingResponse>, Status> {
-        Err(ApiError::Unimplemented("GraphService.ListFollowing").into())
+        let deadline = Deadline::of(&request, self.request_timeout);
+        let req = request.into_inner();
+        let (user_ids, next_page_token) = self
+            .list(
+                deadline,
+                Direction::Following,
+                "shardfeed.v1.GraphService/ListFollowing",
+                req.user_id,
+                req.page_size,
+                &req.page_token,
+            )
+            .await?;
+        Ok(Response::new(ListFollowingResponse {
+            user_ids,
+            next_page_token,
+        }))
     }
 
     async fn list_followers(
         &self,
-        _: Request<ListFollowersRequest>,
+        request: Request<ListFollowersRequest>,
     ) -> Result<Response<ListFollowersResponse>, Status> {
-        Err(ApiError::Unimplemented("GraphService.ListFollowers").into())
+        let deadline = Deadline::of(&request, self.request_timeout);
+        let req = request.into_inner();
+        let (user_ids, next_page_token) = self
+            .list(
+                deadline,
+                Direction::Followers,
+                "shardfeed.v1.GraphService/ListFollowers",
+                req.user_id,
+                req.page_size,
+                &req.page_token,
+            )
+            .await?;
+        Ok(Response::new(ListFollowersResponse {
+            user_ids,
+            next_page_token,
+        }))
     }
 }

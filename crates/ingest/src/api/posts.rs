@@ -1,45 +1,79 @@
-//! `shardfeed.v1.PostService`. Not implemented yet: every RPC answers `UNIMPLEMENTED` until the
-//! write path for posts (with its outbox and cache warming) lands.
+//! `shardfeed.v1.PostService`.
+
+use std::time::Duration;
 
 use deadpool_postgres::Pool;
-use shardfeed_core::ApiError;
+use shardfeed_core::deadline::Deadline;
 use shardfeed_proto::v1::{
     post_service_server::PostService, CreatePostRequest, CreatePostResponse, DeletePostRequest,
     DeletePostResponse, GetPostRequest, GetPostResponse,
 };
 use tonic::{Request, Response, Status};
 
+use crate::{
+    cache_sync::CacheSync,
+    domain::{parse_id, PostBody, RequestId},
+    store::posts,
+};
+
 pub struct Posts {
-    #[allow(dead_code)]
     pool: Pool,
+    cache: CacheSync,
+    request_timeout: Duration,
 }
 
 impl Posts {
-    pub fn new(pool: Pool) -> Self {
-        Self { pool }
+    pub fn new(pool: Pool, cache: CacheSync, request_timeout: Duration) -> Self {
+        Self {
+            pool,
+            cache,
+            request_timeout,
+        }
     }
 }
 
 #[tonic::async_trait]
 impl PostService for Posts {
+    #[tracing::instrument(skip_all, fields(author_id = request.get_ref().author_id))]
     async fn create_post(
         &self,
-        _: Request<CreatePostRequest>,
+        request: Request<CreatePostRequest>,
     ) -> Result<Response<CreatePostResponse>, Status> {
-        Err(ApiError::Unimplemented("PostService.CreatePost").into())
+        let deadline = Deadline::of(&request, self.request_timeout);
+        let req = request.into_inner();
+        let author_id = parse_id("author_id", req.author_id)?;
+        let body = PostBody::parse(&req.body)?;
+        let request_id = RequestId::parse_optional(&req.request_id)?;
+        let written = deadline
+            .run(posts::create(&self.pool, author_id, &body, request_id))
+            .await??;
+        // Committed: from here on the post is acknowledged whatever Redis does.
+        self.cache.after_commit(written.pending).await;
+        Ok(Response::new(CreatePostResponse {
+            post: Some(written.value),
+        }))
     }
 
+    #[tracing::instrument(skip_all, fields(post_id = request.get_ref().post_id))]
     async fn get_post(
         &self,
-        _: Request<GetPostRequest>,
+        request: Request<GetPostRequest>,
     ) -> Result<Response<GetPostResponse>, Status> {
-        Err(ApiError::Unimplemented("PostService.GetPost").into())
+        let deadline = Deadline::of(&request, self.request_timeout);
+        let post_id = parse_id("post_id", request.get_ref().post_id)?;
+        let post = deadline.run(posts::get(&self.pool, post_id)).await??;
+        Ok(Response::new(GetPostResponse { post: Some(post) }))
     }
 
+    #[tracing::instrument(skip_all, fields(post_id = request.get_ref().post_id))]
     async fn delete_post(
         &self,
-        _: Request<DeletePostRequest>,
+        request: Request<DeletePostRequest>,
     ) -> Result<Response<DeletePostResponse>, Status> {
-        Err(ApiError::Unimplemented("PostService.DeletePost").into())
+        let deadline = Deadline::of(&request, self.request_timeout);
+        let post_id = parse_id("post_id", request.get_ref().post_id)?;
+        let written = deadline.run(posts::delete(&self.pool, post_id)).await??;
+        self.cache.after_commit(written.pending).await;
+        Ok(Response::new(DeletePostResponse {}))
     }
 }

@@ -11,19 +11,22 @@ use shardfeed_proto::v1::{
 use tonic::{Request, Response, Status};
 
 use crate::{
+    cache_sync::CacheSync,
     domain::{parse_id, DisplayName, Handle, RequestId},
     store::users,
 };
 
 pub struct Users {
     pool: Pool,
+    cache: CacheSync,
     request_timeout: Duration,
 }
 
 impl Users {
-    pub fn new(pool: Pool, request_timeout: Duration) -> Self {
+    pub fn new(pool: Pool, cache: CacheSync, request_timeout: Duration) -> Self {
         Self {
             pool,
+            cache,
             request_timeout,
         }
     }
@@ -41,7 +44,7 @@ impl UserService for Users {
         let handle = Handle::parse(&req.handle)?;
         let display_name = DisplayName::parse(&req.display_name)?;
         let request_id = RequestId::parse_optional(&req.request_id)?;
-        let user = deadline
+        let written = deadline
             .run(users::create(
                 &self.pool,
                 &handle,
@@ -49,6 +52,8 @@ impl UserService for Users {
                 request_id,
             ))
             .await??;
+        self.cache.after_commit(written.pending).await;
+        let user = written.value;
         tracing::info!(user_id = user.user_id, "user created");
         Ok(Response::new(CreateUserResponse { user: Some(user) }))
     }
@@ -90,7 +95,8 @@ impl UserService for Users {
     ) -> Result<Response<DeleteUserResponse>, Status> {
         let deadline = Deadline::of(&request, self.request_timeout);
         let user_id = parse_id("user_id", request.get_ref().user_id)?;
-        deadline.run(users::delete(&self.pool, user_id)).await??;
+        let written = deadline.run(users::delete(&self.pool, user_id)).await??;
+        self.cache.after_commit(written.pending).await;
         tracing::info!(user_id, "user deleted");
         Ok(Response::new(DeleteUserResponse {}))
     }

@@ -1,7 +1,9 @@
 //! Validated request values. Each `parse` returns the field violation the caller will see.
 
 mod ids;
+mod post;
 mod user;
 
 pub use ids::{parse_id, RequestId};
+pub use post::PostBody;
 pub use user::{DisplayName, Handle};

@@ -7,8 +7,13 @@ use shardfeed_core::{ApiError, ApiResult};
 use shardfeed_proto::v1::{CreateUserRequest, User};
 use tokio_postgres::{error::SqlState, Row};
 
-use super::idempotency::{self, Claim};
+use super::{
+    idempotency::{self, Claim},
+    outbox,
+    posts::Written,
+};
 use crate::domain::{DisplayName, Handle, RequestId};
+use shardfeed_core::cache::CacheChange;
 
 const CREATE_USER: &str = "CreateUser";
 
@@ -18,7 +23,7 @@ pub async fn create(
     handle: &Handle,
     display_name: &DisplayName,
     request_id: Option<RequestId>,
-) -> ApiResult<User> {
+) -> ApiResult<Written<User>> {
     let mut client = pool.get().await?;
     let tx = client.transaction().await?;
     if let Some(RequestId(id)) = request_id {
@@ -31,7 +36,11 @@ pub async fn create(
         if let Claim::Replay(response) =
             idempotency::claim(&tx, CREATE_USER, id, &canonical).await?
         {
-            return User::decode(response.as_slice()).map_err(ApiError::internal);
+            let user = User::decode(response.as_slice()).map_err(ApiError::internal)?;
+            return Ok(Written {
+                value: user,
+                pending: None,
+            });
         }
     }
     let row = tx
@@ -48,11 +57,18 @@ pub async fn create(
             _ => err.into(),
         })?;
     let user = user_from_row(&row);
+    let change = CacheChange::UserCreated {
+        user_id: user.user_id,
+    };
+    let outbox_id = outbox::enqueue(&tx, &change).await?;
     if let Some(RequestId(id)) = request_id {
         idempotency::complete(&tx, CREATE_USER, id, &user.encode_to_vec()).await?;
     }
     tx.commit().await?;
-    Ok(user)
+    Ok(Written {
+        value: user,
+        pending: Some((outbox_id, change)),
+    })
 }
 
 pub async fn get(pool: &Pool, user_id: i64) -> ApiResult<User> {
@@ -84,15 +100,36 @@ pub async fn update_display_name(
         .ok_or_else(|| not_found(user_id))
 }
 
-pub async fn delete(pool: &Pool, user_id: i64) -> ApiResult<()> {
-    let client = pool.get().await?;
-    let deleted = client
-        .execute("DELETE FROM users WHERE user_id = $1", &[&user_id])
+/// Deletes a user with their posts and follow edges in both directions. The cache drops the
+/// user's keys and marks them gone, so every feed that still lists them skips them.
+pub async fn delete(pool: &Pool, user_id: i64) -> ApiResult<Written<()>> {
+    let mut client = pool.get().await?;
+    let tx = client.transaction().await?;
+    let locked = tx
+        .query_opt(
+            "SELECT 1 FROM users WHERE user_id = $1 FOR UPDATE",
+            &[&user_id],
+        )
         .await?;
-    if deleted == 0 {
+    if locked.is_none() {
         return Err(not_found(user_id));
     }
-    Ok(())
+    tx.execute("DELETE FROM posts WHERE author_id = $1", &[&user_id])
+        .await?;
+    tx.execute(
+        "DELETE FROM follows WHERE follower_id = $1 OR followee_id = $1",
+        &[&user_id],
+    )
+    .await?;
+    tx.execute("DELETE FROM users WHERE user_id = $1", &[&user_id])
+        .await?;
+    let change = CacheChange::UserDeleted { user_id };
+    let outbox_id = outbox::enqueue(&tx, &change).await?;
+    tx.commit().await?;
+    Ok(Written {
+        value: (),
+        pending: Some((outbox_id, change)),
+    })
 }
 
 fn not_found(user_id: i64) -> ApiError {

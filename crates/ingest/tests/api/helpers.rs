@@ -2,9 +2,14 @@
 
 use std::time::Duration;
 
+use shardfeed_core::cache::CacheLayout;
 use shardfeed_core::Settings;
 use shardfeed_ingest::Application;
-use shardfeed_proto::v1::{user_service_client::UserServiceClient, CreateUserRequest, User};
+use shardfeed_proto::v1::{
+    graph_service_client::GraphServiceClient, post_service_client::PostServiceClient,
+    user_service_client::UserServiceClient, CreatePostRequest, CreateUserRequest, FollowRequest,
+    Post, User,
+};
 use shardfeed_testkit::{PgServer, TestDb};
 use tokio::sync::oneshot;
 use tonic::transport::Channel;
@@ -16,6 +21,13 @@ pub struct TestApp {
     pub db: TestDb,
     pub channel: Channel,
     pub users: UserServiceClient<Channel>,
+    pub graph: GraphServiceClient<Channel>,
+    pub posts: PostServiceClient<Channel>,
+    /// Where this test's keys live in the shared cluster.
+    pub layout: CacheLayout,
+    /// A client of the cluster the server writes to, for looking at the cache.
+    pub redis: fred::clients::Client,
+    pub cache_settings: shardfeed_core::config::CacheSettings,
     stop: Option<oneshot::Sender<()>>,
     server: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
 }
@@ -63,9 +75,14 @@ impl TestApp {
     }
 
     pub async fn spawn_with(db: TestDb, extra: &[(&str, &str)]) -> TestApp {
-        let app = Application::build(settings(&db, extra))
-            .await
-            .expect("ingest builds");
+        let settings = settings(&db, extra);
+        let layout = CacheLayout::new(settings.redis.namespace.clone());
+        let cache_settings = settings.cache.clone();
+        let redis =
+            shardfeed_core::redis::connect_and_wait(&settings.redis, Duration::from_secs(10))
+                .await
+                .expect("connect to the Redis Cluster");
+        let app = Application::build(settings).await.expect("ingest builds");
         let addr = app.local_addr();
         let (stop, stopped) = oneshot::channel::<()>();
         let server = tokio::spawn(app.run_until_stopped(async {
@@ -79,6 +96,11 @@ impl TestApp {
         TestApp {
             db,
             users: UserServiceClient::new(channel.clone()),
+            graph: GraphServiceClient::new(channel.clone()),
+            posts: PostServiceClient::new(channel.clone()),
+            layout,
+            redis,
+            cache_settings,
             channel,
             stop: Some(stop),
             server: Some(server),
@@ -98,6 +120,51 @@ impl TestApp {
             .into_inner()
             .user
             .expect("a user in the response")
+    }
+
+    pub async fn create_post(&self, author_id: i64, body: &str) -> Post {
+        self.posts
+            .clone()
+            .create_post(CreatePostRequest {
+                author_id,
+                body: body.into(),
+                request_id: String::new(),
+            })
+            .await
+            .expect("create post")
+            .into_inner()
+            .post
+            .expect("a post in the response")
+    }
+
+    pub async fn follow(&self, follower_id: i64, followee_id: i64) {
+        self.graph
+            .clone()
+            .follow(FollowRequest {
+                follower_id,
+                followee_id,
+            })
+            .await
+            .expect("follow");
+    }
+
+    /// A cache writer with the server's layout and settings, to replay changes as the relay
+    /// or another replica would.
+    pub fn writer(&self) -> shardfeed_core::cache::CacheWriter {
+        shardfeed_core::cache::CacheWriter::new(
+            self.redis.clone(),
+            self.layout.clone(),
+            &self.cache_settings,
+        )
+    }
+
+    /// A direct PostgreSQL connection to this test's database.
+    pub async fn sql(&self) -> tokio_postgres::Client {
+        let (client, conn) = tokio_postgres::connect(self.db.url(), tokio_postgres::NoTls)
+            .await
+            .expect("connect to the test database");
+        tokio::spawn(conn);
+        client
     }
 
     pub async fn health(&self) -> ServingStatus {
@@ -163,4 +230,27 @@ impl Drop for TestApp {
 pub fn unique_handle(prefix: &str) -> String {
     let n: u32 = rand::random();
     format!("{prefix}_{n:08x}")
+}
+
+/// The status carries INVALID_ARGUMENT and a BadRequest violation naming `field`.
+pub fn assert_field_violation(status: &tonic::Status, field: &str) {
+    use tonic_types::StatusExt;
+    assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status:?}");
+    let details = status.get_error_details();
+    let bad_request = details
+        .bad_request()
+        .unwrap_or_else(|| panic!("no BadRequest detail in {status:?}"));
+    assert!(
+        bad_request
+            .field_violations
+            .iter()
+            .any(|v| v.field == field),
+        "expected a violation of {field}, got {:?}",
+        bad_request.field_violations
+    );
+    assert!(
+        status.message().contains(field),
+        "message should name {field}: {}",
+        status.message()
+    );
 }

@@ -2,6 +2,10 @@
 //! real PostgreSQL (and Redis Cluster) started by shardfeed-testkit, called through the
 //! generated clients.
 
+mod cache;
+mod graph;
 mod helpers;
+mod outbox;
+mod posts;
 mod server;
 mod users;

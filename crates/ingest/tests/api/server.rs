@@ -1,6 +1,5 @@
 //! What every server has: health, reflection v1 and v1alpha, graceful shutdown.
 
-use shardfeed_proto::v1::{post_service_client::PostServiceClient, GetPostRequest};
 use tonic::Code;
 use tonic_health::pb::health_check_response::ServingStatus;
 
@@ -49,16 +48,6 @@ async fn reflection_lists_the_services_in_v1_and_v1alpha() {
             );
         }
     }
-}
-
-#[tokio::test]
-async fn rpcs_of_later_milestones_answer_unimplemented() {
-    let app = TestApp::spawn().await;
-    let s = PostServiceClient::new(app.channel.clone())
-        .get_post(GetPostRequest { post_id: 1 })
-        .await
-        .unwrap_err();
-    assert_eq!(s.code(), Code::Unimplemented);
 }
 
 #[tokio::test]

@@ -7,33 +7,10 @@ use shardfeed_proto::v1::{
     CreateUserRequest, DeleteUserRequest, GetUserRequest, UpdateUserRequest,
 };
 use shardfeed_testkit::PgServer;
-use tonic::{Code, Status};
+use tonic::Code;
 use tonic_health::pb::health_check_response::ServingStatus;
-use tonic_types::StatusExt;
 
-use crate::helpers::{unique_handle, TestApp};
-
-/// The status carries INVALID_ARGUMENT and a BadRequest violation naming `field`.
-fn assert_field_violation(status: &Status, field: &str) {
-    assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
-    let details = status.get_error_details();
-    let bad_request = details
-        .bad_request()
-        .unwrap_or_else(|| panic!("no BadRequest detail in {status:?}"));
-    assert!(
-        bad_request
-            .field_violations
-            .iter()
-            .any(|v| v.field == field),
-        "expected a violation of {field}, got {:?}",
-        bad_request.field_violations
-    );
-    assert!(
-        status.message().contains(field),
-        "message should name {field}: {}",
-        status.message()
-    );
-}
+use crate::helpers::{assert_field_violation, unique_handle, TestApp};
 
 #[tokio::test]
 async fn create_get_update_delete_round_trip() {

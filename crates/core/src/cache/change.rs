@@ -1,0 +1,73 @@
+//! The cache changes the write path makes, as stored in the outbox (JSON) and applied by
+//! [`super::CacheWriter`].
+
+use serde::{Deserialize, Serialize};
+
+/// One change to the cache, mirroring one committed write.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum CacheChange {
+    /// A new user: an empty, complete timeline and followee set.
+    UserCreated {
+        user_id: i64,
+    },
+    /// A user is gone: their keys are removed and their meta marked `gone`.
+    UserDeleted {
+        user_id: i64,
+    },
+    PostCreated {
+        author_id: i64,
+        post_id: i64,
+        /// Creation time, ms since the Unix epoch: the timeline score.
+        time_ms: i64,
+        body: String,
+    },
+    PostDeleted {
+        author_id: i64,
+        post_id: i64,
+    },
+    /// `follower_id` now follows `followee_id`, as of graph version `version`.
+    Followed {
+        follower_id: i64,
+        followee_id: i64,
+        version: i64,
+    },
+    /// `follower_id` no longer follows `followee_id`, as of graph version `version`.
+    Unfollowed {
+        follower_id: i64,
+        followee_id: i64,
+        version: i64,
+    },
+}
+
+impl CacheChange {
+    /// The user whose hash tag (slot) the change touches.
+    pub fn slot_owner(&self) -> i64 {
+        match *self {
+            CacheChange::UserCreated { user_id } | CacheChange::UserDeleted { user_id } => user_id,
+            CacheChange::PostCreated { author_id, .. }
+            | CacheChange::PostDeleted { author_id, .. } => author_id,
+            CacheChange::Followed { follower_id, .. }
+            | CacheChange::Unfollowed { follower_id, .. } => follower_id,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn outbox_json_round_trips() {
+        let change = CacheChange::PostCreated {
+            author_id: 7,
+            post_id: 123,
+            time_ms: 1_700_000_000_000,
+            body: "hello".into(),
+        };
+        let json = serde_json::to_value(&change).unwrap();
+        assert_eq!(json["kind"], "post_created");
+        assert_eq!(serde_json::from_value::<CacheChange>(json).unwrap(), change);
+        assert_eq!(change.slot_owner(), 7);
+    }
+}

@@ -1,0 +1,111 @@
+//! Redis key layout. Every key of one user carries the hash tag `{u:<id>}`, so an author's
+//! timeline, post bodies and meta, and the user's followee set, live in one slot on one node
+//! and can be changed together by one script.
+//!
+//! | key | type | content |
+//! |---|---|---|
+//! | `{u:42}:tl` | sorted set | score = post time (ms since the Unix epoch), member = post id; the newest `cache.timeline_len` posts |
+//! | `{u:42}:posts` | hash | post id → prost-encoded `shardfeed.v1.Post`, or [`TOMBSTONE`] for a deleted post |
+//! | `{u:42}:meta` | hash | `loaded` (1 once the timeline is complete), `newest_ms`, `count`, `gone` (1 once the user is deleted) |
+//! | `{u:42}:fol` | hash | followee id → edge version (positive: following; negative: unfollowed), and `_loaded` |
+//!
+//! An optional namespace is put in front of every key, outside the hash tag, so that several
+//! deployments or test runs can share a cluster.
+
+/// The value stored in `{u:A}:posts` for a deleted post.
+pub const TOMBSTONE: &str = "~";
+
+/// Meta fields of an author.
+pub mod meta {
+    pub const LOADED: &str = "loaded";
+    pub const NEWEST_MS: &str = "newest_ms";
+    pub const COUNT: &str = "count";
+    pub const GONE: &str = "gone";
+}
+
+/// The field of `{u:F}:fol` that marks the set as complete.
+pub const FOLLOWING_LOADED: &str = "_loaded";
+
+/// Builds every key shardfeed uses. Nothing else formats a key.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CacheLayout {
+    namespace: String,
+}
+
+/// The keys of one author, all in one slot.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuthorKeys {
+    pub timeline: String,
+    pub posts: String,
+    pub meta: String,
+}
+
+impl CacheLayout {
+    pub fn new(namespace: impl Into<String>) -> Self {
+        Self {
+            namespace: namespace.into(),
+        }
+    }
+
+    /// The hash tag shared by every key of `user_id`: it picks the slot.
+    pub fn hash_tag(user_id: i64) -> String {
+        format!("{{u:{user_id}}}")
+    }
+
+    fn key(&self, user_id: i64, suffix: &str) -> String {
+        format!("{}{{u:{user_id}}}:{suffix}", self.namespace)
+    }
+
+    pub fn timeline(&self, author_id: i64) -> String {
+        self.key(author_id, "tl")
+    }
+
+    pub fn posts(&self, author_id: i64) -> String {
+        self.key(author_id, "posts")
+    }
+
+    pub fn meta(&self, author_id: i64) -> String {
+        self.key(author_id, "meta")
+    }
+
+    pub fn following(&self, user_id: i64) -> String {
+        self.key(user_id, "fol")
+    }
+
+    pub fn author(&self, author_id: i64) -> AuthorKeys {
+        AuthorKeys {
+            timeline: self.timeline(author_id),
+            posts: self.posts(author_id),
+            meta: self.meta(author_id),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_of_one_user_share_one_hash_tag() {
+        let layout = CacheLayout::new("t1:");
+        let keys = [
+            layout.timeline(42),
+            layout.posts(42),
+            layout.meta(42),
+            layout.following(42),
+        ];
+        for key in &keys {
+            assert!(key.starts_with("t1:{u:42}:"), "{key}");
+            // Redis hashes the text between the first `{` and the next `}`.
+            let tag = &key[key.find('{').unwrap() + 1..key.find('}').unwrap()];
+            assert_eq!(tag, "u:42");
+        }
+        assert_eq!(layout.timeline(42), "t1:{u:42}:tl");
+        assert_ne!(layout.timeline(4), layout.timeline(42));
+    }
+
+    #[test]
+    fn no_namespace_means_bare_keys() {
+        assert_eq!(CacheLayout::default().following(7), "{u:7}:fol");
+    }
+}

@@ -1,0 +1,79 @@
+//! Lua scripts, one per change kind. Each touches the keys of one user only (one slot), so it
+//! runs atomically on the node that owns them.
+
+/// KEYS: timeline, posts, meta. ARGV: post_id, time_ms, encoded post, timeline_len, ttl_ms.
+/// Returns 1 when the post was added, 0 when it was already there, deleted, too old for a full
+/// timeline, or its author is gone.
+pub const POST_CREATED: &str = r#"
+if redis.call('HGET', KEYS[3], 'gone') == '1' then return 0 end
+if redis.call('HEXISTS', KEYS[2], ARGV[1]) == 1 then return 0 end
+local len = tonumber(ARGV[4])
+local score = tonumber(ARGV[2])
+local card = redis.call('ZCARD', KEYS[1])
+if card >= len then
+  local lowest = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
+  if lowest[2] and score < tonumber(lowest[2]) then return 0 end
+end
+redis.call('ZADD', KEYS[1], score, ARGV[1])
+redis.call('HSET', KEYS[2], ARGV[1], ARGV[3])
+card = card + 1
+if card > len then
+  local dropped = redis.call('ZRANGE', KEYS[1], 0, card - len - 1)
+  redis.call('ZREMRANGEBYRANK', KEYS[1], 0, card - len - 1)
+  for _, id in ipairs(dropped) do redis.call('HDEL', KEYS[2], id) end
+  card = len
+end
+local newest = tonumber(redis.call('HGET', KEYS[3], 'newest_ms') or '0')
+if score > newest then redis.call('HSET', KEYS[3], 'newest_ms', ARGV[2]) end
+redis.call('HSET', KEYS[3], 'count', card)
+for i = 1, 3 do redis.call('PEXPIRE', KEYS[i], ARGV[5]) end
+return 1
+"#;
+
+/// KEYS: timeline, posts, meta. ARGV: post_id, ttl_ms. Leaves a tombstone so that a late create
+/// of the same post is ignored.
+pub const POST_DELETED: &str = r#"
+if redis.call('HGET', KEYS[3], 'gone') == '1' then return 0 end
+local removed = redis.call('ZREM', KEYS[1], ARGV[1])
+redis.call('HSET', KEYS[2], ARGV[1], '~')
+local top = redis.call('ZRANGE', KEYS[1], -1, -1, 'WITHSCORES')
+redis.call('HSET', KEYS[3], 'newest_ms', top[2] or '0', 'count', redis.call('ZCARD', KEYS[1]))
+for i = 1, 3 do redis.call('PEXPIRE', KEYS[i], ARGV[2]) end
+return removed
+"#;
+
+/// KEYS: timeline, posts, meta, following. ARGV: ttl_ms. Marks a new user's (empty) timeline and
+/// followee set complete; posts or follows that raced ahead of it stay.
+pub const USER_CREATED: &str = r#"
+if redis.call('HGET', KEYS[3], 'gone') == '1' then return 0 end
+local top = redis.call('ZRANGE', KEYS[1], -1, -1, 'WITHSCORES')
+redis.call('HSET', KEYS[3], 'loaded', '1', 'newest_ms', top[2] or '0', 'count', redis.call('ZCARD', KEYS[1]))
+redis.call('HSET', KEYS[4], '_loaded', '1')
+for i = 1, 4 do redis.call('PEXPIRE', KEYS[i], ARGV[1]) end
+return 1
+"#;
+
+/// KEYS: timeline, posts, meta, following. ARGV: ttl_ms. Removes what a deleted user had and
+/// leaves a `gone` marker so that nothing is written for them again.
+pub const USER_DELETED: &str = r#"
+redis.call('DEL', KEYS[1], KEYS[2], KEYS[4])
+redis.call('DEL', KEYS[3])
+redis.call('HSET', KEYS[3], 'gone', '1', 'loaded', '1', 'newest_ms', '0', 'count', '0')
+redis.call('PEXPIRE', KEYS[3], ARGV[1])
+return 1
+"#;
+
+/// KEYS: following. ARGV: followee_id, version, state (1 follow, 0 unfollow), ttl_ms. Keeps the
+/// highest version per edge: negative versions record an unfollow.
+pub const FOLLOW_EDGE: &str = r#"
+local cur = redis.call('HGET', KEYS[1], ARGV[1])
+local version = tonumber(ARGV[2])
+if cur and math.abs(tonumber(cur)) >= version then return 0 end
+if ARGV[3] == '1' then
+  redis.call('HSET', KEYS[1], ARGV[1], version)
+else
+  redis.call('HSET', KEYS[1], ARGV[1], -version)
+end
+redis.call('PEXPIRE', KEYS[1], ARGV[4])
+return 1
+"#;

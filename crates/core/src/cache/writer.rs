@@ -1,0 +1,217 @@
+//! Applies [`CacheChange`]s to the cluster.
+
+use std::collections::HashMap;
+
+use fred::{
+    clients::Client,
+    error::{Error, ErrorKind},
+    interfaces::{ClusterInterface, LuaInterface, ServerInterface},
+    types::{config::Server, Value},
+    util::redis_keyslot,
+};
+use prost::Message;
+use shardfeed_proto::v1::Post;
+
+use super::{layout::CacheLayout, scripts, CacheChange};
+use crate::config::CacheSettings;
+
+/// Writes cache changes: one script call per change; a batch is sent concurrently, and fred
+/// pipelines it on its one connection per node.
+#[derive(Clone)]
+pub struct CacheWriter {
+    client: Client,
+    layout: CacheLayout,
+    timeline_len: i64,
+    ttl_ms: i64,
+    min_replica_acks: i64,
+    replica_ack_timeout_ms: i64,
+}
+
+impl CacheWriter {
+    pub fn new(client: Client, layout: CacheLayout, settings: &CacheSettings) -> Self {
+        Self {
+            client,
+            layout,
+            timeline_len: settings.timeline_len as i64,
+            ttl_ms: (settings.ttl_secs * 1000) as i64,
+            min_replica_acks: settings.min_replica_acks,
+            replica_ack_timeout_ms: settings.replica_ack_timeout_ms,
+        }
+    }
+
+    pub fn layout(&self) -> &CacheLayout {
+        &self.layout
+    }
+
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
+    /// Applies one change.
+    pub async fn apply(&self, change: &CacheChange) -> Result<(), Error> {
+        let (script, keys, args) = self.command(change);
+        let _: Value = self.client.eval(script, keys, args).await?;
+        Ok(())
+    }
+
+    /// Applies a batch concurrently. fred pipelines concurrent commands on its one connection
+    /// per node (auto-pipelining), so a batch costs about one round trip per node. Each change
+    /// succeeds or fails on its own: one result per change, in order.
+    pub async fn apply_all(&self, changes: &[CacheChange]) -> Vec<Result<(), Error>> {
+        futures::future::join_all(changes.iter().map(|change| self.apply(change))).await
+    }
+
+    /// Applies a batch and confirms it durable: after the scripts, one `WAIT` per node that
+    /// took changes, so a change counts as delivered only once `cache.min_replica_acks`
+    /// replicas of its master have it. A master that fails over right after cannot take an
+    /// acknowledged change with it: unconfirmed changes come back as errors and stay in the
+    /// outbox. `WAIT` covers every earlier write on the connection, and fred keeps one
+    /// connection per node, so it is sent to the node the scripts went to.
+    pub async fn apply_durably(&self, changes: &[CacheChange]) -> Vec<Result<(), Error>> {
+        let mut results = self.apply_all(changes).await;
+        if self.min_replica_acks <= 0 {
+            return results;
+        }
+        let Some(routing) = self.client.cached_cluster_state() else {
+            return results
+                .into_iter()
+                .map(|_| {
+                    Err(Error::new(
+                        ErrorKind::Cluster,
+                        "no cluster state to confirm writes",
+                    ))
+                })
+                .collect();
+        };
+        // Which node each applied change went to.
+        let mut by_node: HashMap<Server, Vec<usize>> = HashMap::new();
+        for (i, change) in changes.iter().enumerate() {
+            if results[i].is_err() {
+                continue;
+            }
+            let slot = redis_keyslot(self.slot_key(change).as_bytes());
+            match routing.get_server(slot) {
+                Some(server) => by_node.entry(server.clone()).or_default().push(i),
+                None => results[i] = Err(Error::new(ErrorKind::Cluster, "slot has no known owner")),
+            }
+        }
+        let waits = by_node.into_iter().map(|(server, indexes)| async move {
+            let acked: Result<i64, Error> = self
+                .client
+                .with_cluster_node(server.clone())
+                .wait(self.min_replica_acks, self.replica_ack_timeout_ms)
+                .await;
+            (server, indexes, acked)
+        });
+        for (server, indexes, acked) in futures::future::join_all(waits).await {
+            let failure = match acked {
+                Ok(n) if n >= self.min_replica_acks => continue,
+                Ok(n) => Error::new(
+                    ErrorKind::Timeout,
+                    format!(
+                        "{server}: {n} replica(s) acknowledged, {} needed",
+                        self.min_replica_acks
+                    ),
+                ),
+                Err(err) => err,
+            };
+            for i in indexes {
+                results[i] = Err(failure.clone());
+            }
+        }
+        results
+    }
+
+    /// A key of the slot a change is written to.
+    fn slot_key(&self, change: &CacheChange) -> String {
+        self.layout.meta(change.slot_owner())
+    }
+
+    fn command(&self, change: &CacheChange) -> (&'static str, Vec<String>, Vec<Value>) {
+        let ttl = Value::from(self.ttl_ms);
+        match change {
+            CacheChange::PostCreated {
+                author_id,
+                post_id,
+                time_ms,
+                body,
+            } => {
+                let keys = self.layout.author(*author_id);
+                let encoded = encode_post(*author_id, *post_id, *time_ms, body);
+                (
+                    scripts::POST_CREATED,
+                    vec![keys.timeline, keys.posts, keys.meta],
+                    vec![
+                        Value::from(post_id.to_string()),
+                        Value::from(*time_ms),
+                        Value::Bytes(encoded.into()),
+                        Value::from(self.timeline_len),
+                        ttl,
+                    ],
+                )
+            }
+            CacheChange::PostDeleted { author_id, post_id } => {
+                let keys = self.layout.author(*author_id);
+                (
+                    scripts::POST_DELETED,
+                    vec![keys.timeline, keys.posts, keys.meta],
+                    vec![Value::from(post_id.to_string()), ttl],
+                )
+            }
+            CacheChange::UserCreated { user_id } | CacheChange::UserDeleted { user_id } => {
+                let keys = self.layout.author(*user_id);
+                let script = if matches!(change, CacheChange::UserCreated { .. }) {
+                    scripts::USER_CREATED
+                } else {
+                    scripts::USER_DELETED
+                };
+                (
+                    script,
+                    vec![
+                        keys.timeline,
+                        keys.posts,
+                        keys.meta,
+                        self.layout.following(*user_id),
+                    ],
+                    vec![ttl],
+                )
+            }
+            CacheChange::Followed {
+                follower_id,
+                followee_id,
+                version,
+            }
+            | CacheChange::Unfollowed {
+                follower_id,
+                followee_id,
+                version,
+            } => {
+                let state = i64::from(matches!(change, CacheChange::Followed { .. }));
+                (
+                    scripts::FOLLOW_EDGE,
+                    vec![self.layout.following(*follower_id)],
+                    vec![
+                        Value::from(followee_id.to_string()),
+                        Value::from(*version),
+                        Value::from(state),
+                        ttl,
+                    ],
+                )
+            }
+        }
+    }
+}
+
+/// The cached form of a post: the wire message itself, so readers hand it out as is.
+pub fn encode_post(author_id: i64, post_id: i64, time_ms: i64, body: &str) -> Vec<u8> {
+    Post {
+        post_id,
+        author_id,
+        body: body.to_owned(),
+        create_time: Some(prost_types::Timestamp {
+            seconds: time_ms.div_euclid(1000),
+            nanos: (time_ms.rem_euclid(1000) * 1_000_000) as i32,
+        }),
+    }
+    .encode_to_vec()
+}

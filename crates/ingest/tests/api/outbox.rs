@@ -1,0 +1,256 @@
+//! The transactional outbox: whatever the fast path does not deliver, the relay does — after a
+//! simulated crash, after a Redis outage, after a master dies, and for rows that commit late.
+
+use std::time::Duration;
+
+use futures::future::join_all;
+use shardfeed_core::cache::CacheChange;
+use shardfeed_proto::v1::CreatePostRequest;
+use shardfeed_testkit::{RedisCluster, TestDb};
+
+use crate::{
+    cache::eventually,
+    helpers::{unique_handle, TestApp},
+};
+
+/// A server whose relay runs often and takes rows at once.
+const EAGER_RELAY: [(&str, &str); 2] = [
+    ("SHARDFEED_OUTBOX__RELAY_INTERVAL_MS", "50"),
+    ("SHARDFEED_OUTBOX__GRACE_MS", "0"),
+];
+
+async fn outbox_depth(app: &TestApp) -> i64 {
+    app.sql()
+        .await
+        .query_one("SELECT count(*) FROM outbox", &[])
+        .await
+        .unwrap()
+        .get(0)
+}
+
+#[tokio::test]
+async fn the_fast_path_delivers_and_clears_the_outbox() {
+    let app = TestApp::spawn().await;
+    let author = app.create_user(&unique_handle("fast"), "Fast").await;
+    let post = app.create_post(author.user_id, "warm at once").await;
+    // Delivered before the response: no waiting.
+    assert_eq!(app.timeline_ids(author.user_id).await, vec![post.post_id]);
+    eventually(
+        Duration::from_secs(5),
+        "the delivered rows are deleted",
+        || async { outbox_depth(&app).await == 0 },
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn a_crash_between_commit_and_warm_is_caught_up_by_the_relay() {
+    let db = TestDb::new().await.unwrap();
+    let mut extra = EAGER_RELAY.to_vec();
+    extra.push(("SHARDFEED_OUTBOX__FAST_PATH_ENABLED", "false"));
+    let app = TestApp::spawn_with(db, &extra).await;
+    let author = app.create_user(&unique_handle("crash"), "Crash").await;
+    let fan = app.create_user(&unique_handle("fan"), "Fan").await;
+    let post = app
+        .create_post(author.user_id, "committed, never warmed")
+        .await;
+    app.follow(fan.user_id, author.user_id).await;
+
+    eventually(
+        Duration::from_secs(10),
+        "the relay delivered everything",
+        || async {
+            app.timeline_ids(author.user_id).await == vec![post.post_id]
+                && app
+                    .meta(author.user_id)
+                    .await
+                    .get("loaded")
+                    .map(String::as_str)
+                    == Some("1")
+                && app
+                    .following_cache(fan.user_id)
+                    .await
+                    .contains_key(&author.user_id.to_string())
+        },
+    )
+    .await;
+    eventually(Duration::from_secs(5), "the outbox is empty", || async {
+        outbox_depth(&app).await == 0
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn rows_that_commit_out_of_id_order_are_all_delivered() {
+    let db = TestDb::new().await.unwrap();
+    let app = TestApp::spawn_with(db, &EAGER_RELAY).await;
+    let author = app.create_user(&unique_handle("late"), "Late").await;
+    let change = |post_id: i64| CacheChange::PostCreated {
+        author_id: author.user_id,
+        post_id,
+        time_ms: 1_700_000_000_000 + post_id,
+        body: format!("post {post_id}"),
+    };
+
+    // Transaction A takes the lower id but commits last.
+    let mut slow = app.sql().await;
+    let slow_tx = slow.transaction().await.unwrap();
+    let low: i64 = slow_tx
+        .query_one(
+            "INSERT INTO outbox (change) VALUES ($1) RETURNING id",
+            &[&serde_json::to_value(change(1)).unwrap()],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    let high: i64 = app
+        .sql()
+        .await
+        .query_one(
+            "INSERT INTO outbox (change) VALUES ($1) RETURNING id",
+            &[&serde_json::to_value(change(2)).unwrap()],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(low < high);
+    eventually(
+        Duration::from_secs(10),
+        "the committed later id is delivered",
+        || async { app.timeline_ids(author.user_id).await == vec![2] },
+    )
+    .await;
+
+    slow_tx.commit().await.unwrap();
+    eventually(
+        Duration::from_secs(10),
+        "the late lower id is delivered too",
+        || async { app.timeline_ids(author.user_id).await == vec![1, 2] },
+    )
+    .await;
+}
+
+/// A server on a Redis Cluster of the test's own, which the test may break.
+async fn spawn_on_own_cluster(cluster: &RedisCluster) -> TestApp {
+    let db = TestDb::new().await.unwrap();
+    let nodes = cluster.seed_nodes().join(",");
+    let mut extra = EAGER_RELAY.to_vec();
+    extra.push(("SHARDFEED_REDIS__NODES", nodes.as_str()));
+    extra.push(("SHARDFEED_REDIS__COMMAND_TIMEOUT_MS", "500"));
+    TestApp::spawn_with(db, &extra).await
+}
+
+#[tokio::test]
+async fn writes_succeed_while_redis_is_down_and_reach_it_when_it_returns() {
+    let cluster = tokio::task::spawn_blocking(RedisCluster::start)
+        .await
+        .unwrap()
+        .unwrap();
+    let app = spawn_on_own_cluster(&cluster).await;
+    let author = app.create_user(&unique_handle("outage"), "Outage").await;
+
+    for node in cluster.seed_nodes() {
+        cluster.pause_node(&node).unwrap();
+    }
+    let mut acked = Vec::new();
+    for i in 0..5 {
+        let started = std::time::Instant::now();
+        acked.push(
+            app.create_post(author.user_id, &format!("during the outage {i}"))
+                .await
+                .post_id,
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "a write waited {:?} on Redis",
+            started.elapsed()
+        );
+    }
+    assert!(outbox_depth(&app).await >= 5);
+    for node in cluster.seed_nodes() {
+        cluster.resume_node(&node).unwrap();
+    }
+    eventually(
+        Duration::from_secs(30),
+        "every acknowledged post reached Redis",
+        || async { app.timeline_ids(author.user_id).await == acked },
+    )
+    .await;
+    eventually(Duration::from_secs(10), "the outbox drained", || async {
+        outbox_depth(&app).await == 0
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_master_killed_during_writes_loses_no_acknowledged_post() {
+    let cluster = tokio::task::spawn_blocking(RedisCluster::start)
+        .await
+        .unwrap()
+        .unwrap();
+    let app = spawn_on_own_cluster(&cluster).await;
+    let mut authors = Vec::new();
+    for i in 0..12 {
+        authors.push(
+            app.create_user(&unique_handle(&format!("w{i}")), "Writer")
+                .await
+                .user_id,
+        );
+    }
+    let victim = cluster.masters().unwrap()[0].clone();
+
+    // Four writers, 40 posts each, round-robin over the authors; a master dies a third of the way.
+    let writers = (0..4).map(|w| {
+        let mut posts = app.posts.clone();
+        let authors = authors.clone();
+        async move {
+            let mut acked = Vec::new();
+            for i in 0..40 {
+                let author_id = authors[(w * 40 + i) % authors.len()];
+                let post = posts
+                    .create_post(CreatePostRequest {
+                        author_id,
+                        body: format!("writer {w} post {i}"),
+                        request_id: String::new(),
+                    })
+                    .await
+                    .expect("PostgreSQL is up: every write is acknowledged")
+                    .into_inner()
+                    .post
+                    .unwrap();
+                acked.push((author_id, post.post_id));
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            acked
+        }
+    });
+    let killer = async {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        cluster.kill_node(&victim).unwrap();
+    };
+    let (acked, ()) = tokio::join!(join_all(writers), killer);
+    let acked: Vec<(i64, i64)> = acked.into_iter().flatten().collect();
+    assert_eq!(acked.len(), 160);
+
+    let cluster_ref = &cluster;
+    tokio::task::block_in_place(|| cluster_ref.wait_until_healthy(Duration::from_secs(30)))
+        .expect("a replica took over");
+    eventually(
+        Duration::from_secs(30),
+        "every acknowledged post is in its timeline",
+        || async {
+            let mut missing = 0;
+            for author in &authors {
+                let Ok(cached) = app.try_timeline_ids(*author).await else {
+                    return false; // that node is still failing over
+                };
+                missing += acked
+                    .iter()
+                    .filter(|(a, p)| a == author && !cached.contains(p))
+                    .count();
+            }
+            missing == 0
+        },
+    )
+    .await;
+}
