@@ -149,6 +149,10 @@ cluster-node-timeout 3000
 appendonly no
 # A cache: no RDB snapshots either (PostgreSQL is the source of truth).
 save ""
+# Every shardfeed key has a TTL; under memory pressure the least recently used go first
+# (docs/cache.md explains why readers tolerate a partly evicted author).
+maxmemory 512mb
+maxmemory-policy volatile-lru
 EOF
   log "redis $port: starting"
   redis-server "$dir/redis.conf" || die "redis-server on port $port failed to start (log: $SF_LOG_DIR/redis-$port.log)"

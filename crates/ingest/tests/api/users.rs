@@ -358,12 +358,45 @@ async fn postgres_down_is_unavailable_and_not_serving_then_recovers() {
         .await
         .unwrap_err();
     assert_eq!(s.code(), Code::Unavailable, "{s:?}");
+    // The rest of the write path answers the same way.
+    let other = user.user_id + 1;
+    let s = app
+        .posts
+        .clone()
+        .create_post(shardfeed_proto::v1::CreatePostRequest {
+            author_id: user.user_id,
+            body: "lost?".into(),
+            request_id: String::new(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(s.code(), Code::Unavailable, "{s:?}");
+    let s = app
+        .graph
+        .clone()
+        .follow(shardfeed_proto::v1::FollowRequest {
+            follower_id: user.user_id,
+            followee_id: other,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(s.code(), Code::Unavailable, "{s:?}");
     app.wait_for_health(ServingStatus::NotServing).await;
 
     pg.restart().expect("restart PostgreSQL");
     app.wait_for_health(ServingStatus::Serving).await;
-    // Nothing was half-written while it was down: only the first user exists.
+    // Nothing was half-written while it was down: only the first user exists, no post, no
+    // edge, and the outbox holds nothing but what the first user's creation left.
     assert_eq!(app.count_users().await, 1);
+    let sql = app.sql().await;
+    for table in ["posts", "follows"] {
+        let n: i64 = sql
+            .query_one(&format!("SELECT count(*) FROM {table}"), &[])
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(n, 0, "{table}");
+    }
     let got = users
         .get_user(GetUserRequest {
             user_id: user.user_id,
