@@ -28,6 +28,8 @@ pub struct TestApp {
     /// A client of the cluster the server writes to, for looking at the cache.
     pub redis: fred::clients::Client,
     pub cache_settings: shardfeed_core::config::CacheSettings,
+    /// What the server was started with, for starting replicas of it.
+    pub settings: Settings,
     stop: Option<oneshot::Sender<()>>,
     server: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
 }
@@ -78,6 +80,7 @@ impl TestApp {
         let settings = settings(&db, extra);
         let layout = CacheLayout::new(settings.redis.namespace.clone());
         let cache_settings = settings.cache.clone();
+        let replica_settings = settings.clone();
         let redis =
             shardfeed_core::redis::connect_and_wait(&settings.redis, Duration::from_secs(10))
                 .await
@@ -101,9 +104,31 @@ impl TestApp {
             layout,
             redis,
             cache_settings,
+            settings: replica_settings,
             channel,
             stop: Some(stop),
             server: Some(server),
+        }
+    }
+
+    /// A second ingest server on the same database and cluster, as another replica.
+    pub async fn spawn_replica(&self) -> Replica {
+        let app = Application::build(self.settings.clone())
+            .await
+            .expect("replica builds");
+        let addr = app.local_addr();
+        let (stop, stopped) = oneshot::channel::<()>();
+        tokio::spawn(app.run_until_stopped(async {
+            let _ = stopped.await;
+        }));
+        let channel = Channel::from_shared(format!("http://{addr}"))
+            .unwrap()
+            .connect()
+            .await
+            .expect("connect to the replica");
+        Replica {
+            posts: PostServiceClient::new(channel),
+            _stop: stop,
         }
     }
 
@@ -216,6 +241,12 @@ impl TestApp {
             .await
             .expect("server task")
     }
+}
+
+/// Another ingest server of a test; stops when dropped.
+pub struct Replica {
+    pub posts: PostServiceClient<Channel>,
+    _stop: oneshot::Sender<()>,
 }
 
 impl Drop for TestApp {

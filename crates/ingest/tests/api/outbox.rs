@@ -81,6 +81,50 @@ async fn a_crash_between_commit_and_warm_is_caught_up_by_the_relay() {
 }
 
 #[tokio::test]
+async fn several_replicas_relay_without_losing_or_blocking_each_other() {
+    let db = TestDb::new().await.unwrap();
+    let mut extra = EAGER_RELAY.to_vec();
+    extra.push(("SHARDFEED_OUTBOX__FAST_PATH_ENABLED", "false"));
+    extra.push(("SHARDFEED_OUTBOX__BATCH_SIZE", "4"));
+    let app = TestApp::spawn_with(db, &extra).await;
+    let replicas = [app.spawn_replica().await, app.spawn_replica().await];
+    let author = app.create_user(&unique_handle("many"), "Many").await;
+
+    // Writes through all three servers; only the relays (three of them) deliver.
+    let mut clients = vec![app.posts.clone()];
+    clients.extend(replicas.iter().map(|r| r.posts.clone()));
+    let writes = (0..30).map(|i| {
+        let mut posts = clients[i % clients.len()].clone();
+        async move {
+            posts
+                .create_post(CreatePostRequest {
+                    author_id: author.user_id,
+                    body: format!("replica write {i}"),
+                    request_id: String::new(),
+                })
+                .await
+                .unwrap()
+                .into_inner()
+                .post
+                .unwrap()
+                .post_id
+        }
+    });
+    let mut acked = join_all(writes).await;
+    acked.sort_unstable();
+    eventually(
+        Duration::from_secs(20),
+        "every post is delivered once",
+        || async { app.timeline_ids(author.user_id).await == acked },
+    )
+    .await;
+    eventually(Duration::from_secs(10), "the outbox is empty", || async {
+        outbox_depth(&app).await == 0
+    })
+    .await;
+}
+
+#[tokio::test]
 async fn rows_that_commit_out_of_id_order_are_all_delivered() {
     let db = TestDb::new().await.unwrap();
     let app = TestApp::spawn_with(db, &EAGER_RELAY).await;
