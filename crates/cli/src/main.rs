@@ -2,6 +2,7 @@
 
 #![forbid(unsafe_code)]
 
+mod bench;
 mod demo;
 
 use clap::{Parser, Subcommand};
@@ -24,6 +25,11 @@ enum Command {
     Migrate,
     /// A scripted tour through the API of a running stack, printing every call and its result.
     Demo(demo::DemoArgs),
+    /// Benchmarks of a running stack, each against the floor a user would compare it with.
+    Bench {
+        #[command(subcommand)]
+        command: bench::BenchCommand,
+    },
 }
 
 #[tokio::main]
@@ -47,5 +53,6 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Demo(args) => demo::run(args).await,
+        Command::Bench { command } => bench::run(command).await,
     }
 }
