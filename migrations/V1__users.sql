@@ -11,14 +11,15 @@ CREATE TABLE users (
 );
 
 -- Idempotency keys (AIP-155): the first result of a create, keyed by the caller's request_id.
--- `request` is the canonical encoding of the request without its request_id, so a reuse of the
--- id with a different request can be told apart from a retry. `response` is the encoded first
--- result, returned verbatim to every retry.
+-- The row is inserted by the same statement as the resource it describes, so it exists exactly
+-- when the resource was created. `request` is the canonical encoding of the request without its
+-- request_id, so a reuse of the id with a different request can be told apart from a retry.
+-- `response` is the first result (JSON), returned to every retry.
 CREATE TABLE idempotency_keys (
     operation   text        NOT NULL,
     request_id  uuid        NOT NULL,
     request     bytea       NOT NULL,
-    response    bytea,
+    response    jsonb       NOT NULL,
     create_time timestamptz NOT NULL DEFAULT now(),
     PRIMARY KEY (operation, request_id)
 );

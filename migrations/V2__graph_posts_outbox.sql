@@ -59,4 +59,3 @@ CREATE TABLE outbox (
     attempts    integer     NOT NULL DEFAULT 0,
     last_error  text
 );
-CREATE INDEX outbox_create_time_idx ON outbox (create_time);

@@ -1,10 +1,15 @@
 //! Lua scripts, one per change kind. Each touches the keys of one user only (one slot), so it
-//! runs atomically on the node that owns them.
+//! runs atomically on the node that owns them. They are called by SHA (`EVALSHA`) and loaded
+//! into a node the first time it does not know one (after a restart or a failover).
+
+use std::sync::LazyLock;
+
+use fred::types::scripts::Script;
 
 /// KEYS: timeline, posts, meta. ARGV: post_id, time_ms, encoded post, timeline_len, ttl_ms.
 /// Returns 1 when the post was added, 0 when it was already there, deleted, too old for a full
 /// timeline, or its author is gone.
-pub const POST_CREATED: &str = r#"
+const POST_CREATED_LUA: &str = r#"
 if redis.call('HGET', KEYS[3], 'gone') == '1' then return 0 end
 if redis.call('HEXISTS', KEYS[2], ARGV[1]) == 1 then return 0 end
 local len = tonumber(ARGV[4])
@@ -32,7 +37,7 @@ return 1
 
 /// KEYS: timeline, posts, meta. ARGV: post_id, ttl_ms. Leaves a tombstone so that a late create
 /// of the same post is ignored.
-pub const POST_DELETED: &str = r#"
+const POST_DELETED_LUA: &str = r#"
 if redis.call('HGET', KEYS[3], 'gone') == '1' then return 0 end
 local removed = redis.call('ZREM', KEYS[1], ARGV[1])
 redis.call('HSET', KEYS[2], ARGV[1], '~')
@@ -44,7 +49,7 @@ return removed
 
 /// KEYS: timeline, posts, meta, following. ARGV: ttl_ms. Marks a new user's (empty) timeline and
 /// followee set complete; posts or follows that raced ahead of it stay.
-pub const USER_CREATED: &str = r#"
+const USER_CREATED_LUA: &str = r#"
 if redis.call('HGET', KEYS[3], 'gone') == '1' then return 0 end
 local top = redis.call('ZRANGE', KEYS[1], -1, -1, 'WITHSCORES')
 redis.call('HSET', KEYS[3], 'loaded', '1', 'newest_ms', top[2] or '0', 'count', redis.call('ZCARD', KEYS[1]))
@@ -55,7 +60,7 @@ return 1
 
 /// KEYS: timeline, posts, meta, following. ARGV: ttl_ms. Removes what a deleted user had and
 /// leaves a `gone` marker so that nothing is written for them again.
-pub const USER_DELETED: &str = r#"
+const USER_DELETED_LUA: &str = r#"
 redis.call('DEL', KEYS[1], KEYS[2], KEYS[4])
 redis.call('DEL', KEYS[3])
 redis.call('HSET', KEYS[3], 'gone', '1', 'loaded', '1', 'newest_ms', '0', 'count', '0')
@@ -65,7 +70,7 @@ return 1
 
 /// KEYS: following. ARGV: followee_id, version, state (1 follow, 0 unfollow), ttl_ms. Keeps the
 /// highest version per edge: negative versions record an unfollow.
-pub const FOLLOW_EDGE: &str = r#"
+const FOLLOW_EDGE_LUA: &str = r#"
 local cur = redis.call('HGET', KEYS[1], ARGV[1])
 local version = tonumber(ARGV[2])
 if cur and math.abs(tonumber(cur)) >= version then return 0 end
@@ -77,3 +82,13 @@ end
 redis.call('PEXPIRE', KEYS[1], ARGV[4])
 return 1
 "#;
+
+pub static POST_CREATED: LazyLock<Script> = LazyLock::new(|| Script::from_lua(POST_CREATED_LUA));
+
+pub static POST_DELETED: LazyLock<Script> = LazyLock::new(|| Script::from_lua(POST_DELETED_LUA));
+
+pub static USER_CREATED: LazyLock<Script> = LazyLock::new(|| Script::from_lua(USER_CREATED_LUA));
+
+pub static USER_DELETED: LazyLock<Script> = LazyLock::new(|| Script::from_lua(USER_DELETED_LUA));
+
+pub static FOLLOW_EDGE: LazyLock<Script> = LazyLock::new(|| Script::from_lua(FOLLOW_EDGE_LUA));

@@ -5,8 +5,8 @@ use std::collections::HashMap;
 use fred::{
     clients::Client,
     error::{Error, ErrorKind},
-    interfaces::{ClusterInterface, LuaInterface, ServerInterface},
-    types::{config::Server, Value},
+    interfaces::{ClusterInterface, ServerInterface},
+    types::{config::Server, scripts::Script, Value},
     util::redis_keyslot,
 };
 use prost::Message;
@@ -50,7 +50,7 @@ impl CacheWriter {
     /// Applies one change.
     pub async fn apply(&self, change: &CacheChange) -> Result<(), Error> {
         let (script, keys, args) = self.command(change);
-        let _: Value = self.client.eval(script, keys, args).await?;
+        let _: Value = script.evalsha_with_reload(&self.client, keys, args).await?;
         Ok(())
     }
 
@@ -127,7 +127,7 @@ impl CacheWriter {
         self.layout.meta(change.slot_owner())
     }
 
-    fn command(&self, change: &CacheChange) -> (&'static str, Vec<String>, Vec<Value>) {
+    fn command(&self, change: &CacheChange) -> (&'static Script, Vec<String>, Vec<Value>) {
         let ttl = Value::from(self.ttl_ms);
         match change {
             CacheChange::PostCreated {
@@ -139,7 +139,7 @@ impl CacheWriter {
                 let keys = self.layout.author(*author_id);
                 let encoded = encode_post(*author_id, *post_id, *time_ms, body);
                 (
-                    scripts::POST_CREATED,
+                    &scripts::POST_CREATED,
                     vec![keys.timeline, keys.posts, keys.meta],
                     vec![
                         Value::from(post_id.to_string()),
@@ -153,17 +153,17 @@ impl CacheWriter {
             CacheChange::PostDeleted { author_id, post_id } => {
                 let keys = self.layout.author(*author_id);
                 (
-                    scripts::POST_DELETED,
+                    &scripts::POST_DELETED,
                     vec![keys.timeline, keys.posts, keys.meta],
                     vec![Value::from(post_id.to_string()), ttl],
                 )
             }
             CacheChange::UserCreated { user_id } | CacheChange::UserDeleted { user_id } => {
                 let keys = self.layout.author(*user_id);
-                let script = if matches!(change, CacheChange::UserCreated { .. }) {
-                    scripts::USER_CREATED
+                let script: &'static Script = if matches!(change, CacheChange::UserCreated { .. }) {
+                    &scripts::USER_CREATED
                 } else {
-                    scripts::USER_DELETED
+                    &scripts::USER_DELETED
                 };
                 (
                     script,
@@ -188,7 +188,7 @@ impl CacheWriter {
             } => {
                 let state = i64::from(matches!(change, CacheChange::Followed { .. }));
                 (
-                    scripts::FOLLOW_EDGE,
+                    &scripts::FOLLOW_EDGE,
                     vec![self.layout.following(*follower_id)],
                     vec![
                         Value::from(followee_id.to_string()),

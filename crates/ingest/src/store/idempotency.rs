@@ -1,72 +1,48 @@
-//! AIP-155 idempotency keys, stored in the same transaction as the change they guard.
+//! AIP-155 idempotency keys.
 //!
-//! `claim` inserts the key first. A concurrent request with the same key blocks on that row
-//! until the first transaction ends, then sees its committed result (or, if the first rolled
-//! back, claims the key itself). So a retry — also a concurrent one — returns the first result.
+//! A create inserts its key in the same statement as the resource, with the response built from
+//! the inserted row, so the key exists exactly when the resource was created. A second create
+//! with the same key fails that statement on the key's primary key — after waiting for the first
+//! to commit, when they race — and nothing of it is written; the caller then reads the first
+//! result here. So a retry, also a concurrent one, gets the first result.
 
-use deadpool_postgres::Transaction;
+use deadpool_postgres::Client;
 use shardfeed_core::{ApiError, ApiResult};
+use tokio_postgres::error::{DbError, SqlState};
 use uuid::Uuid;
 
-/// Outcome of claiming an idempotency key.
-pub enum Claim {
-    /// First use: do the work, then [`complete`] with the response.
-    New,
-    /// A retry of a completed request: return this encoded response as is.
-    Replay(Vec<u8>),
+/// The primary key of `idempotency_keys`, as named in violations.
+const KEY_CONSTRAINT: &str = "idempotency_keys_pkey";
+
+/// True when `err` says the key of a create was already taken.
+pub fn is_key_conflict(err: &tokio_postgres::Error) -> bool {
+    err.as_db_error().is_some_and(|db: &DbError| {
+        *db.code() == SqlState::UNIQUE_VIOLATION && db.constraint() == Some(KEY_CONSTRAINT)
+    })
 }
 
-/// Claims `(operation, request_id)` for `request` (the canonical request without its id).
-/// The same id with a different request is `ABORTED`.
-pub async fn claim(
-    tx: &Transaction<'_>,
+/// The first result stored under `(operation, request_id)`, if any. The same id with a
+/// different request (`request`: the canonical request without its id) is `ABORTED`.
+pub async fn first_result(
+    client: &Client,
     operation: &str,
     request_id: Uuid,
     request: &[u8],
-) -> ApiResult<Claim> {
-    let inserted = tx
-        .execute(
-            "INSERT INTO idempotency_keys (operation, request_id, request)
-             VALUES ($1, $2, $3)
-             ON CONFLICT (operation, request_id) DO NOTHING",
-            &[&operation, &request_id, &request],
-        )
-        .await?;
-    if inserted == 1 {
-        return Ok(Claim::New);
-    }
-    let row = tx
-        .query_one(
+) -> ApiResult<Option<serde_json::Value>> {
+    let stmt = client
+        .prepare_cached(
             "SELECT request, response FROM idempotency_keys
              WHERE operation = $1 AND request_id = $2",
-            &[&operation, &request_id],
         )
         .await?;
+    let Some(row) = client.query_opt(&stmt, &[&operation, &request_id]).await? else {
+        return Ok(None);
+    };
     let first_request: Vec<u8> = row.get(0);
     if first_request != request {
         return Err(ApiError::Aborted(format!(
             "request_id {request_id} was already used for a different {operation} request"
         )));
     }
-    let response: Option<Vec<u8>> = row.get(1);
-    response.map(Claim::Replay).ok_or_else(|| {
-        ApiError::internal(anyhow::anyhow!(
-            "idempotency key {operation}/{request_id} committed without a response"
-        ))
-    })
-}
-
-/// Records the response of a claimed key; commits with the caller's transaction.
-pub async fn complete(
-    tx: &Transaction<'_>,
-    operation: &str,
-    request_id: Uuid,
-    response: &[u8],
-) -> ApiResult<()> {
-    tx.execute(
-        "UPDATE idempotency_keys SET response = $3 WHERE operation = $1 AND request_id = $2",
-        &[&operation, &request_id, &response],
-    )
-    .await?;
-    Ok(())
+    Ok(Some(row.get(1)))
 }

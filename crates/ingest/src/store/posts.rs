@@ -7,11 +7,7 @@ use prost::Message;
 use shardfeed_core::{cache::CacheChange, ApiError, ApiResult};
 use shardfeed_proto::v1::{CreatePostRequest, Post};
 
-use super::{
-    idempotency::{self, Claim},
-    outbox,
-    users::timestamp,
-};
+use super::{idempotency, outbox, users::timestamp};
 use crate::domain::{PostBody, RequestId};
 
 const CREATE_POST: &str = "CreatePost";
@@ -26,77 +22,131 @@ pub struct Written<T> {
     pub pending: Option<(i64, CacheChange)>,
 }
 
+/// Creates a post, its outbox row and (with a `request_id`) its idempotency key in one
+/// statement: one round trip, one commit. The author row is share-locked so that a concurrent
+/// DeleteUser waits for this post (and then deletes it) instead of leaving an orphan.
+const CREATE_SQL: &str = "
+    WITH author AS (
+        SELECT user_id FROM users WHERE user_id = $1 FOR KEY SHARE
+    ), now_ms AS (
+        SELECT date_trunc('milliseconds', clock_timestamp()) AS t
+    ), p AS (
+        INSERT INTO posts (author_id, post_id, body, create_time)
+        SELECT author.user_id,
+               ((floor(extract(epoch FROM now_ms.t) * 1000)::bigint - $3) << 22)
+                   | (nextval('post_id_seq') % 4194304),
+               $2,
+               now_ms.t
+        FROM author, now_ms
+        RETURNING author_id, post_id, body, (extract(epoch FROM create_time) * 1000)::bigint AS time_ms
+    ), o AS (
+        INSERT INTO outbox (change)
+        SELECT jsonb_build_object('kind', 'post_created', 'author_id', author_id,
+                                  'post_id', post_id, 'time_ms', time_ms, 'body', body)
+        FROM p
+        RETURNING id
+    ), k AS (
+        INSERT INTO idempotency_keys (operation, request_id, request, response)
+        SELECT 'CreatePost', $4, $5,
+               jsonb_build_object('post_id', post_id, 'author_id', author_id,
+                                  'body', body, 'time_ms', time_ms)
+        FROM p
+        WHERE $4::uuid IS NOT NULL
+    )
+    SELECT p.post_id, p.time_ms, o.id FROM p, o";
+
 pub async fn create(
     pool: &Pool,
     author_id: i64,
     body: &PostBody,
     request_id: Option<RequestId>,
 ) -> ApiResult<Written<Post>> {
-    let mut client = pool.get().await?;
-    let tx = client.transaction().await?;
-    if let Some(RequestId(id)) = request_id {
-        let canonical = CreatePostRequest {
+    let client = pool.get().await?;
+    let key = request_id.map(|RequestId(id)| id);
+    let canonical = key.map(|_| {
+        CreatePostRequest {
             author_id,
             body: body.as_str().to_owned(),
             request_id: String::new(),
         }
-        .encode_to_vec();
-        if let Claim::Replay(response) =
-            idempotency::claim(&tx, CREATE_POST, id, &canonical).await?
-        {
-            let post = Post::decode(response.as_slice()).map_err(ApiError::internal)?;
+        .encode_to_vec()
+    });
+    let stmt = client.prepare_cached(CREATE_SQL).await?;
+    let params: [&(dyn tokio_postgres::types::ToSql + Sync); 5] = [
+        &author_id,
+        &body.as_str(),
+        &POST_ID_EPOCH_MS,
+        &key,
+        &canonical,
+    ];
+    let row = match client.query_opt(&stmt, &params).await {
+        Ok(Some(row)) => row,
+        Ok(None) => {
+            return Err(ApiError::not_found(format!(
+                "user {author_id} does not exist"
+            )))
+        }
+        Err(err) if idempotency::is_key_conflict(&err) => {
+            // A retry: nothing of this statement was written; return the first result.
+            let (Some(id), Some(request)) = (key, canonical) else {
+                return Err(err.into());
+            };
+            let first = idempotency::first_result(&client, CREATE_POST, id, &request)
+                .await?
+                .ok_or_else(|| ApiError::internal(anyhow::anyhow!("key conflict without a key")))?;
             return Ok(Written {
-                value: post,
+                value: post_from_json(&first)?,
                 pending: None,
             });
         }
-    }
-    // The author row is share-locked so a concurrent DeleteUser waits for this post (and then
-    // deletes it) instead of leaving an orphan.
-    let stmt = tx
-        .prepare_cached(
-            "WITH author AS (
-                 SELECT user_id FROM users WHERE user_id = $1 FOR KEY SHARE
-             ), now_ms AS (
-                 SELECT date_trunc('milliseconds', clock_timestamp()) AS t
-             )
-             INSERT INTO posts (author_id, post_id, body, create_time)
-             SELECT author.user_id,
-                    ((floor(extract(epoch FROM now_ms.t) * 1000)::bigint - $3) << 22)
-                        | (nextval('post_id_seq') % 4194304),
-                    $2,
-                    now_ms.t
-             FROM author, now_ms
-             RETURNING post_id, create_time",
-        )
-        .await?;
-    let row = tx
-        .query_opt(&stmt, &[&author_id, &body.as_str(), &POST_ID_EPOCH_MS])
-        .await?
-        .ok_or_else(|| ApiError::not_found(format!("user {author_id} does not exist")))?;
+        Err(err) => return Err(err.into()),
+    };
     let post_id: i64 = row.get(0);
-    let create_time: DateTime<Utc> = row.get(1);
+    let time_ms: i64 = row.get(1);
+    let outbox_id: i64 = row.get(2);
     let post = Post {
         post_id,
         author_id,
         body: body.as_str().to_owned(),
-        create_time: Some(timestamp(create_time)),
+        create_time: Some(timestamp_from_ms(time_ms)),
     };
     let change = CacheChange::PostCreated {
         author_id,
         post_id,
-        time_ms: create_time.timestamp_millis(),
+        time_ms,
         body: post.body.clone(),
     };
-    let outbox_id = outbox::enqueue(&tx, &change).await?;
-    if let Some(RequestId(id)) = request_id {
-        idempotency::complete(&tx, CREATE_POST, id, &post.encode_to_vec()).await?;
-    }
-    tx.commit().await?;
     Ok(Written {
         value: post,
         pending: Some((outbox_id, change)),
     })
+}
+
+/// The first result of a CreatePost, as its idempotency key stored it.
+fn post_from_json(value: &serde_json::Value) -> ApiResult<Post> {
+    let field = |name: &str| {
+        value.get(name).ok_or_else(|| {
+            ApiError::internal(anyhow::anyhow!("stored CreatePost result lacks {name}"))
+        })
+    };
+    let int = |name: &str| -> ApiResult<i64> {
+        field(name)?
+            .as_i64()
+            .ok_or_else(|| ApiError::internal(anyhow::anyhow!("stored {name} is not an integer")))
+    };
+    Ok(Post {
+        post_id: int("post_id")?,
+        author_id: int("author_id")?,
+        body: field("body")?.as_str().unwrap_or_default().to_owned(),
+        create_time: Some(timestamp_from_ms(int("time_ms")?)),
+    })
+}
+
+fn timestamp_from_ms(ms: i64) -> prost_types::Timestamp {
+    prost_types::Timestamp {
+        seconds: ms.div_euclid(1000),
+        nanos: (ms.rem_euclid(1000) * 1_000_000) as i32,
+    }
 }
 
 pub async fn get(pool: &Pool, post_id: i64) -> ApiResult<Post> {

@@ -7,67 +7,124 @@ use shardfeed_core::{ApiError, ApiResult};
 use shardfeed_proto::v1::{CreateUserRequest, User};
 use tokio_postgres::{error::SqlState, Row};
 
-use super::{
-    idempotency::{self, Claim},
-    outbox,
-    posts::Written,
-};
+use super::{idempotency, outbox, posts::Written};
 use crate::domain::{DisplayName, Handle, RequestId};
 use shardfeed_core::cache::CacheChange;
 
 const CREATE_USER: &str = "CreateUser";
 
-/// Inserts a user. With a `request_id`, a retry returns the user the first call created.
+/// Creates a user, its outbox row and (with a `request_id`) its idempotency key in one
+/// statement.
+const CREATE_SQL: &str = "
+    WITH u AS (
+        INSERT INTO users (handle, display_name) VALUES ($1, $2)
+        RETURNING user_id, handle, display_name, create_time
+    ), o AS (
+        INSERT INTO outbox (change)
+        SELECT jsonb_build_object('kind', 'user_created', 'user_id', user_id) FROM u
+        RETURNING id
+    ), k AS (
+        INSERT INTO idempotency_keys (operation, request_id, request, response)
+        SELECT 'CreateUser', $3, $4,
+               jsonb_build_object('user_id', user_id, 'handle', handle,
+                                  'display_name', display_name,
+                                  'create_time_us', (extract(epoch FROM create_time) * 1000000)::bigint)
+        FROM u
+        WHERE $3::uuid IS NOT NULL
+    )
+    SELECT u.user_id, u.handle, u.display_name, u.create_time, o.id FROM u, o";
+
+/// Inserts a user. With a `request_id`, a retry returns the user the first call created, even
+/// when the handle is taken by then (by that very first call).
 pub async fn create(
     pool: &Pool,
     handle: &Handle,
     display_name: &DisplayName,
     request_id: Option<RequestId>,
 ) -> ApiResult<Written<User>> {
-    let mut client = pool.get().await?;
-    let tx = client.transaction().await?;
-    if let Some(RequestId(id)) = request_id {
-        let canonical = CreateUserRequest {
+    let client = pool.get().await?;
+    let key = request_id.map(|RequestId(id)| id);
+    let canonical = key.map(|_| {
+        CreateUserRequest {
             handle: handle.as_str().to_owned(),
             display_name: display_name.as_str().to_owned(),
             request_id: String::new(),
         }
-        .encode_to_vec();
-        if let Claim::Replay(response) =
-            idempotency::claim(&tx, CREATE_USER, id, &canonical).await?
-        {
-            let user = User::decode(response.as_slice()).map_err(ApiError::internal)?;
-            return Ok(Written {
-                value: user,
-                pending: None,
-            });
-        }
-    }
-    let row = tx
-        .query_one(
-            "INSERT INTO users (handle, display_name) VALUES ($1, $2)
-             RETURNING user_id, handle, display_name, create_time",
-            &[&handle.as_str(), &display_name.as_str()],
-        )
-        .await
-        .map_err(|err| match err.code() {
-            Some(code) if *code == SqlState::UNIQUE_VIOLATION => {
-                ApiError::AlreadyExists(format!("handle {:?} is taken", handle.as_str()))
+        .encode_to_vec()
+    });
+    let replay = || async {
+        match (key, &canonical) {
+            (Some(id), Some(request)) => {
+                idempotency::first_result(&client, CREATE_USER, id, request).await
             }
-            _ => err.into(),
-        })?;
+            _ => Ok(None),
+        }
+    };
+    if let Some(first) = replay().await? {
+        return Ok(Written {
+            value: user_from_json(&first)?,
+            pending: None,
+        });
+    }
+    let stmt = client.prepare_cached(CREATE_SQL).await?;
+    let params: [&(dyn tokio_postgres::types::ToSql + Sync); 4] =
+        [&handle.as_str(), &display_name.as_str(), &key, &canonical];
+    let row = match client.query_one(&stmt, &params).await {
+        Ok(row) => row,
+        Err(err) => {
+            let taken = err.code() == Some(&SqlState::UNIQUE_VIOLATION);
+            // A concurrent first call may have won: it holds the handle and the key.
+            if taken {
+                if let Some(first) = replay().await? {
+                    return Ok(Written {
+                        value: user_from_json(&first)?,
+                        pending: None,
+                    });
+                }
+                return Err(ApiError::AlreadyExists(format!(
+                    "handle {:?} is taken",
+                    handle.as_str()
+                )));
+            }
+            return Err(err.into());
+        }
+    };
     let user = user_from_row(&row);
     let change = CacheChange::UserCreated {
         user_id: user.user_id,
     };
-    let outbox_id = outbox::enqueue(&tx, &change).await?;
-    if let Some(RequestId(id)) = request_id {
-        idempotency::complete(&tx, CREATE_USER, id, &user.encode_to_vec()).await?;
-    }
-    tx.commit().await?;
     Ok(Written {
         value: user,
-        pending: Some((outbox_id, change)),
+        pending: Some((row.get(4), change)),
+    })
+}
+
+/// The first result of a CreateUser, as its idempotency key stored it.
+fn user_from_json(value: &serde_json::Value) -> ApiResult<User> {
+    let missing =
+        |name: &str| ApiError::internal(anyhow::anyhow!("stored CreateUser result lacks {name}"));
+    let int = |name: &str| {
+        value
+            .get(name)
+            .and_then(|v| v.as_i64())
+            .ok_or_else(|| missing(name))
+    };
+    let text = |name: &str| {
+        value
+            .get(name)
+            .and_then(|v| v.as_str())
+            .map(str::to_owned)
+            .ok_or_else(|| missing(name))
+    };
+    let micros = int("create_time_us")?;
+    Ok(User {
+        user_id: int("user_id")?,
+        handle: text("handle")?,
+        display_name: text("display_name")?,
+        create_time: Some(prost_types::Timestamp {
+            seconds: micros.div_euclid(1_000_000),
+            nanos: (micros.rem_euclid(1_000_000) * 1000) as i32,
+        }),
     })
 }
 
