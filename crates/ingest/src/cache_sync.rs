@@ -1,8 +1,10 @@
 //! Keeping the Redis Cluster in step with PostgreSQL: the fast path (right after commit) and
 //! the relay (whatever the fast path left in the outbox).
 //!
-//! The fast path applies a committed change at once and hands its outbox row to a background
-//! task that deletes delivered rows in batches (one small transaction per batch, not one per
+//! The fast path applies a committed change at once: requests hand their changes to one
+//! warming task, which applies whatever has queued up as one batch (scripts pipelined per node,
+//! then one `WAIT` per node for the whole batch) and answers each request. Delivered outbox rows
+//! go to a task that deletes them in batches (one small transaction per batch, not one per
 //! request). If Redis does not take the change, or the process dies first, the row stays and
 //! the relay re-drives it. Every change is idempotent and versioned (see
 //! `shardfeed_core::cache`), so delivering one twice, or two out of order, is harmless.
@@ -15,19 +17,29 @@ use shardfeed_core::{
     cache::{CacheChange, CacheWriter},
     config::OutboxSettings,
 };
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::store::outbox;
 
 /// How long a request waits for its own cache warm before leaving it to the relay.
 const FAST_PATH_BUDGET: Duration = Duration::from_millis(250);
 
+/// Changes waiting for the warming task; past this the fast path leaves them to the relay.
+const WARM_QUEUE: usize = 8192;
+
+/// One committed change on its way to Redis, and who waits for it.
+struct Warm {
+    outbox_id: i64,
+    change: CacheChange,
+    done: oneshot::Sender<Result<(), String>>,
+}
+
 /// Applies committed changes right away; shared by every handler.
 #[derive(Clone)]
 pub struct CacheSync {
     writer: CacheWriter,
     fast_path: bool,
-    delivered: mpsc::UnboundedSender<i64>,
+    warm: mpsc::Sender<Warm>,
 }
 
 /// The background tasks of [`CacheSync`]: the batch deleter and the relay.
@@ -36,20 +48,20 @@ pub struct CacheSyncTasks {
     handles: Vec<tokio::task::JoinHandle<()>>,
 }
 
-/// Delivered outbox ids on their way from the fast path to the batch deleter.
-pub struct Delivered(mpsc::UnboundedReceiver<i64>);
+/// The queue of the fast path, drained by the warming task of [`CacheSyncTasks::spawn`].
+pub struct WarmQueue(mpsc::Receiver<Warm>);
 
 impl CacheSync {
-    /// The fast path, and the receiving end that [`CacheSyncTasks::spawn`] drains.
-    pub fn new(writer: CacheWriter, settings: &OutboxSettings) -> (Self, Delivered) {
-        let (delivered, receiver) = mpsc::unbounded_channel();
+    /// The fast path, and the queue that [`CacheSyncTasks::spawn`] drains.
+    pub fn new(writer: CacheWriter, settings: &OutboxSettings) -> (Self, WarmQueue) {
+        let (warm, queue) = mpsc::channel(WARM_QUEUE);
         (
             Self {
                 writer,
                 fast_path: settings.fast_path_enabled,
-                delivered,
+                warm,
             },
-            Delivered(receiver),
+            WarmQueue(queue),
         )
     }
 
@@ -62,19 +74,23 @@ impl CacheSync {
         if !self.fast_path || !self.writer.client().is_connected() {
             return;
         }
+        let (done, answer) = oneshot::channel();
+        let queued = self.warm.try_send(Warm {
+            outbox_id,
+            change,
+            done,
+        });
+        if queued.is_err() {
+            return; // the warming task is saturated: the relay will deliver this one
+        }
         // A node in trouble must not slow acknowledged writes down by more than this.
-        let durable = self.writer.apply_durably(std::slice::from_ref(&change));
-        let outcome = match tokio::time::timeout(FAST_PATH_BUDGET, durable).await {
-            Ok(mut results) => results
-                .pop()
-                .expect("one result per change")
-                .map_err(|e| e.to_string()),
+        let outcome = match tokio::time::timeout(FAST_PATH_BUDGET, answer).await {
+            Ok(Ok(result)) => result,
+            Ok(Err(_)) => Err("the warming task stopped".to_owned()),
             Err(_) => Err(format!("no answer within {FAST_PATH_BUDGET:?}")),
         };
         match outcome {
-            Ok(()) => {
-                let _ = self.delivered.send(outbox_id);
-            }
+            Ok(()) => {}
             Err(error) => {
                 tracing::warn!(
                     outbox_id,
@@ -92,14 +108,18 @@ impl CacheSyncTasks {
         pool: Pool,
         writer: CacheWriter,
         settings: &OutboxSettings,
-        delivered: Delivered,
+        queue: WarmQueue,
     ) -> Self {
         let (stop, stopped) = watch::channel(false);
-        let mut handles = vec![tokio::spawn(delete_delivered(
-            pool.clone(),
-            delivered.0,
-            stopped.clone(),
-        ))];
+        let (delivered, delivered_rx) = mpsc::unbounded_channel();
+        let mut handles = vec![
+            tokio::spawn(warm_batches(writer.clone(), queue.0, delivered)),
+            tokio::spawn(delete_delivered(
+                pool.clone(),
+                delivered_rx,
+                stopped.clone(),
+            )),
+        ];
         if settings.relay_enabled {
             handles.push(tokio::spawn(relay(pool, writer, settings.clone(), stopped)));
         }
@@ -116,6 +136,27 @@ impl CacheSyncTasks {
             {
                 tracing::warn!("a cache sync task did not stop within 5 s");
             }
+        }
+    }
+}
+
+/// Applies queued changes in batches: whatever queued while the previous batch was in flight
+/// goes out together, so under load one `WAIT` per node confirms many writes. Ends when every
+/// [`CacheSync`] is gone.
+async fn warm_batches(
+    writer: CacheWriter,
+    mut queue: mpsc::Receiver<Warm>,
+    delivered: mpsc::UnboundedSender<i64>,
+) {
+    let mut batch = Vec::with_capacity(256);
+    while queue.recv_many(&mut batch, 256).await > 0 {
+        let changes: Vec<CacheChange> = batch.iter().map(|w| w.change.clone()).collect();
+        let results = writer.apply_durably(&changes).await;
+        for (warm, result) in batch.drain(..).zip(results) {
+            if result.is_ok() {
+                let _ = delivered.send(warm.outbox_id);
+            }
+            let _ = warm.done.send(result.map_err(|e| e.to_string()));
         }
     }
 }

@@ -28,7 +28,7 @@ use shardfeed_proto::v1::{
     user_service_server::UserServiceServer,
 };
 
-use cache_sync::{CacheSync, CacheSyncTasks, Delivered};
+use cache_sync::{CacheSync, CacheSyncTasks, WarmQueue};
 
 /// The ingest service, bound and ready to run.
 pub struct Application {
@@ -36,7 +36,7 @@ pub struct Application {
     pool: deadpool_postgres::Pool,
     writer: CacheWriter,
     outbox: OutboxSettings,
-    delivered: Delivered,
+    warm_queue: WarmQueue,
 }
 
 impl Application {
@@ -55,7 +55,7 @@ impl Application {
             CacheLayout::new(settings.redis.namespace.clone()),
             &settings.cache,
         );
-        let (cache, delivered) = CacheSync::new(writer.clone(), &settings.outbox);
+        let (cache, warm_queue) = CacheSync::new(writer.clone(), &settings.outbox);
         let tokens = PageTokens::new(&settings.paging.token_secret);
 
         let mut server =
@@ -97,7 +97,7 @@ impl Application {
             pool,
             writer,
             outbox: settings.outbox,
-            delivered,
+            warm_queue,
         })
     }
 
@@ -110,7 +110,7 @@ impl Application {
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
-        let tasks = CacheSyncTasks::spawn(self.pool, self.writer, &self.outbox, self.delivered);
+        let tasks = CacheSyncTasks::spawn(self.pool, self.writer, &self.outbox, self.warm_queue);
         let served = self.server.run(shutdown).await;
         tasks.shutdown().await;
         served

@@ -4,7 +4,20 @@
 
 use std::sync::LazyLock;
 
-use fred::types::scripts::Script;
+/// A script's source and its SHA1, the name `EVALSHA` calls it by.
+pub struct LuaScript {
+    pub source: &'static str,
+    pub sha1: String,
+}
+
+impl LuaScript {
+    fn new(source: &'static str) -> Self {
+        let sha1 = fred::types::scripts::Script::from_lua(source)
+            .sha1()
+            .to_string();
+        Self { source, sha1 }
+    }
+}
 
 /// KEYS: timeline, posts, meta. ARGV: post_id, time_ms, encoded post, timeline_len, ttl_ms.
 /// Returns 1 when the post was added, 0 when it was already there, deleted, too old for a full
@@ -83,12 +96,12 @@ redis.call('PEXPIRE', KEYS[1], ARGV[4])
 return 1
 "#;
 
-pub static POST_CREATED: LazyLock<Script> = LazyLock::new(|| Script::from_lua(POST_CREATED_LUA));
+pub static POST_CREATED: LazyLock<LuaScript> = LazyLock::new(|| LuaScript::new(POST_CREATED_LUA));
 
-pub static POST_DELETED: LazyLock<Script> = LazyLock::new(|| Script::from_lua(POST_DELETED_LUA));
+pub static POST_DELETED: LazyLock<LuaScript> = LazyLock::new(|| LuaScript::new(POST_DELETED_LUA));
 
-pub static USER_CREATED: LazyLock<Script> = LazyLock::new(|| Script::from_lua(USER_CREATED_LUA));
+pub static USER_CREATED: LazyLock<LuaScript> = LazyLock::new(|| LuaScript::new(USER_CREATED_LUA));
 
-pub static USER_DELETED: LazyLock<Script> = LazyLock::new(|| Script::from_lua(USER_DELETED_LUA));
+pub static USER_DELETED: LazyLock<LuaScript> = LazyLock::new(|| LuaScript::new(USER_DELETED_LUA));
 
-pub static FOLLOW_EDGE: LazyLock<Script> = LazyLock::new(|| Script::from_lua(FOLLOW_EDGE_LUA));
+pub static FOLLOW_EDGE: LazyLock<LuaScript> = LazyLock::new(|| LuaScript::new(FOLLOW_EDGE_LUA));

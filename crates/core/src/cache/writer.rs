@@ -5,14 +5,18 @@ use std::collections::HashMap;
 use fred::{
     clients::Client,
     error::{Error, ErrorKind},
-    interfaces::{ClusterInterface, ServerInterface},
-    types::{config::Server, scripts::Script, Value},
+    interfaces::{ClusterInterface, LuaInterface, ServerInterface},
+    types::{config::Server, Value},
     util::redis_keyslot,
 };
 use prost::Message;
 use shardfeed_proto::v1::Post;
 
-use super::{layout::CacheLayout, scripts, CacheChange};
+use super::{
+    layout::CacheLayout,
+    scripts::{self, LuaScript},
+    CacheChange,
+};
 use crate::config::CacheSettings;
 
 /// Writes cache changes: one script call per change; a batch is sent concurrently, and fred
@@ -50,8 +54,19 @@ impl CacheWriter {
     /// Applies one change.
     pub async fn apply(&self, change: &CacheChange) -> Result<(), Error> {
         let (script, keys, args) = self.command(change);
-        let _: Value = script.evalsha_with_reload(&self.client, keys, args).await?;
-        Ok(())
+        let by_sha: Result<Value, Error> = self
+            .client
+            .evalsha(script.sha1.as_str(), keys.clone(), args.clone())
+            .await;
+        match by_sha {
+            // A node that has not seen the script yet (new, restarted, just promoted): EVAL
+            // runs it and caches it there.
+            Err(err) if err.details().starts_with("NOSCRIPT") => {
+                let _: Value = self.client.eval(script.source, keys, args).await?;
+                Ok(())
+            }
+            result => result.map(|_| ()),
+        }
     }
 
     /// Applies a batch concurrently. fred pipelines concurrent commands on its one connection
@@ -127,7 +142,7 @@ impl CacheWriter {
         self.layout.meta(change.slot_owner())
     }
 
-    fn command(&self, change: &CacheChange) -> (&'static Script, Vec<String>, Vec<Value>) {
+    fn command(&self, change: &CacheChange) -> (&'static LuaScript, Vec<String>, Vec<Value>) {
         let ttl = Value::from(self.ttl_ms);
         match change {
             CacheChange::PostCreated {
@@ -160,11 +175,12 @@ impl CacheWriter {
             }
             CacheChange::UserCreated { user_id } | CacheChange::UserDeleted { user_id } => {
                 let keys = self.layout.author(*user_id);
-                let script: &'static Script = if matches!(change, CacheChange::UserCreated { .. }) {
-                    &scripts::USER_CREATED
-                } else {
-                    &scripts::USER_DELETED
-                };
+                let script: &'static LuaScript =
+                    if matches!(change, CacheChange::UserCreated { .. }) {
+                        &scripts::USER_CREATED
+                    } else {
+                        &scripts::USER_DELETED
+                    };
                 (
                     script,
                     vec![
