@@ -5,8 +5,10 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 use shardfeed_proto::v1::{
-    feed_service_client::FeedServiceClient, user_service_client::UserServiceClient,
-    CreateUserRequest, DeleteUserRequest, GetHomeFeedRequest, GetUserRequest, UpdateUserRequest,
+    feed_service_client::FeedServiceClient, graph_service_client::GraphServiceClient,
+    post_service_client::PostServiceClient, user_service_client::UserServiceClient,
+    CreatePostRequest, CreateUserRequest, DeletePostRequest, DeleteUserRequest, FollowRequest,
+    GetHomeFeedRequest, GetPostRequest, GetUserRequest, ListFollowingRequest, UpdateUserRequest,
     User,
 };
 use tonic::{transport::Channel, Code};
@@ -159,6 +161,91 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         .await
         .expect_err("an unknown user must fail");
     report_error("unknown user_id", Code::NotFound, &status)?;
+
+    step("Follow each other and post (GraphService, PostService)");
+    let mut graph = GraphServiceClient::new(ingest.clone());
+    let mut posts = PostServiceClient::new(ingest.clone());
+    let (grace, edsger) = (&created[1], &created[2]);
+    for followee in [grace, edsger] {
+        graph
+            .follow(FollowRequest {
+                follower_id: ada.user_id,
+                followee_id: followee.user_id,
+            })
+            .await?;
+        println!("  {} follows {}", ada.handle, followee.handle);
+    }
+    let following = graph
+        .list_following(ListFollowingRequest {
+            user_id: ada.user_id,
+            page_size: 0,
+            page_token: String::new(),
+        })
+        .await?
+        .into_inner();
+    println!(
+        "  ListFollowing({}) -> {:?}",
+        ada.handle, following.user_ids
+    );
+    let mut published = Vec::new();
+    for (author, body) in [
+        (grace, "Nobody ever got fired for writing a compiler."),
+        (edsger, "Simplicity is prerequisite for reliability."),
+        (
+            grace,
+            "It is easier to ask forgiveness than it is to get permission.",
+        ),
+    ] {
+        let post = posts
+            .create_post(CreatePostRequest {
+                author_id: author.user_id,
+                body: body.into(),
+                request_id: uuid::Uuid::new_v4().to_string(),
+            })
+            .await?
+            .into_inner()
+            .post
+            .context("CreatePost returned no post")?;
+        println!(
+            "  {} posted {} : {:?}",
+            author.handle, post.post_id, post.body
+        );
+        published.push(post);
+    }
+    let status = posts
+        .create_post(CreatePostRequest {
+            author_id: grace.user_id,
+            body: "   ".into(),
+            request_id: String::new(),
+        })
+        .await
+        .expect_err("a blank post must be refused");
+    report_error("blank post body", Code::InvalidArgument, &status)?;
+    let status = graph
+        .follow(FollowRequest {
+            follower_id: ada.user_id,
+            followee_id: ada.user_id,
+        })
+        .await
+        .expect_err("a self-follow must be refused");
+    report_error("self-follow", Code::InvalidArgument, &status)?;
+    let gone = &published[0];
+    posts
+        .delete_post(DeletePostRequest {
+            post_id: gone.post_id,
+        })
+        .await?;
+    let status = posts
+        .get_post(GetPostRequest {
+            post_id: gone.post_id,
+        })
+        .await
+        .expect_err("a deleted post must be gone");
+    report_error("deleted post", Code::NotFound, &status)?;
+    println!(
+        "  the cache holds each author's timeline: redis-cli -c -p 7000 zrevrange '{{u:{}}}:tl' 0 -1 withscores",
+        grace.user_id
+    );
 
     step("Feeds (FeedService on the aggregator)");
     let mut feeds = FeedServiceClient::new(aggregator.clone());

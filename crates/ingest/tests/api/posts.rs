@@ -406,7 +406,9 @@ async fn a_replayed_create_never_resurrects_a_deleted_post() {
 async fn nodes_that_lost_their_scripts_are_warmed_all_the_same() {
     use fred::interfaces::LuaInterface;
     let app = TestApp::spawn().await;
-    let author = app.create_user(&unique_handle("noscript"), "NoScript").await;
+    let author = app
+        .create_user(&unique_handle("noscript"), "NoScript")
+        .await;
     // As after a restart or a failover to a node that never ran the scripts.
     let _: () = app.redis.script_flush_cluster(false).await.unwrap();
     let post = app.create_post(author.user_id, "still warm").await;
