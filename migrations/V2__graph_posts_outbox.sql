@@ -45,8 +45,9 @@ CREATE TABLE posts_p7 PARTITION OF posts FOR VALUES WITH (MODULUS 8, REMAINDER 7
 
 -- GetPost and DeletePost by id alone.
 CREATE INDEX posts_post_id_idx ON posts (post_id);
--- Timelines and feeds: an author's live posts, newest first.
-CREATE INDEX posts_author_recent_idx ON posts (author_id, create_time DESC, post_id DESC)
+-- Timelines and feeds: an author's live posts, newest first. Ids are time-ordered, so
+-- (create_time DESC, post_id DESC) is exactly post_id DESC.
+CREATE INDEX posts_author_recent_idx ON posts (author_id, post_id DESC)
     WHERE delete_time IS NULL;
 
 -- The transactional outbox: a cache change committed in the same transaction as the write it

@@ -6,10 +6,13 @@
 #![forbid(unsafe_code)]
 
 pub mod api;
+pub mod read;
 
 use std::{future::Future, net::SocketAddr};
 
-use shardfeed_core::{postgres, redis, server::GrpcServer, Settings};
+use shardfeed_core::{
+    cache::CacheLayout, paging::PageTokens, postgres, redis, server::GrpcServer, Settings,
+};
 use shardfeed_proto::v1::{
     feed_service_server::FeedServiceServer, hotspot_service_server::HotspotServiceServer,
 };
@@ -31,9 +34,17 @@ impl Application {
         let limit = server.max_message_bytes();
         server
             .add_service(
-                FeedServiceServer::new(api::feed::Feeds::new(redis.clone(), pool))
-                    .max_decoding_message_size(limit)
-                    .max_encoding_message_size(limit),
+                FeedServiceServer::new(api::feed::Feeds::new(
+                    read::author::AuthorReader::new(
+                        redis.clone(),
+                        CacheLayout::new(settings.redis.namespace.clone()),
+                    ),
+                    pool,
+                    PageTokens::new(&settings.paging.token_secret),
+                    settings.grpc.request_timeout(),
+                ))
+                .max_decoding_message_size(limit)
+                .max_encoding_message_size(limit),
             )
             .add_service(
                 HotspotServiceServer::new(api::hotspot::Hotspots)

@@ -1,25 +1,119 @@
-//! `shardfeed.v1.FeedService`. Not implemented yet: both RPCs answer `UNIMPLEMENTED` until the
-//! read path (per-node pipelined reads, k-way merge, keyset paging) lands.
+//! `shardfeed.v1.FeedService`. `GetUserTimeline` reads one author's page from the cache and
+//! falls back to PostgreSQL for what the cache cannot answer. `GetHomeFeed` (the per-node
+//! pipelined fan-out and k-way merge) is not built yet and answers `UNIMPLEMENTED`.
+
+use std::time::Duration;
 
 use deadpool_postgres::Pool;
-use fred::clients::Client;
-use shardfeed_core::ApiError;
+use shardfeed_core::{
+    deadline::Deadline,
+    paging::{page_size, PageTokens, TokenScope},
+    ApiError, ApiResult,
+};
 use shardfeed_proto::v1::{
     feed_service_server::FeedService, GetHomeFeedRequest, GetHomeFeedResponse,
-    GetUserTimelineRequest, GetUserTimelineResponse,
+    GetUserTimelineRequest, GetUserTimelineResponse, Post,
 };
 use tonic::{Request, Response, Status};
 
+use crate::read::{
+    author::{AuthorReader, CachedPage},
+    cursor::Position,
+    postgres,
+};
+
+/// AIP-158 sizes for feeds and timelines.
+const DEFAULT_PAGE_SIZE: usize = 20;
+const MAX_PAGE_SIZE: usize = 100;
+
+const TIMELINE_RPC: &str = "shardfeed.v1.FeedService/GetUserTimeline";
+
 pub struct Feeds {
-    #[allow(dead_code)]
-    redis: Client,
-    #[allow(dead_code)]
+    reader: AuthorReader,
     pool: Pool,
+    tokens: PageTokens,
+    request_timeout: Duration,
 }
 
 impl Feeds {
-    pub fn new(redis: Client, pool: Pool) -> Self {
-        Self { redis, pool }
+    pub fn new(
+        reader: AuthorReader,
+        pool: Pool,
+        tokens: PageTokens,
+        request_timeout: Duration,
+    ) -> Self {
+        Self {
+            reader,
+            pool,
+            tokens,
+            request_timeout,
+        }
+    }
+
+    /// One page of `author_id`'s posts after `after`, and whether older ones exist.
+    async fn timeline_page(
+        &self,
+        author_id: i64,
+        after: Option<Position>,
+        size: usize,
+    ) -> ApiResult<(Vec<Post>, bool)> {
+        let cached = match self.reader.page(author_id, after, size).await {
+            Ok(cached) => cached,
+            Err(err) => {
+                // The author's node does not answer (failover, overload): PostgreSQL does.
+                tracing::warn!(author_id, error = %err, "cache read failed; reading PostgreSQL");
+                CachedPage::Miss
+            }
+        };
+        let (mut posts, more) = match cached {
+            CachedPage::Gone => {
+                return Err(ApiError::not_found(format!(
+                    "user {author_id} does not exist"
+                )))
+            }
+            CachedPage::Hit { posts, more } => (posts, more),
+            CachedPage::Partial {
+                mut posts,
+                continue_below,
+            } => {
+                let wanted = (size - posts.len() + 1) as i64;
+                posts.extend(
+                    postgres::timeline_page(&self.pool, author_id, continue_below, wanted).await?,
+                );
+                let more = posts.len() > size;
+                (posts, more)
+            }
+            CachedPage::Miss => {
+                postgres::require_user(&self.pool, author_id).await?;
+                let before = Position::before_id(after);
+                let posts =
+                    postgres::timeline_page(&self.pool, author_id, before, size as i64 + 1).await?;
+                let more = posts.len() > size;
+                (posts, more)
+            }
+        };
+        posts.truncate(size);
+        Ok((posts, more))
+    }
+}
+
+fn parse_user_id(user_id: i64) -> ApiResult<i64> {
+    if user_id > 0 {
+        Ok(user_id)
+    } else {
+        Err(ApiError::invalid_field("user_id", "must be a positive id"))
+    }
+}
+
+/// The keyset position of a post.
+fn position_of(post: &Post) -> Position {
+    let time_ms = post
+        .create_time
+        .as_ref()
+        .map_or(0, |t| t.seconds * 1000 + i64::from(t.nanos) / 1_000_000);
+    Position {
+        time_ms,
+        post_id: post.post_id,
     }
 }
 
@@ -32,10 +126,34 @@ impl FeedService for Feeds {
         Err(ApiError::Unimplemented("FeedService.GetHomeFeed").into())
     }
 
+    #[tracing::instrument(skip_all, fields(user_id = request.get_ref().user_id))]
     async fn get_user_timeline(
         &self,
-        _: Request<GetUserTimelineRequest>,
+        request: Request<GetUserTimelineRequest>,
     ) -> Result<Response<GetUserTimelineResponse>, Status> {
-        Err(ApiError::Unimplemented("FeedService.GetUserTimeline").into())
+        let deadline = Deadline::of(&request, self.request_timeout);
+        let req = request.into_inner();
+        let user_id = parse_user_id(req.user_id)?;
+        let size = page_size(req.page_size, DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)?;
+        let scope = TokenScope {
+            rpc: TIMELINE_RPC,
+            subject: user_id,
+        };
+        let after = if req.page_token.is_empty() {
+            None
+        } else {
+            Some(self.tokens.decode::<Position>(&scope, &req.page_token)?)
+        };
+        let (posts, more) = deadline
+            .run(self.timeline_page(user_id, after, size))
+            .await??;
+        let next_page_token = match posts.last() {
+            Some(last) if more => self.tokens.encode(&scope, &position_of(last)),
+            _ => String::new(),
+        };
+        Ok(Response::new(GetUserTimelineResponse {
+            posts,
+            next_page_token,
+        }))
     }
 }

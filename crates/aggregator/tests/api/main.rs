@@ -6,7 +6,9 @@ use std::time::Duration;
 use shardfeed_aggregator::Application;
 use shardfeed_core::Settings;
 use shardfeed_proto::v1::{feed_service_client::FeedServiceClient, GetHomeFeedRequest};
-use tokio::sync::oneshot;
+
+mod timeline;
+use shardfeed_testkit::InProcessServer;
 use tonic::{transport::Channel, Code};
 use tonic_health::pb::{
     health_check_response::ServingStatus, health_client::HealthClient, HealthCheckRequest,
@@ -14,7 +16,7 @@ use tonic_health::pb::{
 
 struct TestApp {
     channel: Channel,
-    _stop: oneshot::Sender<()>,
+    _server: InProcessServer,
 }
 
 async fn spawn(redis_nodes: &str) -> TestApp {
@@ -43,19 +45,12 @@ async fn spawn(redis_nodes: &str) -> TestApp {
     let app = Application::build(settings)
         .await
         .expect("aggregator builds");
-    let addr = app.local_addr();
-    let (stop, stopped) = oneshot::channel::<()>();
-    tokio::spawn(app.run_until_stopped(async {
-        let _ = stopped.await;
-    }));
-    let channel = Channel::from_shared(format!("http://{addr}"))
-        .unwrap()
-        .connect()
+    let server = InProcessServer::start(app.local_addr(), |s| app.run_until_stopped(s))
         .await
         .unwrap();
     TestApp {
-        channel,
-        _stop: stop,
+        channel: server.channel.clone(),
+        _server: server,
     }
 }
 

@@ -6,7 +6,7 @@
 //! |---|---|---|
 //! | `{u:42}:tl` | sorted set | score = post time (ms since the Unix epoch), member = post id; the newest `cache.timeline_len` posts |
 //! | `{u:42}:posts` | hash | post id → prost-encoded `shardfeed.v1.Post`, or [`TOMBSTONE`] for a deleted post |
-//! | `{u:42}:meta` | hash | `loaded` (1 once the timeline is complete), `newest_ms`, `count`, `gone` (1 once the user is deleted) |
+//! | `{u:42}:meta` | hash | `loaded` (1 once the timeline can be trusted), `complete` (1 while it holds every live post of the author, 0 once older ones were trimmed), `newest_ms`, `count`, `gone` (1 once the user is deleted) |
 //! | `{u:42}:fol` | hash | followee id → edge version (positive: following; negative: unfollowed), and `_loaded` |
 //!
 //! An optional namespace is put in front of every key, outside the hash tag, so that several
@@ -18,6 +18,7 @@ pub const TOMBSTONE: &str = "~";
 /// Meta fields of an author.
 pub mod meta {
     pub const LOADED: &str = "loaded";
+    pub const COMPLETE: &str = "complete";
     pub const NEWEST_MS: &str = "newest_ms";
     pub const COUNT: &str = "count";
     pub const GONE: &str = "gone";

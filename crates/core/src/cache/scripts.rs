@@ -40,6 +40,8 @@ if card > len then
   redis.call('ZREMRANGEBYRANK', KEYS[1], 0, card - len - 1)
   for _, id in ipairs(dropped) do redis.call('HDEL', KEYS[2], id) end
   card = len
+  -- Older posts now live only in PostgreSQL.
+  redis.call('HSET', KEYS[3], 'complete', '0')
 end
 local newest = tonumber(redis.call('HGET', KEYS[3], 'newest_ms') or '0')
 if score > newest then redis.call('HSET', KEYS[3], 'newest_ms', ARGV[2]) end
@@ -66,6 +68,7 @@ const USER_CREATED_LUA: &str = r#"
 if redis.call('HGET', KEYS[3], 'gone') == '1' then return 0 end
 local top = redis.call('ZRANGE', KEYS[1], -1, -1, 'WITHSCORES')
 redis.call('HSET', KEYS[3], 'loaded', '1', 'newest_ms', top[2] or '0', 'count', redis.call('ZCARD', KEYS[1]))
+if not redis.call('HGET', KEYS[3], 'complete') then redis.call('HSET', KEYS[3], 'complete', '1') end
 redis.call('HSET', KEYS[4], '_loaded', '1')
 for i = 1, 4 do redis.call('PEXPIRE', KEYS[i], ARGV[1]) end
 return 1
@@ -76,7 +79,7 @@ return 1
 const USER_DELETED_LUA: &str = r#"
 redis.call('DEL', KEYS[1], KEYS[2], KEYS[4])
 redis.call('DEL', KEYS[3])
-redis.call('HSET', KEYS[3], 'gone', '1', 'loaded', '1', 'newest_ms', '0', 'count', '0')
+redis.call('HSET', KEYS[3], 'gone', '1', 'loaded', '1', 'complete', '1', 'newest_ms', '0', 'count', '0')
 redis.call('PEXPIRE', KEYS[3], ARGV[1])
 return 1
 "#;

@@ -10,8 +10,7 @@ use shardfeed_proto::v1::{
     user_service_client::UserServiceClient, CreatePostRequest, CreateUserRequest, FollowRequest,
     Post, User,
 };
-use shardfeed_testkit::{PgServer, TestDb};
-use tokio::sync::oneshot;
+use shardfeed_testkit::{InProcessServer, PgServer, TestDb};
 use tonic::transport::Channel;
 use tonic_health::pb::{
     health_check_response::ServingStatus, health_client::HealthClient, HealthCheckRequest,
@@ -30,8 +29,8 @@ pub struct TestApp {
     pub cache_settings: shardfeed_core::config::CacheSettings,
     /// What the server was started with, for starting replicas of it.
     pub settings: Settings,
-    stop: Option<oneshot::Sender<()>>,
-    server: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+    /// Stops the server when the test drops the app.
+    server: InProcessServer,
 }
 
 /// Settings for a test: its own database, port 0, quick readiness probes.
@@ -86,16 +85,10 @@ impl TestApp {
                 .await
                 .expect("connect to the Redis Cluster");
         let app = Application::build(settings).await.expect("ingest builds");
-        let addr = app.local_addr();
-        let (stop, stopped) = oneshot::channel::<()>();
-        let server = tokio::spawn(app.run_until_stopped(async {
-            let _ = stopped.await;
-        }));
-        let channel = Channel::from_shared(format!("http://{addr}"))
-            .unwrap()
-            .connect()
+        let server = InProcessServer::start(app.local_addr(), |s| app.run_until_stopped(s))
             .await
-            .expect("connect to the test server");
+            .expect("start the test server");
+        let channel = server.channel.clone();
         TestApp {
             db,
             users: UserServiceClient::new(channel.clone()),
@@ -106,8 +99,7 @@ impl TestApp {
             cache_settings,
             settings: replica_settings,
             channel,
-            stop: Some(stop),
-            server: Some(server),
+            server,
         }
     }
 
@@ -116,19 +108,12 @@ impl TestApp {
         let app = Application::build(self.settings.clone())
             .await
             .expect("replica builds");
-        let addr = app.local_addr();
-        let (stop, stopped) = oneshot::channel::<()>();
-        tokio::spawn(app.run_until_stopped(async {
-            let _ = stopped.await;
-        }));
-        let channel = Channel::from_shared(format!("http://{addr}"))
-            .unwrap()
-            .connect()
+        let server = InProcessServer::start(app.local_addr(), |s| app.run_until_stopped(s))
             .await
-            .expect("connect to the replica");
+            .expect("start the replica");
         Replica {
-            posts: PostServiceClient::new(channel),
-            _stop: stop,
+            posts: PostServiceClient::new(server.channel.clone()),
+            _server: server,
         }
     }
 
@@ -233,28 +218,15 @@ impl TestApp {
     }
 
     /// Stops the server as SIGTERM would and returns how it ended.
-    pub async fn shutdown(mut self) -> anyhow::Result<()> {
-        let _ = self.stop.take().expect("running").send(());
-        self.server
-            .take()
-            .expect("running")
-            .await
-            .expect("server task")
+    pub async fn shutdown(self) -> anyhow::Result<()> {
+        self.server.shutdown().await
     }
 }
 
 /// Another ingest server of a test; stops when dropped.
 pub struct Replica {
     pub posts: PostServiceClient<Channel>,
-    _stop: oneshot::Sender<()>,
-}
-
-impl Drop for TestApp {
-    fn drop(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-    }
+    _server: InProcessServer,
 }
 
 /// A handle unique to this test run, valid by the handle rules.
