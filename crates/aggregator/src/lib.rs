@@ -29,15 +29,19 @@ impl Application {
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
         let redis = redis::connect(&settings.redis)?;
         let pool = postgres::pool(&settings.postgres)?;
+        let layout = CacheLayout::new(settings.redis.namespace.clone());
         let mut server =
             GrpcServer::bind(settings.aggregator.listen_addr, settings.grpc.clone()).await?;
         let limit = server.max_message_bytes();
         server
             .add_service(
                 FeedServiceServer::new(api::feed::Feeds::new(
-                    read::author::AuthorReader::new(
+                    read::author::AuthorReader::new(redis.clone(), layout.clone()),
+                    read::home::HomeReader::new(
                         redis.clone(),
-                        CacheLayout::new(settings.redis.namespace.clone()),
+                        layout,
+                        pool.clone(),
+                        settings.aggregator.node_timeout(),
                     ),
                     pool,
                     PageTokens::new(&settings.paging.token_secret),

@@ -166,6 +166,15 @@ pub struct IngestSettings {
 #[serde(deny_unknown_fields)]
 pub struct AggregatorSettings {
     pub listen_addr: SocketAddr,
+    /// How long one node may take to answer its batch of a feed before its authors are read
+    /// from PostgreSQL instead.
+    pub node_timeout_ms: u64,
+}
+
+impl AggregatorSettings {
+    pub fn node_timeout(&self) -> Duration {
+        Duration::from_millis(self.node_timeout_ms)
+    }
 }
 
 /// Errors that stop start-up: the message names the offending key.
@@ -203,6 +212,7 @@ run_migrations = true
 
 [aggregator]
 listen_addr = "127.0.0.1:50052"
+node_timeout_ms = 250
 
 [cache]
 timeline_len = 800

@@ -1,6 +1,5 @@
-//! `shardfeed.v1.FeedService`. `GetUserTimeline` reads one author's page from the cache and
-//! falls back to PostgreSQL for what the cache cannot answer. `GetHomeFeed` (the per-node
-//! pipelined fan-out and k-way merge) is not built yet and answers `UNIMPLEMENTED`.
+//! `shardfeed.v1.FeedService`: home feeds (see `read::home`) and author timelines (see
+//! `read::author`), paged by an opaque keyset token.
 
 use std::time::Duration;
 
@@ -19,6 +18,7 @@ use tonic::{Request, Response, Status};
 use crate::read::{
     author::{AuthorReader, CachedPage},
     cursor::Position,
+    home::HomeReader,
     postgres,
 };
 
@@ -27,9 +27,11 @@ const DEFAULT_PAGE_SIZE: usize = 20;
 const MAX_PAGE_SIZE: usize = 100;
 
 const TIMELINE_RPC: &str = "shardfeed.v1.FeedService/GetUserTimeline";
+const HOME_RPC: &str = "shardfeed.v1.FeedService/GetHomeFeed";
 
 pub struct Feeds {
     reader: AuthorReader,
+    home: HomeReader,
     pool: Pool,
     tokens: PageTokens,
     request_timeout: Duration,
@@ -38,12 +40,14 @@ pub struct Feeds {
 impl Feeds {
     pub fn new(
         reader: AuthorReader,
+        home: HomeReader,
         pool: Pool,
         tokens: PageTokens,
         request_timeout: Duration,
     ) -> Self {
         Self {
             reader,
+            home,
             pool,
             tokens,
             request_timeout,
@@ -97,6 +101,24 @@ impl Feeds {
     }
 }
 
+impl Feeds {
+    /// The position a page token carries, checked against the RPC and user it was issued for.
+    fn after(&self, scope: &TokenScope<'_>, token: &str) -> ApiResult<Option<Position>> {
+        if token.is_empty() {
+            return Ok(None);
+        }
+        self.tokens.decode::<Position>(scope, token).map(Some)
+    }
+
+    /// The token of the page after one that ended with `last`, when more posts follow.
+    fn next_token(&self, scope: &TokenScope<'_>, last: Option<&Post>, more: bool) -> String {
+        match last {
+            Some(last) if more => self.tokens.encode(scope, &position_of(last)),
+            _ => String::new(),
+        }
+    }
+}
+
 fn parse_user_id(user_id: i64) -> ApiResult<i64> {
     if user_id > 0 {
         Ok(user_id)
@@ -119,11 +141,33 @@ fn position_of(post: &Post) -> Position {
 
 #[tonic::async_trait]
 impl FeedService for Feeds {
+    #[tracing::instrument(skip_all, fields(user_id = request.get_ref().user_id))]
     async fn get_home_feed(
         &self,
-        _: Request<GetHomeFeedRequest>,
+        request: Request<GetHomeFeedRequest>,
     ) -> Result<Response<GetHomeFeedResponse>, Status> {
-        Err(ApiError::Unimplemented("FeedService.GetHomeFeed").into())
+        let deadline = Deadline::of(&request, self.request_timeout);
+        let req = request.into_inner();
+        let user_id = parse_user_id(req.user_id)?;
+        let size = page_size(req.page_size, DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)?;
+        let scope = TokenScope {
+            rpc: HOME_RPC,
+            subject: user_id,
+        };
+        let after = self.after(&scope, &req.page_token)?;
+        let page = deadline
+            .run(async {
+                let followees = self.home.followees(user_id).await?;
+                self.home.page(&followees, after, size).await
+            })
+            .await??;
+        let next_page_token = self.next_token(&scope, page.posts.last(), page.more);
+        Ok(Response::new(GetHomeFeedResponse {
+            posts: page.posts,
+            next_page_token,
+            degraded: page.authors_omitted > 0,
+            authors_omitted: page.authors_omitted as i32,
+        }))
     }
 
     #[tracing::instrument(skip_all, fields(user_id = request.get_ref().user_id))]
@@ -139,18 +183,11 @@ impl FeedService for Feeds {
             rpc: TIMELINE_RPC,
             subject: user_id,
         };
-        let after = if req.page_token.is_empty() {
-            None
-        } else {
-            Some(self.tokens.decode::<Position>(&scope, &req.page_token)?)
-        };
+        let after = self.after(&scope, &req.page_token)?;
         let (posts, more) = deadline
             .run(self.timeline_page(user_id, after, size))
             .await??;
-        let next_page_token = match posts.last() {
-            Some(last) if more => self.tokens.encode(&scope, &position_of(last)),
-            _ => String::new(),
-        };
+        let next_page_token = self.next_token(&scope, posts.last(), more);
         Ok(Response::new(GetUserTimelineResponse {
             posts,
             next_page_token,

@@ -2,7 +2,7 @@
 //! author's node, then the bodies of the posts on the page only.
 
 use fred::{
-    clients::Client,
+    clients::{Client, Pipeline},
     error::Error,
     interfaces::{ClientLike, HashesInterface, SortedSetsInterface},
     types::Value,
@@ -57,48 +57,17 @@ impl AuthorReader {
         after: Option<Position>,
         size: usize,
     ) -> Result<CachedPage, Error> {
-        let keys = self.layout.author(author_id);
-        let fetch = size + 1 + TIE_SLACK;
-        let max = after.map_or(f64::INFINITY, |p| p.time_ms as f64);
-
         // Both keys share the author's slot: one pipeline, one round trip.
         let pipeline = self.client.pipeline();
-        let _: () = pipeline
-            .hmget(&keys.meta, vec![meta::LOADED, meta::COMPLETE, meta::GONE])
-            .await?;
-        let _: () = pipeline
-            .zrevrangebyscore(
-                &keys.timeline,
-                max,
-                f64::NEG_INFINITY,
-                false,
-                Some((0, fetch as i64)),
-            )
-            .await?;
+        queue_slice(&pipeline, &self.layout, author_id, after, size).await?;
         let mut replies = pipeline.try_all::<Value>().await.into_iter();
-        let flags: Vec<Option<String>> = replies.next().expect("two replies")?.convert()?;
-        // Scores are not needed: post ids order the posts (and carry their time).
-        let raw: Vec<String> = replies.next().expect("two replies")?.convert()?;
-
-        let flag = |i: usize| flags.get(i).and_then(|f| f.as_deref()) == Some("1");
-        if flag(2) {
-            return Ok(CachedPage::Gone);
-        }
-        if !flag(0) {
-            return Ok(CachedPage::Miss);
-        }
-        let complete = flag(1);
+        let (ids, complete) = match take_slice(&mut replies, after, size)? {
+            Slice::Gone => return Ok(CachedPage::Gone),
+            Slice::Miss => return Ok(CachedPage::Miss),
+            Slice::Ids { ids, complete } => (ids, complete),
+        };
+        let mut ids = ids;
         let before_id = Position::before_id(after);
-        let mut ids: Vec<i64> = raw
-            .iter()
-            .filter_map(|member| member.parse::<i64>().ok())
-            .filter(|id| *id < before_id)
-            .collect();
-        ids.sort_unstable_by(|a, b| b.cmp(a));
-        if ids.len() <= size && raw.len() == fetch {
-            // Everything fetched was at or above the cursor: too many ties to page in the cache.
-            return Ok(CachedPage::Miss);
-        }
         let more_cached = ids.len() > size;
         ids.truncate(size);
 
@@ -121,7 +90,7 @@ impl AuthorReader {
 
     /// The cached posts `ids`, in that order; `None` if any is missing or a tombstone (the
     /// timeline and the bodies disagree: an eviction or a race with a delete).
-    async fn bodies(&self, author_id: i64, ids: &[i64]) -> Result<Option<Vec<Post>>, Error> {
+    pub async fn bodies(&self, author_id: i64, ids: &[i64]) -> Result<Option<Vec<Post>>, Error> {
         if ids.is_empty() {
             return Ok(Some(Vec::new()));
         }
@@ -151,4 +120,94 @@ impl AuthorReader {
     pub fn is_connected(&self) -> bool {
         self.client.is_connected()
     }
+}
+
+/// What one author's meta flags and timeline slice say, before any body is read.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Slice {
+    Gone,
+    Miss,
+    /// Post ids below the cursor, newest first, at most `size + 1` of them; `complete`: the
+    /// cache holds every live post of the author (nothing older lives only in PostgreSQL).
+    Ids {
+        ids: Vec<i64>,
+        complete: bool,
+    },
+}
+
+/// Reads the replies to `HMGET meta loaded complete gone` and
+/// `ZREVRANGEBYSCORE tl <cursor time> -inf LIMIT 0 <size + 1 + slack>`.
+pub fn interpret(
+    flags: &[Option<String>],
+    raw: &[String],
+    after: Option<Position>,
+    size: usize,
+) -> Slice {
+    let flag = |i: usize| flags.get(i).and_then(|f| f.as_deref()) == Some("1");
+    if flag(2) {
+        return Slice::Gone;
+    }
+    if !flag(0) {
+        return Slice::Miss;
+    }
+    let before_id = Position::before_id(after);
+    let mut ids: Vec<i64> = raw
+        .iter()
+        .filter_map(|member| member.parse::<i64>().ok())
+        .filter(|id| *id < before_id)
+        .collect();
+    ids.sort_unstable_by(|a, b| b.cmp(a));
+    if ids.len() <= size && raw.len() == fetch_len(size) {
+        // Everything fetched was at or above the cursor: too many ties to page in the cache.
+        return Slice::Miss;
+    }
+    ids.truncate(size + 1);
+    Slice::Ids {
+        ids,
+        complete: flag(1),
+    }
+}
+
+/// How many timeline entries to fetch for a page of `size`.
+pub fn fetch_len(size: usize) -> usize {
+    size + 1 + TIE_SLACK
+}
+
+/// The fields of `HMGET meta …` that [`interpret`] reads, in its order.
+pub const META_FIELDS: [&str; 3] = [meta::LOADED, meta::COMPLETE, meta::GONE];
+
+/// Queues on `pipeline` the two commands of one author's slice: `HMGET meta` and
+/// `ZREVRANGEBYSCORE tl` (ids only; scores are not needed, the ids order the posts).
+pub async fn queue_slice(
+    pipeline: &Pipeline<Client>,
+    layout: &CacheLayout,
+    author_id: i64,
+    after: Option<Position>,
+    size: usize,
+) -> Result<(), Error> {
+    let keys = layout.author(author_id);
+    let max = after.map_or(f64::INFINITY, |p| p.time_ms as f64);
+    let _: () = pipeline.hmget(&keys.meta, META_FIELDS.to_vec()).await?;
+    let _: () = pipeline
+        .zrevrangebyscore(
+            &keys.timeline,
+            max,
+            f64::NEG_INFINITY,
+            false,
+            Some((0, fetch_len(size) as i64)),
+        )
+        .await?;
+    Ok(())
+}
+
+/// Reads the two replies [`queue_slice`] queued.
+pub fn take_slice(
+    replies: &mut impl Iterator<Item = Result<Value, Error>>,
+    after: Option<Position>,
+    size: usize,
+) -> Result<Slice, Error> {
+    let missing = || Error::new(fred::error::ErrorKind::Protocol, "a reply is missing");
+    let flags: Vec<Option<String>> = replies.next().ok_or_else(missing)??.convert()?;
+    let raw: Vec<String> = replies.next().ok_or_else(missing)??.convert()?;
+    Ok(interpret(&flags, &raw, after, size))
 }

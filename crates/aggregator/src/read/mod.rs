@@ -8,4 +8,5 @@
 
 pub mod author;
 pub mod cursor;
+pub mod home;
 pub mod postgres;

@@ -16,7 +16,7 @@ pub async fn timeline_page(
     let client = pool.get().await?;
     let stmt = client
         .prepare_cached(
-            "SELECT post_id, body, create_time FROM posts
+            "SELECT author_id, post_id, body, create_time FROM posts
              WHERE author_id = $1 AND delete_time IS NULL AND post_id < $2
              ORDER BY post_id DESC
              LIMIT $3",
@@ -25,21 +25,7 @@ pub async fn timeline_page(
     let rows = client
         .query(&stmt, &[&author_id, &before_id, &limit])
         .await?;
-    Ok(rows
-        .iter()
-        .map(|row| {
-            let time: DateTime<Utc> = row.get(2);
-            Post {
-                post_id: row.get(0),
-                author_id,
-                body: row.get(1),
-                create_time: Some(prost_types::Timestamp {
-                    seconds: time.timestamp(),
-                    nanos: time.timestamp_subsec_nanos() as i32,
-                }),
-            }
-        })
-        .collect())
+    Ok(rows.iter().map(post_from_row).collect())
 }
 
 /// `NOT_FOUND` unless the user exists.
@@ -54,4 +40,72 @@ pub async fn require_user(pool: &Pool, user_id: i64) -> ApiResult<()> {
             "user {user_id} does not exist"
         ))),
     }
+}
+
+fn post_from_row(row: &deadpool_postgres::tokio_postgres::Row) -> Post {
+    let time: DateTime<Utc> = row.get("create_time");
+    Post {
+        post_id: row.get("post_id"),
+        author_id: row.get("author_id"),
+        body: row.get("body"),
+        create_time: Some(prost_types::Timestamp {
+            seconds: time.timestamp(),
+            nanos: time.timestamp_subsec_nanos() as i32,
+        }),
+    }
+}
+
+/// The users `user_id` follows; `NOT_FOUND` if the user does not exist.
+pub async fn followees(pool: &Pool, user_id: i64) -> ApiResult<Vec<i64>> {
+    require_user(pool, user_id).await?;
+    let client = pool.get().await?;
+    let stmt = client
+        .prepare_cached("SELECT followee_id FROM follows WHERE follower_id = $1")
+        .await?;
+    let rows = client.query(&stmt, &[&user_id]).await?;
+    Ok(rows.iter().map(|r| r.get(0)).collect())
+}
+
+/// For each of `authors`, up to `limit` live posts below `before_id`, newest first: one
+/// LATERAL top-k query for all of them.
+pub async fn timelines_page(
+    pool: &Pool,
+    authors: &[i64],
+    before_id: i64,
+    limit: i64,
+) -> ApiResult<Vec<Post>> {
+    if authors.is_empty() {
+        return Ok(Vec::new());
+    }
+    let client = pool.get().await?;
+    let stmt = client
+        .prepare_cached(
+            "SELECT p.author_id, p.post_id, p.body, p.create_time
+             FROM unnest($1::bigint[]) AS a(author_id)
+             CROSS JOIN LATERAL (
+                 SELECT author_id, post_id, body, create_time FROM posts
+                 WHERE posts.author_id = a.author_id AND delete_time IS NULL AND post_id < $2
+                 ORDER BY post_id DESC
+                 LIMIT $3
+             ) p",
+        )
+        .await?;
+    let rows = client.query(&stmt, &[&authors, &before_id, &limit]).await?;
+    Ok(rows.iter().map(post_from_row).collect())
+}
+
+/// The live posts among `post_ids`.
+pub async fn posts_by_id(pool: &Pool, post_ids: &[i64]) -> ApiResult<Vec<Post>> {
+    if post_ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    let client = pool.get().await?;
+    let stmt = client
+        .prepare_cached(
+            "SELECT author_id, post_id, body, create_time FROM posts
+             WHERE post_id = ANY($1) AND delete_time IS NULL",
+        )
+        .await?;
+    let rows = client.query(&stmt, &[&post_ids]).await?;
+    Ok(rows.iter().map(post_from_row).collect())
 }

@@ -5,11 +5,11 @@ use std::time::Duration;
 
 use shardfeed_aggregator::Application;
 use shardfeed_core::Settings;
-use shardfeed_proto::v1::{feed_service_client::FeedServiceClient, GetHomeFeedRequest};
 
+mod home;
 mod timeline;
 use shardfeed_testkit::InProcessServer;
-use tonic::{transport::Channel, Code};
+use tonic::transport::Channel;
 use tonic_health::pb::{
     health_check_response::ServingStatus, health_client::HealthClient, HealthCheckRequest,
 };
@@ -122,19 +122,4 @@ async fn reflection_lists_the_services_in_v1_and_v1alpha() {
             "aggregator serves no ingest RPC"
         );
     }
-}
-
-#[tokio::test]
-async fn feed_rpcs_answer_unimplemented_until_the_read_path_lands() {
-    let nodes = shardfeed_testkit::shared().redis.seed_nodes().join(",");
-    let app = spawn(&nodes).await;
-    let s = FeedServiceClient::new(app.channel.clone())
-        .get_home_feed(GetHomeFeedRequest {
-            user_id: 1,
-            page_size: 0,
-            page_token: String::new(),
-        })
-        .await
-        .unwrap_err();
-    assert_eq!(s.code(), Code::Unimplemented);
 }

@@ -14,24 +14,24 @@ use tonic_types::StatusExt;
 /// The post id epoch of migrations/V2.
 const EPOCH_MS: i64 = 1_577_836_800_000;
 
-struct Harness {
-    db: TestDb,
-    sql: tokio_postgres::Client,
-    writer: CacheWriter,
-    feeds: FeedServiceClient<Channel>,
-    next_ms: i64,
+pub(crate) struct Harness {
+    pub(crate) db: TestDb,
+    pub(crate) sql: tokio_postgres::Client,
+    pub(crate) writer: CacheWriter,
+    pub(crate) feeds: FeedServiceClient<Channel>,
+    pub(crate) next_ms: i64,
     _server: InProcessServer,
 }
 
 impl Harness {
     /// An aggregator on a fresh database and namespace; cached timelines hold `timeline_len`.
-    async fn start(timeline_len: usize) -> Harness {
+    pub(crate) async fn start(timeline_len: usize) -> Harness {
         Self::start_with(timeline_len, None).await
     }
 
     /// Like `start`, with the aggregator pointed at `aggregator_pg` instead of the test's
     /// database (the harness itself still writes to the database).
-    async fn start_with(timeline_len: usize, aggregator_pg: Option<String>) -> Harness {
+    pub(crate) async fn start_with(timeline_len: usize, aggregator_pg: Option<String>) -> Harness {
         let db = TestDb::new().await.unwrap();
         let stores = shardfeed_testkit::shared();
         let env = [
@@ -85,7 +85,7 @@ impl Harness {
     }
 
     /// A user in PostgreSQL; with `cached`, also initialised in the cache as ingest would.
-    async fn user(&self, cached: bool) -> i64 {
+    pub(crate) async fn user(&self, cached: bool) -> i64 {
         let handle = format!("u_{:08x}", rand::random::<u32>());
         let id: i64 = self
             .sql
@@ -107,41 +107,52 @@ impl Harness {
 
     /// `n` posts of `author`, `per_ms` of them in each millisecond, written to PostgreSQL and
     /// (with `cached`) applied to the cache as ingest would. Returns their ids.
-    async fn posts(&mut self, author: i64, n: usize, per_ms: usize, cached: bool) -> Vec<i64> {
+    pub(crate) async fn posts(
+        &mut self,
+        author: i64,
+        n: usize,
+        per_ms: usize,
+        cached: bool,
+    ) -> Vec<i64> {
         let mut ids = Vec::new();
         for i in 0..n {
             if i % per_ms == 0 {
                 self.next_ms += 1;
             }
-            let time_ms = self.next_ms;
-            let post_id = ((time_ms - EPOCH_MS) << 22) | (i as i64 % 4_194_304);
-            let body = format!("post {i} of {author}");
-            self.sql
-                .execute(
-                    "INSERT INTO posts (author_id, post_id, body, create_time)
-                     VALUES ($1, $2, $3, to_timestamp($4::float8 / 1000))",
-                    &[&author, &post_id, &body, &(time_ms as f64)],
-                )
-                .await
-                .unwrap();
-            if cached {
-                self.writer
-                    .apply(&CacheChange::PostCreated {
-                        author_id: author,
-                        post_id,
-                        time_ms,
-                        body,
-                    })
-                    .await
-                    .unwrap();
-            }
-            ids.push(post_id);
+            ids.push(self.post_at(author, self.next_ms, i as i64, cached).await);
         }
         ids
     }
 
+    /// One post of `author` at `time_ms` (`seq` tells apart posts of one millisecond), in
+    /// PostgreSQL and (with `cached`) in the cache, as ingest would write it.
+    pub(crate) async fn post_at(&self, author: i64, time_ms: i64, seq: i64, cached: bool) -> i64 {
+        let post_id = ((time_ms - EPOCH_MS) << 22) | (seq % 4_194_304);
+        let body = format!("post {seq} of {author}");
+        self.sql
+            .execute(
+                "INSERT INTO posts (author_id, post_id, body, create_time)
+                 VALUES ($1, $2, $3, to_timestamp($4::float8 / 1000))",
+                &[&author, &post_id, &body, &(time_ms as f64)],
+            )
+            .await
+            .unwrap();
+        if cached {
+            self.writer
+                .apply(&CacheChange::PostCreated {
+                    author_id: author,
+                    post_id,
+                    time_ms,
+                    body,
+                })
+                .await
+                .unwrap();
+        }
+        post_id
+    }
+
     /// The SQL ground truth: live posts, newest first, ties by id descending.
-    async fn truth(&self, author: i64) -> Vec<i64> {
+    pub(crate) async fn truth(&self, author: i64) -> Vec<i64> {
         self.sql
             .query(
                 "SELECT post_id FROM posts WHERE author_id = $1 AND delete_time IS NULL
@@ -155,7 +166,7 @@ impl Harness {
             .collect()
     }
 
-    async fn page(
+    pub(crate) async fn page(
         &self,
         user_id: i64,
         page_size: i32,
@@ -182,7 +193,7 @@ impl Harness {
     }
 
     /// Every page, in order.
-    async fn walk(&self, user_id: i64, page_size: i32) -> Vec<Vec<i64>> {
+    pub(crate) async fn walk(&self, user_id: i64, page_size: i32) -> Vec<Vec<i64>> {
         let mut pages = Vec::new();
         let mut token = String::new();
         loop {
@@ -197,7 +208,7 @@ impl Harness {
     }
 }
 
-fn flat(pages: &[Vec<i64>]) -> Vec<i64> {
+pub(crate) fn flat(pages: &[Vec<i64>]) -> Vec<i64> {
     pages.iter().flatten().copied().collect()
 }
 
@@ -273,7 +284,7 @@ async fn unknown_and_deleted_users_are_not_found() {
     drop(h.db);
 }
 
-fn assert_violation(status: &tonic::Status, field: &str) {
+pub(crate) fn assert_violation(status: &tonic::Status, field: &str) {
     assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
     let details = status.get_error_details();
     let violations = &details

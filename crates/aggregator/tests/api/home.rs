@@ -1,0 +1,292 @@
+//! GetHomeFeed against the SQL ground truth, on random follow graphs with equal timestamps,
+//! deletes, unfollows, authors the cache never saw, and posts arriving mid-walk.
+
+use std::collections::HashSet;
+
+use rand::{rngs::StdRng, Rng, SeedableRng};
+use shardfeed_core::cache::CacheChange;
+use shardfeed_proto::v1::GetHomeFeedRequest;
+use tonic::Code;
+
+use crate::timeline::{assert_violation, flat, Harness};
+
+impl Harness {
+    async fn follow(&self, follower: i64, followee: i64, version: i64, cached: bool) {
+        self.sql
+            .execute(
+                "INSERT INTO follows (follower_id, followee_id) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+                &[&follower, &followee],
+            )
+            .await
+            .unwrap();
+        if cached {
+            self.writer
+                .apply(&CacheChange::Followed {
+                    follower_id: follower,
+                    followee_id: followee,
+                    version,
+                })
+                .await
+                .unwrap();
+        }
+    }
+
+    async fn unfollow(&self, follower: i64, followee: i64, version: i64, cached: bool) {
+        self.sql
+            .execute(
+                "DELETE FROM follows WHERE follower_id = $1 AND followee_id = $2",
+                &[&follower, &followee],
+            )
+            .await
+            .unwrap();
+        if cached {
+            self.writer
+                .apply(&CacheChange::Unfollowed {
+                    follower_id: follower,
+                    followee_id: followee,
+                    version,
+                })
+                .await
+                .unwrap();
+        }
+    }
+
+    async fn delete_post(&self, author: i64, post_id: i64, cached: bool) {
+        self.sql
+            .execute(
+                "UPDATE posts SET delete_time = now(), body = '' WHERE author_id = $1 AND post_id = $2",
+                &[&author, &post_id],
+            )
+            .await
+            .unwrap();
+        if cached {
+            self.writer
+                .apply(&CacheChange::PostDeleted {
+                    author_id: author,
+                    post_id,
+                })
+                .await
+                .unwrap();
+        }
+    }
+
+    /// The SQL ground truth of a home feed.
+    async fn home_truth(&self, user: i64) -> Vec<i64> {
+        self.sql
+            .query(
+                "SELECT p.post_id FROM follows f JOIN posts p ON p.author_id = f.followee_id
+                 WHERE f.follower_id = $1 AND p.delete_time IS NULL
+                 ORDER BY p.create_time DESC, p.post_id DESC",
+                &[&user],
+            )
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| r.get(0))
+            .collect()
+    }
+
+    async fn home_page(
+        &self,
+        user_id: i64,
+        page_size: i32,
+        page_token: &str,
+    ) -> Result<(Vec<i64>, String), tonic::Status> {
+        let r = self
+            .feeds
+            .clone()
+            .get_home_feed(GetHomeFeedRequest {
+                user_id,
+                page_size,
+                page_token: page_token.into(),
+            })
+            .await?
+            .into_inner();
+        assert!(
+            !r.degraded,
+            "no store is down: the feed must not be degraded"
+        );
+        assert_eq!(r.authors_omitted, 0);
+        for post in &r.posts {
+            assert!(post.body.starts_with("post "), "a real body: {post:?}");
+        }
+        Ok((
+            r.posts.iter().map(|p| p.post_id).collect(),
+            r.next_page_token,
+        ))
+    }
+
+    async fn home_walk(&self, user_id: i64, page_size: i32) -> Vec<Vec<i64>> {
+        let mut pages = Vec::new();
+        let mut token = String::new();
+        loop {
+            let (ids, next) = self.home_page(user_id, page_size, &token).await.unwrap();
+            assert!(ids.len() <= page_size.max(1) as usize);
+            pages.push(ids);
+            if next.is_empty() {
+                return pages;
+            }
+            assert!(pages.len() < 1000, "paging does not end");
+            token = next;
+        }
+    }
+}
+
+/// A random world: users (some never cached), random follows, posts in shared milliseconds,
+/// deletes and unfollows. Returns the user ids.
+async fn random_world(h: &mut Harness, seed: u64) -> Vec<i64> {
+    let mut rng = StdRng::seed_from_u64(seed);
+    let mut users = Vec::new();
+    let mut cached = HashSet::new();
+    for _ in 0..12 {
+        let is_cached = rng.gen_bool(0.75);
+        let id = h.user(is_cached).await;
+        if is_cached {
+            cached.insert(id);
+        }
+        users.push(id);
+    }
+    let mut version = 0;
+    let mut edges = Vec::new();
+    for &a in &users {
+        for &b in &users {
+            if a != b && rng.gen_bool(0.4) {
+                version += 1;
+                h.follow(a, b, version, cached.contains(&a)).await;
+                edges.push((a, b));
+            }
+        }
+    }
+    // Posts interleaved across authors, several in one millisecond now and then (also by
+    // different authors), some deleted.
+    let mut seq = 0;
+    for _ in 0..120 {
+        if rng.gen_bool(0.6) {
+            h.next_ms += 1;
+        }
+        let author = users[rng.gen_range(0..users.len())];
+        seq += 1;
+        let id = h
+            .post_at(author, h.next_ms, seq, cached.contains(&author))
+            .await;
+        if rng.gen_bool(0.2) {
+            h.delete_post(author, id, cached.contains(&author)).await;
+        }
+    }
+    for (a, b) in edges {
+        if rng.gen_bool(0.15) {
+            version += 1;
+            h.unfollow(a, b, version, cached.contains(&a)).await;
+        }
+    }
+    users
+}
+
+#[tokio::test]
+async fn every_page_of_every_feed_matches_the_sql_truth() {
+    let mut h = Harness::start(800).await;
+    let users = random_world(&mut h, 7).await;
+    for &user in &users {
+        let truth = h.home_truth(user).await;
+        for size in [1, 3, 7, 20] {
+            assert_eq!(
+                flat(&h.home_walk(user, size).await),
+                truth,
+                "user {user}, page size {size}"
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn feeds_stay_exact_when_older_posts_live_only_in_postgres() {
+    // Timelines of 4: most authors' older posts were trimmed from the cache.
+    let mut h = Harness::start(4).await;
+    let users = random_world(&mut h, 11).await;
+    for &user in &users {
+        let truth = h.home_truth(user).await;
+        for size in [2, 5] {
+            assert_eq!(
+                flat(&h.home_walk(user, size).await),
+                truth,
+                "user {user}, page size {size}"
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn posts_arriving_mid_walk_appear_only_on_a_fresh_first_page() {
+    let mut h = Harness::start(800).await;
+    let reader = h.user(true).await;
+    let authors = [h.user(true).await, h.user(true).await];
+    for (i, a) in authors.iter().enumerate() {
+        h.follow(reader, *a, i as i64 + 1, true).await;
+        h.posts(*a, 6, 2, true).await;
+    }
+    let before = h.home_truth(reader).await;
+    let (first, mut token) = h.home_page(reader, 4, "").await.unwrap();
+    let mut walked = first;
+    // New posts arrive while the reader pages on.
+    h.posts(authors[0], 3, 1, true).await;
+    while !token.is_empty() {
+        let (ids, next) = h.home_page(reader, 4, &token).await.unwrap();
+        walked.extend(ids);
+        token = next;
+    }
+    assert_eq!(
+        walked, before,
+        "every post that existed at the first page, once, in order"
+    );
+    let fresh = h.home_page(reader, 3, "").await.unwrap().0;
+    assert_eq!(
+        fresh,
+        h.home_truth(reader).await[..3].to_vec(),
+        "the new posts lead a fresh first page"
+    );
+}
+
+#[tokio::test]
+async fn empty_unknown_and_bad_requests() {
+    let mut h = Harness::start(800).await;
+    let loner = h.user(true).await;
+    assert_eq!(
+        h.home_page(loner, 0, "").await.unwrap(),
+        (vec![], String::new())
+    );
+    let s = h.home_page(987_654_321, 10, "").await.unwrap_err();
+    assert_eq!(s.code(), Code::NotFound, "{s:?}");
+    assert_violation(&h.home_page(0, 10, "").await.unwrap_err(), "user_id");
+    assert_violation(&h.home_page(loner, -1, "").await.unwrap_err(), "page_size");
+
+    let fan = h.user(true).await;
+    let star = h.user(true).await;
+    h.follow(fan, star, 1, true).await;
+    h.posts(star, 5, 1, true).await;
+    let (_, token) = h.home_page(fan, 2, "").await.unwrap();
+    // A home-feed token is bound to its user and its RPC.
+    assert_violation(
+        &h.home_page(loner, 2, &token).await.unwrap_err(),
+        "page_token",
+    );
+    assert_violation(&h.page(fan, 2, &token).await.unwrap_err(), "page_token");
+    assert_violation(
+        &h.home_page(fan, 2, "garbage!").await.unwrap_err(),
+        "page_token",
+    );
+}
+
+#[tokio::test]
+async fn an_author_whose_older_posts_were_trimmed_is_continued_from_postgres() {
+    let mut h = Harness::start(4).await;
+    let reader = h.user(true).await;
+    let a = h.user(true).await;
+    let b = h.user(true).await;
+    h.follow(reader, a, 1, true).await;
+    h.follow(reader, b, 2, true).await;
+    h.posts(a, 10, 1, true).await;
+    h.posts(b, 2, 1, true).await;
+    let truth = h.home_truth(reader).await;
+    // b's two posts are the newest; a's last six live only in PostgreSQL.
+    assert_eq!(flat(&h.home_walk(reader, 2).await), truth);
+}
