@@ -11,7 +11,11 @@ pub mod read;
 use std::{future::Future, net::SocketAddr};
 
 use shardfeed_core::{
-    cache::CacheLayout, paging::PageTokens, postgres, redis, server::GrpcServer, Settings,
+    cache::{CacheLayout, CacheWriter},
+    paging::PageTokens,
+    postgres, redis,
+    server::GrpcServer,
+    Settings,
 };
 use shardfeed_proto::v1::{
     feed_service_server::FeedServiceServer, hotspot_service_server::HotspotServiceServer,
@@ -30,18 +34,29 @@ impl Application {
         let redis = redis::connect(&settings.redis)?;
         let pool = postgres::pool(&settings.postgres)?;
         let layout = CacheLayout::new(settings.redis.namespace.clone());
+        let rebuilder = read::rebuild::Rebuilder::new(
+            CacheWriter::new(redis.clone(), layout.clone(), &settings.cache),
+            pool.clone(),
+            settings.cache.timeline_len,
+            settings.aggregator.max_concurrent_rebuilds,
+        );
         let mut server =
             GrpcServer::bind(settings.aggregator.listen_addr, settings.grpc.clone()).await?;
         let limit = server.max_message_bytes();
         server
             .add_service(
                 FeedServiceServer::new(api::feed::Feeds::new(
-                    read::author::AuthorReader::new(redis.clone(), layout.clone()),
+                    read::author::AuthorReader::new(
+                        redis.clone(),
+                        layout.clone(),
+                        rebuilder.clone(),
+                    ),
                     read::home::HomeReader::new(
                         redis.clone(),
                         layout,
                         pool.clone(),
                         settings.aggregator.node_timeout(),
+                        rebuilder,
                     ),
                     pool,
                     PageTokens::new(&settings.paging.token_secret),

@@ -169,6 +169,9 @@ pub struct AggregatorSettings {
     /// How long one node may take to answer its batch of a feed before its authors are read
     /// from PostgreSQL instead.
     pub node_timeout_ms: u64,
+    /// Cache rebuilds from PostgreSQL running at once; a miss beyond that is served from
+    /// PostgreSQL without rebuilding.
+    pub max_concurrent_rebuilds: usize,
 }
 
 impl AggregatorSettings {
@@ -213,6 +216,7 @@ run_migrations = true
 [aggregator]
 listen_addr = "127.0.0.1:50052"
 node_timeout_ms = 250
+max_concurrent_rebuilds = 8
 
 [cache]
 timeline_len = 800

@@ -14,7 +14,10 @@ use shardfeed_core::cache::{
 };
 use shardfeed_proto::v1::Post;
 
-use super::cursor::Position;
+use super::{
+    cursor::Position,
+    rebuild::{Rebuilder, Target},
+};
 
 /// Extra timeline entries fetched beyond the page, for posts that share the cursor's
 /// millisecond (they are filtered out by id).
@@ -43,11 +46,16 @@ pub enum CachedPage {
 pub struct AuthorReader {
     client: Client,
     layout: CacheLayout,
+    rebuilder: Rebuilder,
 }
 
 impl AuthorReader {
-    pub fn new(client: Client, layout: CacheLayout) -> Self {
-        Self { client, layout }
+    pub fn new(client: Client, layout: CacheLayout, rebuilder: Rebuilder) -> Self {
+        Self {
+            client,
+            layout,
+            rebuilder,
+        }
     }
 
     /// The page of up to `size` posts of `author_id` after `after`.
@@ -64,6 +72,10 @@ impl AuthorReader {
         let (ids, complete) = match take_slice(&mut replies, after, size)? {
             Slice::Gone => return Ok(CachedPage::Gone),
             Slice::Miss => return Ok(CachedPage::Miss),
+            Slice::NotLoaded => {
+                self.rebuilder.request(Target::Timeline, author_id);
+                return Ok(CachedPage::Miss);
+            }
             Slice::Ids { ids, complete } => (ids, complete),
         };
         let mut ids = ids;
@@ -126,6 +138,9 @@ impl AuthorReader {
 #[derive(Debug, PartialEq, Eq)]
 pub enum Slice {
     Gone,
+    /// The author's timeline is not in the cache (never cached, expired, evicted).
+    NotLoaded,
+    /// Loaded, but this page cannot be answered from it (too many posts of one millisecond).
     Miss,
     /// Post ids below the cursor, newest first, at most `size + 1` of them; `complete`: the
     /// cache holds every live post of the author (nothing older lives only in PostgreSQL).
@@ -148,7 +163,7 @@ pub fn interpret(
         return Slice::Gone;
     }
     if !flag(0) {
-        return Slice::Miss;
+        return Slice::NotLoaded;
     }
     let before_id = Position::before_id(after);
     let mut ids: Vec<i64> = raw

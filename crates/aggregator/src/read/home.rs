@@ -37,6 +37,7 @@ use super::{
     author::{queue_slice, take_slice, Slice},
     cursor::Position,
     postgres,
+    rebuild::{Rebuilder, Target},
 };
 
 /// One page of a home feed.
@@ -62,15 +63,23 @@ pub struct HomeReader {
     layout: CacheLayout,
     pool: Pool,
     node_timeout: Duration,
+    rebuilder: Rebuilder,
 }
 
 impl HomeReader {
-    pub fn new(client: Client, layout: CacheLayout, pool: Pool, node_timeout: Duration) -> Self {
+    pub fn new(
+        client: Client,
+        layout: CacheLayout,
+        pool: Pool,
+        node_timeout: Duration,
+        rebuilder: Rebuilder,
+    ) -> Self {
         Self {
             client,
             layout,
             pool,
             node_timeout,
+            rebuilder,
         }
     }
 
@@ -86,7 +95,10 @@ impl HomeReader {
                 })
                 .filter_map(|(field, _)| field.parse().ok())
                 .collect()),
-            Ok(_) => postgres::followees(&self.pool, user_id).await,
+            Ok(_) => {
+                self.rebuilder.request(Target::Following, user_id);
+                postgres::followees(&self.pool, user_id).await
+            }
             Err(err) => {
                 tracing::warn!(user_id, error = %err, "followee set unreadable; reading PostgreSQL");
                 postgres::followees(&self.pool, user_id).await
@@ -118,6 +130,10 @@ impl HomeReader {
                         match slice {
                             Slice::Gone => {}
                             Slice::Miss => from_postgres.push(*author),
+                            Slice::NotLoaded => {
+                                self.rebuilder.request(Target::Timeline, *author);
+                                from_postgres.push(*author);
+                            }
                             Slice::Ids { ids, complete } => {
                                 // Fewer than a page below the cursor and older posts exist
                                 // only in PostgreSQL: the cache cannot rank this author.

@@ -10,3 +10,4 @@ pub mod author;
 pub mod cursor;
 pub mod home;
 pub mod postgres;
+pub mod rebuild;

@@ -109,3 +109,57 @@ pub async fn posts_by_id(pool: &Pool, post_ids: &[i64]) -> ApiResult<Vec<Post>> 
     let rows = client.query(&stmt, &[&post_ids]).await?;
     Ok(rows.iter().map(post_from_row).collect())
 }
+
+/// What PostgreSQL holds for `author_id` for the cache: the newest `timeline_len` live posts,
+/// the tombstones among them, and whether that is all. `None` if the user does not exist.
+pub async fn author_snapshot(
+    pool: &Pool,
+    author_id: i64,
+    timeline_len: i64,
+) -> ApiResult<Option<shardfeed_core::cache::AuthorSnapshot>> {
+    let client = pool.get().await?;
+    if client
+        .query_opt("SELECT 1 FROM users WHERE user_id = $1", &[&author_id])
+        .await?
+        .is_none()
+    {
+        return Ok(None);
+    }
+    let stmt = client
+        .prepare_cached(
+            "SELECT author_id, post_id, body, create_time FROM posts
+             WHERE author_id = $1 AND delete_time IS NULL
+             ORDER BY post_id DESC
+             LIMIT $2",
+        )
+        .await?;
+    let rows = client
+        .query(&stmt, &[&author_id, &(timeline_len + 1)])
+        .await?;
+    let complete = rows.len() as i64 <= timeline_len;
+    let posts: Vec<Post> = rows
+        .iter()
+        .take(timeline_len as usize)
+        .map(post_from_row)
+        .collect();
+    let oldest = if complete {
+        0
+    } else {
+        posts.last().map_or(0, |p| p.post_id)
+    };
+    let tombstones = client
+        .query(
+            "SELECT post_id FROM posts
+             WHERE author_id = $1 AND delete_time IS NOT NULL AND post_id >= $2",
+            &[&author_id, &oldest],
+        )
+        .await?
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    Ok(Some(shardfeed_core::cache::AuthorSnapshot {
+        posts,
+        tombstones,
+        complete,
+    }))
+}

@@ -7,6 +7,7 @@ use shardfeed_aggregator::Application;
 use shardfeed_core::Settings;
 
 mod home;
+mod rebuild;
 mod timeline;
 use shardfeed_testkit::InProcessServer;
 use tonic::transport::Channel;

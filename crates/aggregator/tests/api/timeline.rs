@@ -16,6 +16,7 @@ const EPOCH_MS: i64 = 1_577_836_800_000;
 
 pub(crate) struct Harness {
     pub(crate) db: TestDb,
+    pub(crate) settings: Settings,
     pub(crate) sql: tokio_postgres::Client,
     pub(crate) writer: CacheWriter,
     pub(crate) feeds: FeedServiceClient<Channel>,
@@ -55,6 +56,7 @@ impl Harness {
         ]
         .map(|(k, v)| (k.to_string(), v));
         let settings = Settings::load_from(None, env).unwrap();
+        let kept = settings.clone();
         let redis = shardfeed_core::redis::connect_and_wait(
             &settings.redis,
             std::time::Duration::from_secs(10),
@@ -76,12 +78,20 @@ impl Harness {
         tokio::spawn(conn);
         Harness {
             db,
+            settings: kept,
             sql,
             writer,
             feeds: FeedServiceClient::new(server.channel.clone()),
             next_ms: 1_790_000_000_000,
             _server: server,
         }
+    }
+
+    /// PostgreSQL settings pointing at the test's database.
+    pub(crate) fn pg_settings(&self) -> shardfeed_core::config::PostgresSettings {
+        let mut pg = self.settings.postgres.clone();
+        pg.url = self.db.url().to_string().into();
+        pg
     }
 
     /// A user in PostgreSQL; with `cached`, also initialised in the cache as ingest would.

@@ -73,6 +73,12 @@ impl CacheLayout {
         self.key(user_id, "fol")
     }
 
+    /// The lease one aggregator takes while it rebuilds a user's keys from PostgreSQL, so
+    /// that replicas do not rebuild the same user at once.
+    pub fn rebuild_lease(&self, user_id: i64, what: &str) -> String {
+        self.key(user_id, &format!("lease:{what}"))
+    }
+
     pub fn author(&self, author_id: i64) -> AuthorKeys {
         AuthorKeys {
             timeline: self.timeline(author_id),

@@ -18,4 +18,4 @@ mod writer;
 
 pub use change::CacheChange;
 pub use layout::CacheLayout;
-pub use writer::CacheWriter;
+pub use writer::{AuthorSnapshot, CacheWriter};

@@ -108,3 +108,52 @@ pub static USER_CREATED: LazyLock<LuaScript> = LazyLock::new(|| LuaScript::new(U
 pub static USER_DELETED: LazyLock<LuaScript> = LazyLock::new(|| LuaScript::new(USER_DELETED_LUA));
 
 pub static FOLLOW_EDGE: LazyLock<LuaScript> = LazyLock::new(|| LuaScript::new(FOLLOW_EDGE_LUA));
+
+/// KEYS: timeline, posts, meta, lease. ARGV: ttl_ms, timeline_len, complete (1 when the snapshot
+/// holds every live post), lease token, then (post_id, time_ms, encoded post or `~`) triples from
+/// a PostgreSQL snapshot. Merges rather than replaces: whatever a write put there since the
+/// snapshot was taken (a newer post, a tombstone) wins, so a rebuild racing writes never loses
+/// one. Then marks the timeline loaded and releases the lease if it still holds it.
+const AUTHOR_REBUILD_LUA: &str = r#"
+if redis.call('HGET', KEYS[3], 'gone') ~= '1' then
+  for i = 5, #ARGV, 3 do
+    local id, score, value = ARGV[i], ARGV[i + 1], ARGV[i + 2]
+    if redis.call('HEXISTS', KEYS[2], id) == 0 then
+      redis.call('HSET', KEYS[2], id, value)
+      if value ~= '~' then redis.call('ZADD', KEYS[1], score, id) end
+    end
+  end
+  local len = tonumber(ARGV[2])
+  local card = redis.call('ZCARD', KEYS[1])
+  local complete = ARGV[3]
+  if card > len then
+    local dropped = redis.call('ZRANGE', KEYS[1], 0, card - len - 1)
+    redis.call('ZREMRANGEBYRANK', KEYS[1], 0, card - len - 1)
+    for _, id in ipairs(dropped) do redis.call('HDEL', KEYS[2], id) end
+    card = len
+    complete = '0'
+  end
+  local top = redis.call('ZRANGE', KEYS[1], -1, -1, 'WITHSCORES')
+  redis.call('HSET', KEYS[3], 'loaded', '1', 'complete', complete, 'newest_ms', top[2] or '0', 'count', card)
+  for i = 1, 3 do redis.call('PEXPIRE', KEYS[i], ARGV[1]) end
+end
+if redis.call('GET', KEYS[4]) == ARGV[4] then redis.call('DEL', KEYS[4]) end
+return 1
+"#;
+
+/// KEYS: following, lease. ARGV: ttl_ms, lease token, then followee ids from a PostgreSQL
+/// snapshot. An edge from the snapshot gets version 0, which any real follow or unfollow
+/// (versions start at 1) overrides; edges already present are left alone.
+const FOLLOWING_REBUILD_LUA: &str = r#"
+for i = 3, #ARGV do redis.call('HSETNX', KEYS[1], ARGV[i], '0') end
+redis.call('HSET', KEYS[1], '_loaded', '1')
+redis.call('PEXPIRE', KEYS[1], ARGV[1])
+if redis.call('GET', KEYS[2]) == ARGV[2] then redis.call('DEL', KEYS[2]) end
+return 1
+"#;
+
+pub static AUTHOR_REBUILD: LazyLock<LuaScript> =
+    LazyLock::new(|| LuaScript::new(AUTHOR_REBUILD_LUA));
+
+pub static FOLLOWING_REBUILD: LazyLock<LuaScript> =
+    LazyLock::new(|| LuaScript::new(FOLLOWING_REBUILD_LUA));

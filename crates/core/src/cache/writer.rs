@@ -5,8 +5,8 @@ use std::collections::HashMap;
 use fred::{
     clients::Client,
     error::{Error, ErrorKind},
-    interfaces::{ClusterInterface, LuaInterface, ServerInterface},
-    types::{config::Server, Value},
+    interfaces::{ClusterInterface, KeysInterface, LuaInterface, ServerInterface},
+    types::{config::Server, Expiration, SetOptions, Value},
     util::redis_keyslot,
 };
 use prost::Message;
@@ -54,6 +54,16 @@ impl CacheWriter {
     /// Applies one change.
     pub async fn apply(&self, change: &CacheChange) -> Result<(), Error> {
         let (script, keys, args) = self.command(change);
+        self.run(script, keys, args).await
+    }
+
+    /// Runs a script by SHA, or by source on a node that does not know it yet.
+    async fn run(
+        &self,
+        script: &LuaScript,
+        keys: Vec<String>,
+        args: Vec<Value>,
+    ) -> Result<(), Error> {
         let by_sha: Result<Value, Error> = self
             .client
             .evalsha(script.sha1.as_str(), keys.clone(), args.clone())
@@ -135,6 +145,76 @@ impl CacheWriter {
             }
         }
         results
+    }
+
+    /// Takes the rebuild lease `key` for `ttl_ms` unless someone holds it.
+    pub async fn try_lease(&self, key: String, token: &str, ttl_ms: i64) -> Result<bool, Error> {
+        let set: Option<String> = self
+            .client
+            .set(
+                key,
+                token,
+                Some(Expiration::PX(ttl_ms)),
+                Some(SetOptions::NX),
+                false,
+            )
+            .await?;
+        Ok(set.is_some())
+    }
+
+    /// Merges a PostgreSQL snapshot of an author into the cache and marks it loaded (see the
+    /// `AUTHOR_REBUILD` script), then releases `lease_token`.
+    pub async fn rebuild_author(
+        &self,
+        author_id: i64,
+        snapshot: &AuthorSnapshot,
+        lease_token: &str,
+    ) -> Result<(), Error> {
+        let keys = self.layout.author(author_id);
+        let mut args = vec![
+            Value::from(self.ttl_ms),
+            Value::from(self.timeline_len),
+            Value::from(i64::from(snapshot.complete)),
+            Value::from(lease_token),
+        ];
+        for post in &snapshot.posts {
+            let time_ms = post
+                .create_time
+                .as_ref()
+                .map_or(0, |t| t.seconds * 1000 + i64::from(t.nanos) / 1_000_000);
+            args.push(Value::from(post.post_id.to_string()));
+            args.push(Value::from(time_ms));
+            args.push(Value::Bytes(post.encode_to_vec().into()));
+        }
+        for post_id in &snapshot.tombstones {
+            args.push(Value::from(post_id.to_string()));
+            args.push(Value::from(0));
+            args.push(Value::from(super::layout::TOMBSTONE));
+        }
+        let lease = self.layout.rebuild_lease(author_id, "tl");
+        self.run(
+            &scripts::AUTHOR_REBUILD,
+            vec![keys.timeline, keys.posts, keys.meta, lease],
+            args,
+        )
+        .await
+    }
+
+    /// Merges a PostgreSQL snapshot of a user's followees into the cached set and marks it
+    /// loaded, then releases `lease_token`.
+    pub async fn rebuild_following(
+        &self,
+        user_id: i64,
+        followees: &[i64],
+        lease_token: &str,
+    ) -> Result<(), Error> {
+        let mut args = vec![Value::from(self.ttl_ms), Value::from(lease_token)];
+        args.extend(followees.iter().map(|id| Value::from(id.to_string())));
+        let keys = vec![
+            self.layout.following(user_id),
+            self.layout.rebuild_lease(user_id, "fol"),
+        ];
+        self.run(&scripts::FOLLOWING_REBUILD, keys, args).await
     }
 
     /// A key of the slot a change is written to.
@@ -230,4 +310,16 @@ pub fn encode_post(author_id: i64, post_id: i64, time_ms: i64, body: &str) -> Ve
         }),
     }
     .encode_to_vec()
+}
+
+/// What PostgreSQL holds for one author, for [`CacheWriter::rebuild_author`].
+#[derive(Debug, Clone, Default)]
+pub struct AuthorSnapshot {
+    /// Live posts, newest first, at most `cache.timeline_len`.
+    pub posts: Vec<Post>,
+    /// Deleted posts as new as the oldest snapshot post or newer: written as tombstones so a
+    /// late replay of their create cannot bring them back.
+    pub tombstones: Vec<i64>,
+    /// The snapshot holds every live post of the author.
+    pub complete: bool,
 }
