@@ -11,6 +11,10 @@ use tonic::Code;
 use crate::timeline::{assert_violation, flat, Harness};
 
 impl Harness {
+    pub(crate) async fn follow_cached(&self, follower: i64, followee: i64, version: i64) {
+        self.follow(follower, followee, version, true).await
+    }
+
     async fn follow(&self, follower: i64, followee: i64, version: i64, cached: bool) {
         self.sql
             .execute(
@@ -71,7 +75,7 @@ impl Harness {
     }
 
     /// The SQL ground truth of a home feed.
-    async fn home_truth(&self, user: i64) -> Vec<i64> {
+    pub(crate) async fn home_truth(&self, user: i64) -> Vec<i64> {
         self.sql
             .query(
                 "SELECT p.post_id FROM follows f JOIN posts p ON p.author_id = f.followee_id

@@ -33,17 +33,24 @@ impl Harness {
     /// Like `start`, with the aggregator pointed at `aggregator_pg` instead of the test's
     /// database (the harness itself still writes to the database).
     pub(crate) async fn start_with(timeline_len: usize, aggregator_pg: Option<String>) -> Harness {
+        let nodes = shardfeed_testkit::shared().redis.seed_nodes();
+        Self::start_on(timeline_len, aggregator_pg, &nodes).await
+    }
+
+    /// Like `start_with`, on the Redis Cluster of `redis_nodes` (a test's own, to break).
+    pub(crate) async fn start_on(
+        timeline_len: usize,
+        aggregator_pg: Option<String>,
+        redis_nodes: &[String],
+    ) -> Harness {
         let db = TestDb::new().await.unwrap();
-        let stores = shardfeed_testkit::shared();
         let env = [
             (
                 "SHARDFEED_POSTGRES__URL",
                 aggregator_pg.unwrap_or_else(|| db.url().to_string()),
             ),
-            (
-                "SHARDFEED_REDIS__NODES",
-                stores.redis.seed_nodes().join(","),
-            ),
+            ("SHARDFEED_REDIS__NODES", redis_nodes.join(",")),
+            ("SHARDFEED_REDIS__COMMAND_TIMEOUT_MS", "500".to_string()),
             (
                 "SHARDFEED_REDIS__NAMESPACE",
                 shardfeed_testkit::unique_namespace(),
