@@ -247,26 +247,52 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         grace.user_id
     );
 
-    step("Feeds (FeedService on the aggregator)");
+    step("Home feed (FeedService on the aggregator): newest first, two posts a page");
     let mut feeds = FeedServiceClient::new(aggregator.clone());
-    match feeds
+    let mut token = String::new();
+    let mut seen = Vec::new();
+    loop {
+        let page = feeds
+            .get_home_feed(GetHomeFeedRequest {
+                user_id: ada.user_id,
+                page_size: 2,
+                page_token: token.clone(),
+            })
+            .await?
+            .into_inner();
+        for post in &page.posts {
+            println!(
+                "  {:>20}  author {}  {:?}",
+                post.post_id, post.author_id, post.body
+            );
+            seen.push(post.post_id);
+        }
+        if page.next_page_token.is_empty() {
+            break;
+        }
+        println!(
+            "  -- next page (token {}…)",
+            &page.next_page_token[..12.min(page.next_page_token.len())]
+        );
+        token = page.next_page_token;
+    }
+    let mut expected: Vec<i64> = published[1..].iter().map(|p| p.post_id).collect();
+    expected.sort_unstable_by(|a, b| b.cmp(a));
+    if seen != expected {
+        bail!("the home feed {seen:?} is not the live posts newest first {expected:?}");
+    }
+    println!(
+        "  the feed holds every live post of the followees, newest first, the deleted one gone"
+    );
+    let status = feeds
         .get_home_feed(GetHomeFeedRequest {
             user_id: ada.user_id,
-            page_size: 20,
-            page_token: String::new(),
+            page_size: 2,
+            page_token: "not-a-token".into(),
         })
         .await
-    {
-        Ok(response) => println!(
-            "  home feed of {}: {} posts",
-            ada.handle,
-            response.into_inner().posts.len()
-        ),
-        Err(status) if status.code() == Code::Unimplemented => {
-            println!("  GetHomeFeed answers UNIMPLEMENTED in this version: the read path is not built yet")
-        }
-        Err(status) => return Err(status.into()),
-    }
+        .expect_err("a forged token must be refused");
+    report_error("forged page token", Code::InvalidArgument, &status)?;
 
     step("Delete the demo users (DeleteUser)");
     for user in &created {
