@@ -8,6 +8,7 @@ pub mod cache;
 pub mod config;
 pub mod deadline;
 pub mod error;
+pub mod ids;
 pub mod paging;
 pub mod postgres;
 pub mod redis;

@@ -2,13 +2,17 @@
 //! batch per Redis node, merged by post id; bodies fetched for the page only.
 //!
 //! 1. Followees from the cached set (`{u:F}:fol`), or PostgreSQL when it is not loaded.
-//! 2. Group the followees by the node that owns their slot. Per node, one pipeline with, per
-//!    author, `HMGET meta` and `ZREVRANGEBYSCORE tl` (ids only, at most page size + 1 below the
-//!    cursor). All nodes at once, each bounded by `aggregator.node_timeout_ms`.
-//! 3. Authors the cache cannot answer for (not loaded, evicted, page past the cached window,
+//! 2. Group the followees by the node that owns their slot. Per node, one pipeline of
+//!    `HMGET meta` (loaded, gone, newest post time); all nodes at once, each bounded by
+//!    `aggregator.node_timeout_ms`.
+//! 3. Read the timelines (`ZREVRANGEBYSCORE tl`, ids only, at most page size + 1 below the
+//!    cursor) of the page size + 1 authors with the newest posts, per node again; then only of
+//!    the authors whose newest post is not older than the page's cut-off so far. The others
+//!    cannot make the page and are not read at all.
+//! 4. Authors the cache cannot answer for (not loaded, evicted, page past the cached window,
 //!    node too slow or down) are read from PostgreSQL in one LATERAL top-k query.
-//! 4. Merge, keep page size + 1 (the extra one says whether another page exists).
-//! 5. Bodies: one `HMGET` per author on the page, pipelined per node; a body the cache lacks
+//! 5. Merge, keep page size + 1 (the extra one says whether another page exists).
+//! 6. Bodies: one `HMGET` per author on the page, pipelined per node; a body the cache lacks
 //!    comes from PostgreSQL.
 //!
 //! If PostgreSQL fails too, the page is built from what answered and says so: `degraded` and
@@ -26,9 +30,10 @@ use fred::{
 use prost::Message;
 use shardfeed_core::{
     cache::{
-        layout::{FOLLOWING_LOADED, TOMBSTONE},
+        layout::{meta, FOLLOWING_LOADED, TOMBSTONE},
         CacheLayout,
     },
+    ids::post_time_ms,
     ApiResult,
 };
 use shardfeed_proto::v1::Post;
@@ -113,16 +118,142 @@ impl HomeReader {
         after: Option<Position>,
         size: usize,
     ) -> ApiResult<HomePage> {
-        let mut candidates = Vec::new();
-        let mut from_postgres = Vec::new();
-        // Every node at once, one pipelined batch each.
+        // 1. Every followee's meta, every node at once: who is cached, and how new each one's
+        //    newest post is.
+        let (mut ranked, mut from_postgres) = self.read_newest(followees).await;
+        ranked.sort_unstable_by_key(|(_, newest_ms)| std::cmp::Reverse(*newest_ms));
+
+        // 2. The authors most likely to fill the page: the page + 1 with the newest posts,
+        //    alongside PostgreSQL for those the cache lacks.
+        let first_wave: Vec<i64> = ranked.iter().take(size + 1).map(|(a, _)| *a).collect();
+        let (first, from_db) = tokio::join!(
+            self.read_slices(&first_wave, after, size),
+            self.read_postgres(&from_postgres, after, size),
+        );
+        let (mut candidates, late) = first;
+        from_postgres = late;
+        let (db_candidates, mut authors_omitted) = from_db;
+        candidates.extend(db_candidates);
+
+        // 3. An author whose newest post is older than the page's current cut-off cannot make
+        //    the page: read only the others.
+        let cutoff_ms = cutoff_ms(&mut candidates, size);
+        let second_wave: Vec<i64> = ranked
+            .iter()
+            .skip(size + 1)
+            .filter(|(_, newest_ms)| *newest_ms >= cutoff_ms)
+            .map(|(a, _)| *a)
+            .collect();
+        if !second_wave.is_empty() {
+            let (more_candidates, late) = self.read_slices(&second_wave, after, size).await;
+            candidates.extend(more_candidates);
+            from_postgres.extend(late);
+        }
+        if !from_postgres.is_empty() {
+            let (db_candidates, omitted) = self.read_postgres(&from_postgres, after, size).await;
+            candidates.extend(db_candidates);
+            authors_omitted += omitted;
+        }
+
+        // 4. The k-way merge: every author read contributed at most size + 1 of its newest ids
+        //    below the cursor, so the newest size + 1 of the union are exactly the page and its
+        //    lookahead.
+        candidates.sort_unstable_by_key(|c| std::cmp::Reverse(c.post_id));
+        let more = candidates.len() > size;
+        candidates.truncate(size);
+        let posts = self.fill_bodies(candidates).await?;
+        Ok(HomePage {
+            posts,
+            more,
+            authors_omitted,
+        })
+    }
+
+    /// Each followee's newest-post time from its meta (one `HMGET` each, pipelined per node,
+    /// all nodes at once). Returns the cached authors with that time, and the authors the cache
+    /// cannot answer for (not loaded — a rebuild is requested — or on a node that failed).
+    async fn read_newest(&self, followees: &[i64]) -> (Vec<(i64, i64)>, Vec<i64>) {
         let batches = self
             .by_node(followees, |a| self.layout.meta(*a))
+            .into_iter()
+            .map(|(node, authors)| async move {
+                let metas = self.read_metas(&authors).await;
+                (node, authors, metas)
+            });
+        let mut ranked = Vec::with_capacity(followees.len());
+        let mut uncached = Vec::new();
+        for (node, authors, metas) in futures::future::join_all(batches).await {
+            match metas {
+                Ok(metas) => {
+                    for (author, meta) in authors.into_iter().zip(metas) {
+                        match meta {
+                            Meta::Gone => {}
+                            Meta::NotLoaded => {
+                                self.rebuilder.request(Target::Timeline, author);
+                                uncached.push(author);
+                            }
+                            Meta::Loaded { newest_ms } => ranked.push((author, newest_ms)),
+                        }
+                    }
+                }
+                Err(err) => {
+                    tracing::warn!(node = ?node, authors = authors.len(), error = %err,
+                        "node did not answer its feed batch; reading its authors from PostgreSQL");
+                    uncached.extend(authors);
+                }
+            }
+        }
+        (ranked, uncached)
+    }
+
+    async fn read_metas(&self, authors: &[i64]) -> anyhow::Result<Vec<Meta>> {
+        let pipeline = self.client.pipeline();
+        for author in authors {
+            let _: () = pipeline
+                .hmget(
+                    self.layout.meta(*author),
+                    vec![meta::LOADED, meta::GONE, meta::NEWEST_MS],
+                )
+                .await?;
+        }
+        let replies = tokio::time::timeout(self.node_timeout, pipeline.try_all::<Value>())
+            .await
+            .map_err(|_| anyhow::anyhow!("no answer within {:?}", self.node_timeout))?;
+        replies
+            .into_iter()
+            .map(|reply| {
+                let fields: Vec<Option<String>> = reply?.convert()?;
+                let field = |i: usize| fields.get(i).cloned().flatten();
+                Ok(if field(1).as_deref() == Some("1") {
+                    Meta::Gone
+                } else if field(0).as_deref() != Some("1") {
+                    Meta::NotLoaded
+                } else {
+                    Meta::Loaded {
+                        newest_ms: field(2).and_then(|v| v.parse().ok()).unwrap_or(i64::MAX),
+                    }
+                })
+            })
+            .collect()
+    }
+
+    /// The timeline slices of `authors`, one pipeline per node, all nodes at once. Returns the
+    /// candidates, and the authors the cache could not rank (read them from PostgreSQL).
+    async fn read_slices(
+        &self,
+        authors: &[i64],
+        after: Option<Position>,
+        size: usize,
+    ) -> (Vec<Candidate>, Vec<i64>) {
+        let batches = self
+            .by_node(authors, |a| self.layout.meta(*a))
             .into_iter()
             .map(|(node, authors)| async move {
                 let slices = self.read_node(&authors, after, size).await;
                 (node, authors, slices)
             });
+        let mut candidates = Vec::new();
+        let mut from_postgres = Vec::new();
         for (node, authors, slices) in futures::future::join_all(batches).await {
             match slices {
                 Ok(slices) => {
@@ -157,36 +288,39 @@ impl HomeReader {
                 }
             }
         }
-        let mut authors_omitted = 0;
-        if !from_postgres.is_empty() {
-            let before = Position::before_id(after);
-            match postgres::timelines_page(&self.pool, &from_postgres, before, size as i64 + 1)
-                .await
-            {
-                Ok(posts) => candidates.extend(posts.into_iter().map(|post| Candidate {
-                    post_id: post.post_id,
-                    author_id: post.author_id,
-                    post: Some(post),
-                })),
-                Err(err) => {
-                    tracing::warn!(authors = from_postgres.len(), error = %err,
-                        "PostgreSQL did not answer either; the page leaves these authors out");
-                    authors_omitted = from_postgres.len();
-                }
+        (candidates, from_postgres)
+    }
+
+    /// The candidates of `authors` from PostgreSQL (one LATERAL query), and how many authors
+    /// were left out because it did not answer either.
+    async fn read_postgres(
+        &self,
+        authors: &[i64],
+        after: Option<Position>,
+        size: usize,
+    ) -> (Vec<Candidate>, usize) {
+        if authors.is_empty() {
+            return (Vec::new(), 0);
+        }
+        let before = Position::before_id(after);
+        match postgres::timelines_page(&self.pool, authors, before, size as i64 + 1).await {
+            Ok(posts) => (
+                posts
+                    .into_iter()
+                    .map(|post| Candidate {
+                        post_id: post.post_id,
+                        author_id: post.author_id,
+                        post: Some(post),
+                    })
+                    .collect(),
+                0,
+            ),
+            Err(err) => {
+                tracing::warn!(authors = authors.len(), error = %err,
+                    "PostgreSQL did not answer either; the page leaves these authors out");
+                (Vec::new(), authors.len())
             }
         }
-
-        // The k-way merge: every author contributed at most size + 1 of its newest ids below
-        // the cursor, so the newest size + 1 of the union are exactly the page and its lookahead.
-        candidates.sort_unstable_by_key(|c| std::cmp::Reverse(c.post_id));
-        let more = candidates.len() > size;
-        candidates.truncate(size);
-        let posts = self.fill_bodies(candidates).await?;
-        Ok(HomePage {
-            posts,
-            more,
-            authors_omitted,
-        })
     }
 
     /// Groups ids by the node that owns the slot of `key(id)`. Unknown routing (no cluster
@@ -299,4 +433,22 @@ impl HomeReader {
         }
         Ok(posts)
     }
+}
+
+/// What one author's meta says before any timeline is read.
+enum Meta {
+    Gone,
+    NotLoaded,
+    Loaded { newest_ms: i64 },
+}
+
+/// The time of the post that would be the page's lookahead (the `size + 1`-th newest
+/// candidate so far), or the smallest time when there are not that many yet. An author whose
+/// newest post is older than this cannot make the page.
+fn cutoff_ms(candidates: &mut [Candidate], size: usize) -> i64 {
+    if candidates.len() <= size {
+        return i64::MIN;
+    }
+    candidates.select_nth_unstable_by_key(size, |c| std::cmp::Reverse(c.post_id));
+    post_time_ms(candidates[size].post_id)
 }

@@ -15,7 +15,7 @@ impl Harness {
         self.follow(follower, followee, version, true).await
     }
 
-    async fn follow(&self, follower: i64, followee: i64, version: i64, cached: bool) {
+    pub(crate) async fn follow(&self, follower: i64, followee: i64, version: i64, cached: bool) {
         self.sql
             .execute(
                 "INSERT INTO follows (follower_id, followee_id) VALUES ($1, $2) ON CONFLICT DO NOTHING",
@@ -297,4 +297,33 @@ async fn an_author_whose_older_posts_were_trimmed_is_continued_from_postgres() {
     let truth = h.home_truth(reader).await;
     // b's two posts are the newest; a's last six live only in PostgreSQL.
     assert_eq!(flat(&h.home_walk(reader, 2).await), truth);
+}
+
+#[tokio::test]
+async fn authors_tied_at_the_cut_off_millisecond_are_still_read() {
+    let mut h = Harness::start(800).await;
+    let reader = h.user(true).await;
+    let mut authors = Vec::new();
+    for i in 0..6 {
+        let a = h.user(true).await;
+        h.follow(reader, a, i + 1, true).await;
+        authors.push(a);
+    }
+    // Every author's newest post in the same millisecond: whichever authors the first wave
+    // reads, the others tie the cut-off and must be read too.
+    for round in 0..3 {
+        h.next_ms += 1;
+        for (i, a) in authors.iter().enumerate() {
+            h.post_at(*a, h.next_ms, (round * 10 + i) as i64, true)
+                .await;
+        }
+    }
+    let truth = h.home_truth(reader).await;
+    for size in [1, 2, 4] {
+        assert_eq!(
+            flat(&h.home_walk(reader, size).await),
+            truth,
+            "page size {size}"
+        );
+    }
 }

@@ -287,7 +287,7 @@ fn status_text(status: &tonic::Status) -> String {
     }
 }
 
-fn pg_error(err: tokio_postgres::Error) -> OpError {
+pub(super) fn pg_error(err: tokio_postgres::Error) -> OpError {
     match err.as_db_error() {
         Some(db) => OpError::new(format!("SQLSTATE {}", db.code().code()), db.message()),
         None if err.is_closed() => OpError::new("ConnectionClosed", err.to_string()),
@@ -403,7 +403,7 @@ async fn first_create_post(
     }
 }
 
-fn postgres_config(url: &str) -> anyhow::Result<tokio_postgres::Config> {
+pub(super) fn postgres_config(url: &str) -> anyhow::Result<tokio_postgres::Config> {
     let mut config = tokio_postgres::Config::from_str(url)
         .context("the PostgreSQL URL (--postgres-url or postgres.url) is not valid")?;
     if config.get_connect_timeout().is_none() {
@@ -414,7 +414,7 @@ fn postgres_config(url: &str) -> anyhow::Result<tokio_postgres::Config> {
 }
 
 /// host:port/db of the configuration, without the password.
-fn describe_postgres(config: &tokio_postgres::Config) -> String {
+pub(super) fn describe_postgres(config: &tokio_postgres::Config) -> String {
     let host = match config.get_hosts().first() {
         Some(tokio_postgres::config::Host::Tcp(host)) => host.clone(),
         _ => return "(from the given URL)".to_owned(),
@@ -424,7 +424,7 @@ fn describe_postgres(config: &tokio_postgres::Config) -> String {
     format!("{host}:{port}/{db}")
 }
 
-async fn connect_postgres(
+pub(super) async fn connect_postgres(
     config: &tokio_postgres::Config,
 ) -> anyhow::Result<tokio_postgres::Client> {
     let (client, connection) = config

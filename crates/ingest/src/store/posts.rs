@@ -4,16 +4,13 @@
 use chrono::{DateTime, Utc};
 use deadpool_postgres::Pool;
 use prost::Message;
-use shardfeed_core::{cache::CacheChange, ApiError, ApiResult};
+use shardfeed_core::{cache::CacheChange, ids::POST_ID_EPOCH_MS, ApiError, ApiResult};
 use shardfeed_proto::v1::{CreatePostRequest, Post};
 
 use super::{idempotency, outbox, users::timestamp};
 use crate::domain::{PostBody, RequestId};
 
 const CREATE_POST: &str = "CreatePost";
-
-/// Milliseconds from the Unix epoch to 2020-01-01T00:00:00Z, the post id epoch.
-pub const POST_ID_EPOCH_MS: i64 = 1_577_836_800_000;
 
 /// A committed write and the cache change the caller should apply after commit.
 pub struct Written<T> {
