@@ -2,6 +2,7 @@
 //! with the floor a user would compare against (measured in the same run), a table, and as the
 //! last line of stdout a one-line JSON summary for scripts. Progress goes to stderr.
 
+pub mod feed;
 pub mod ingest;
 pub mod load;
 pub mod stats;
@@ -13,10 +14,14 @@ pub enum BenchCommand {
     /// The write path: CreatePost over gRPC against a bare single-row INSERT transaction on the
     /// same PostgreSQL, same concurrency and duration.
     Ingest(ingest::IngestBenchArgs),
+    /// The read path: GetHomeFeed over gRPC (cold, then warm) against the best single SQL query
+    /// and a naive one-command-at-a-time Redis read, on the same seeded data.
+    Feed(feed::FeedBenchArgs),
 }
 
 pub async fn run(command: BenchCommand) -> anyhow::Result<()> {
     match command {
         BenchCommand::Ingest(args) => ingest::run(args).await,
+        BenchCommand::Feed(args) => feed::run(args).await,
     }
 }
