@@ -66,6 +66,27 @@ impl Graph {
         Ok((follower_id, followee_id))
     }
 
+    /// Validates and applies a follow or unfollow, then warms the cache.
+    async fn change_edge(
+        &self,
+        deadline: Deadline,
+        follower_id: i64,
+        followee_id: i64,
+        edge: EdgeChange,
+    ) -> Result<(), ApiError> {
+        let (follower_id, followee_id) = Self::edge(follower_id, followee_id)?;
+        let written = deadline
+            .run(graph::change_edge(
+                &self.pool,
+                follower_id,
+                followee_id,
+                edge,
+            ))
+            .await??;
+        self.cache.after_commit(written.pending).await;
+        Ok(())
+    }
+
     async fn list(
         &self,
         deadline: Deadline,
@@ -114,17 +135,14 @@ impl GraphService for Graph {
         request: Request<FollowRequest>,
     ) -> Result<Response<FollowResponse>, Status> {
         let deadline = Deadline::of(&request, self.request_timeout);
-        let (follower_id, followee_id) =
-            Self::edge(request.get_ref().follower_id, request.get_ref().followee_id)?;
-        let written = deadline
-            .run(graph::change_edge(
-                &self.pool,
-                follower_id,
-                followee_id,
-                EdgeChange::Follow,
-            ))
-            .await??;
-        self.cache.after_commit(written.pending).await;
+        let req = request.get_ref();
+        self.change_edge(
+            deadline,
+            req.follower_id,
+            req.followee_id,
+            EdgeChange::Follow,
+        )
+        .await?;
         Ok(Response::new(FollowResponse {}))
     }
 
@@ -134,17 +152,14 @@ impl GraphService for Graph {
         request: Request<UnfollowRequest>,
     ) -> Result<Response<UnfollowResponse>, Status> {
         let deadline = Deadline::of(&request, self.request_timeout);
-        let (follower_id, followee_id) =
-            Self::edge(request.get_ref().follower_id, request.get_ref().followee_id)?;
-        let written = deadline
-            .run(graph::change_edge(
-                &self.pool,
-                follower_id,
-                followee_id,
-                EdgeChange::Unfollow,
-            ))
-            .await??;
-        self.cache.after_commit(written.pending).await;
+        let req = request.get_ref();
+        self.change_edge(
+            deadline,
+            req.follower_id,
+            req.followee_id,
+            EdgeChange::Unfollow,
+        )
+        .await?;
         Ok(Response::new(UnfollowResponse {}))
     }
 
