@@ -191,8 +191,8 @@ pub fn fetch_len(size: usize) -> usize {
 /// The fields of `HMGET meta …` that [`interpret`] reads, in its order.
 pub const META_FIELDS: [&str; 3] = [meta::LOADED, meta::COMPLETE, meta::GONE];
 
-/// Queues on `pipeline` the two commands of one author's slice: `HMGET meta` and
-/// `ZREVRANGEBYSCORE tl` (ids only; scores are not needed, the ids order the posts).
+/// Queues on `pipeline` the two commands of one author's slice: `HMGET meta` and the timeline
+/// read of [`queue_timeline`].
 pub async fn queue_slice(
     pipeline: &Pipeline<Client>,
     layout: &CacheLayout,
@@ -200,12 +200,25 @@ pub async fn queue_slice(
     after: Option<Position>,
     size: usize,
 ) -> Result<(), Error> {
-    let keys = layout.author(author_id);
+    let _: () = pipeline
+        .hmget(layout.meta(author_id), META_FIELDS.to_vec())
+        .await?;
+    queue_timeline(pipeline, layout, author_id, after, size).await
+}
+
+/// Queues `ZREVRANGEBYSCORE tl <cursor time> -inf LIMIT 0 <size + 1 + slack>`, ids only: the
+/// scores are not needed, the ids order the posts.
+pub async fn queue_timeline(
+    pipeline: &Pipeline<Client>,
+    layout: &CacheLayout,
+    author_id: i64,
+    after: Option<Position>,
+    size: usize,
+) -> Result<(), Error> {
     let max = after.map_or(f64::INFINITY, |p| p.time_ms as f64);
-    let _: () = pipeline.hmget(&keys.meta, META_FIELDS.to_vec()).await?;
     let _: () = pipeline
         .zrevrangebyscore(
-            &keys.timeline,
+            layout.timeline(author_id),
             max,
             f64::NEG_INFINITY,
             false,

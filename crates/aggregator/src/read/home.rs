@@ -39,7 +39,7 @@ use shardfeed_core::{
 use shardfeed_proto::v1::Post;
 
 use super::{
-    author::{queue_slice, take_slice, Slice},
+    author::{interpret, queue_timeline, Slice, META_FIELDS},
     cursor::Position,
     postgres,
     rebuild::{Rebuilder, Target},
@@ -121,11 +121,11 @@ impl HomeReader {
         // 1. Every followee's meta, every node at once: who is cached, and how new each one's
         //    newest post is.
         let (mut ranked, mut from_postgres) = self.read_newest(followees).await;
-        ranked.sort_unstable_by_key(|(_, newest_ms)| std::cmp::Reverse(*newest_ms));
+        ranked.sort_unstable_by_key(|r| std::cmp::Reverse(r.newest_ms));
 
         // 2. The authors most likely to fill the page: the page + 1 with the newest posts,
         //    alongside PostgreSQL for those the cache lacks.
-        let first_wave: Vec<i64> = ranked.iter().take(size + 1).map(|(a, _)| *a).collect();
+        let first_wave: Vec<&Ranked> = ranked.iter().take(size + 1).collect();
         let (first, from_db) = tokio::join!(
             self.read_slices(&first_wave, after, size),
             self.read_postgres(&from_postgres, after, size),
@@ -138,11 +138,10 @@ impl HomeReader {
         // 3. An author whose newest post is older than the page's current cut-off cannot make
         //    the page: read only the others.
         let cutoff_ms = cutoff_ms(&mut candidates, size);
-        let second_wave: Vec<i64> = ranked
+        let second_wave: Vec<&Ranked> = ranked
             .iter()
             .skip(size + 1)
-            .filter(|(_, newest_ms)| *newest_ms >= cutoff_ms)
-            .map(|(a, _)| *a)
+            .filter(|r| r.newest_ms >= cutoff_ms)
             .collect();
         if !second_wave.is_empty() {
             let (more_candidates, late) = self.read_slices(&second_wave, after, size).await;
@@ -172,7 +171,7 @@ impl HomeReader {
     /// Each followee's newest-post time from its meta (one `HMGET` each, pipelined per node,
     /// all nodes at once). Returns the cached authors with that time, and the authors the cache
     /// cannot answer for (not loaded — a rebuild is requested — or on a node that failed).
-    async fn read_newest(&self, followees: &[i64]) -> (Vec<(i64, i64)>, Vec<i64>) {
+    async fn read_newest(&self, followees: &[i64]) -> (Vec<Ranked>, Vec<i64>) {
         let batches = self
             .by_node(followees, |a| self.layout.meta(*a))
             .into_iter()
@@ -192,7 +191,11 @@ impl HomeReader {
                                 self.rebuilder.request(Target::Timeline, author);
                                 uncached.push(author);
                             }
-                            Meta::Loaded { newest_ms } => ranked.push((author, newest_ms)),
+                            Meta::Loaded { newest_ms, flags } => ranked.push(Ranked {
+                                author,
+                                newest_ms,
+                                flags,
+                            }),
                         }
                     }
                 }
@@ -212,7 +215,7 @@ impl HomeReader {
             let _: () = pipeline
                 .hmget(
                     self.layout.meta(*author),
-                    vec![meta::LOADED, meta::GONE, meta::NEWEST_MS],
+                    [META_FIELDS.as_slice(), &[meta::NEWEST_MS]].concat(),
                 )
                 .await?;
         }
@@ -222,16 +225,15 @@ impl HomeReader {
         replies
             .into_iter()
             .map(|reply| {
-                let fields: Vec<Option<String>> = reply?.convert()?;
-                let field = |i: usize| fields.get(i).cloned().flatten();
-                Ok(if field(1).as_deref() == Some("1") {
-                    Meta::Gone
-                } else if field(0).as_deref() != Some("1") {
-                    Meta::NotLoaded
-                } else {
-                    Meta::Loaded {
-                        newest_ms: field(2).and_then(|v| v.parse().ok()).unwrap_or(i64::MAX),
-                    }
+                let mut flags: Vec<Option<String>> = reply?.convert()?;
+                let newest_ms = flags.pop().flatten().and_then(|v| v.parse().ok());
+                Ok(match interpret(&flags, &[], None, 0) {
+                    Slice::Gone => Meta::Gone,
+                    Slice::NotLoaded => Meta::NotLoaded,
+                    _ => Meta::Loaded {
+                        newest_ms: newest_ms.unwrap_or(i64::MAX),
+                        flags,
+                    },
                 })
             })
             .collect()
@@ -241,16 +243,24 @@ impl HomeReader {
     /// candidates, and the authors the cache could not rank (read them from PostgreSQL).
     async fn read_slices(
         &self,
-        authors: &[i64],
+        wave: &[&Ranked],
         after: Option<Position>,
         size: usize,
     ) -> (Vec<Candidate>, Vec<i64>) {
+        let flags: HashMap<i64, &[Option<String>]> = wave
+            .iter()
+            .map(|r| (r.author, r.flags.as_slice()))
+            .collect();
+        let authors: Vec<i64> = wave.iter().map(|r| r.author).collect();
         let batches = self
-            .by_node(authors, |a| self.layout.meta(*a))
+            .by_node(&authors, |a| self.layout.meta(*a))
             .into_iter()
-            .map(|(node, authors)| async move {
-                let slices = self.read_node(&authors, after, size).await;
-                (node, authors, slices)
+            .map(|(node, authors)| {
+                let flags = &flags;
+                async move {
+                    let slices = self.read_node(&authors, flags, after, size).await;
+                    (node, authors, slices)
+                }
             });
         let mut candidates = Vec::new();
         let mut from_postgres = Vec::new();
@@ -341,25 +351,30 @@ impl HomeReader {
     }
 
     /// One node's batch: meta flags and the timeline slice of each author, one pipeline.
+    /// One node's timeline reads for `authors`, judged with the meta `flags` the first round
+    /// read (not read again).
     async fn read_node(
         &self,
         authors: &[i64],
+        flags: &HashMap<i64, &[Option<String>]>,
         after: Option<Position>,
         size: usize,
     ) -> anyhow::Result<Vec<Slice>> {
         let pipeline = self.client.pipeline();
         for author in authors {
-            queue_slice(&pipeline, &self.layout, *author, after, size).await?;
+            queue_timeline(&pipeline, &self.layout, *author, after, size).await?;
         }
         let replies = tokio::time::timeout(self.node_timeout, pipeline.try_all::<Value>())
             .await
             .map_err(|_| anyhow::anyhow!("no answer within {:?}", self.node_timeout))?;
-        let mut replies = replies.into_iter();
-        let mut slices = Vec::with_capacity(authors.len());
-        for _ in authors {
-            slices.push(take_slice(&mut replies, after, size)?);
-        }
-        Ok(slices)
+        authors
+            .iter()
+            .zip(replies)
+            .map(|(author, reply)| {
+                let raw: Vec<String> = reply?.convert()?;
+                Ok(interpret(flags[author], &raw, after, size))
+            })
+            .collect()
     }
 
     /// Bodies for the page: per author one `HMGET` of its posts on the page, pipelined per
@@ -435,11 +450,22 @@ impl HomeReader {
     }
 }
 
+/// A cached author, with what the first round learnt of it.
+struct Ranked {
+    author: i64,
+    newest_ms: i64,
+    flags: Vec<Option<String>>,
+}
+
 /// What one author's meta says before any timeline is read.
 enum Meta {
     Gone,
     NotLoaded,
-    Loaded { newest_ms: i64 },
+    /// `flags`: the `META_FIELDS` reply, handed to [`interpret`] with the timeline later.
+    Loaded {
+        newest_ms: i64,
+        flags: Vec<Option<String>>,
+    },
 }
 
 /// The time of the post that would be the page's lookahead (the `size + 1`-th newest
