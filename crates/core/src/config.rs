@@ -49,6 +49,9 @@ pub struct OutboxSettings {
     /// Apply each change right after its commit. Off simulates a crash between commit and
     /// warm: every change then reaches Redis through the relay only.
     pub fast_path_enabled: bool,
+    /// How long a request waits for its own cache warm (including the replica `WAIT`) before
+    /// answering anyway and leaving the change to the relay.
+    pub fast_path_budget_ms: u64,
     /// How often the relay looks for rows the fast path left behind.
     pub relay_interval_ms: u64,
     /// Rows claimed per relay round.
@@ -60,6 +63,10 @@ pub struct OutboxSettings {
 impl OutboxSettings {
     pub fn relay_interval(&self) -> Duration {
         Duration::from_millis(self.relay_interval_ms)
+    }
+
+    pub fn fast_path_budget(&self) -> Duration {
+        Duration::from_millis(self.fast_path_budget_ms)
     }
 }
 
@@ -227,6 +234,7 @@ replica_ack_timeout_ms = 100
 [outbox]
 relay_enabled = true
 fast_path_enabled = true
+fast_path_budget_ms = 250
 relay_interval_ms = 500
 batch_size = 256
 grace_ms = 2000
@@ -315,6 +323,9 @@ impl Settings {
         }
         if self.outbox.batch_size == 0 {
             return bad("outbox.batch_size", "must be at least 1");
+        }
+        if self.outbox.fast_path_budget_ms == 0 {
+            return bad("outbox.fast_path_budget_ms", "must be positive");
         }
         if self.outbox.relay_interval_ms == 0 {
             return bad("outbox.relay_interval_ms", "must be positive");

@@ -21,9 +21,6 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::store::outbox;
 
-/// How long a request waits for its own cache warm before leaving it to the relay.
-const FAST_PATH_BUDGET: Duration = Duration::from_millis(250);
-
 /// Changes waiting for the warming task; past this the fast path leaves them to the relay.
 const WARM_QUEUE: usize = 8192;
 
@@ -39,6 +36,8 @@ struct Warm {
 pub struct CacheSync {
     writer: CacheWriter,
     fast_path: bool,
+    /// How long a request waits for its own warm before leaving it to the relay.
+    budget: Duration,
     warm: mpsc::Sender<Warm>,
 }
 
@@ -59,6 +58,7 @@ impl CacheSync {
             Self {
                 writer,
                 fast_path: settings.fast_path_enabled,
+                budget: settings.fast_path_budget(),
                 warm,
             },
             WarmQueue(queue),
@@ -84,10 +84,10 @@ impl CacheSync {
             return; // the warming task is saturated: the relay will deliver this one
         }
         // A node in trouble must not slow acknowledged writes down by more than this.
-        let outcome = match tokio::time::timeout(FAST_PATH_BUDGET, answer).await {
+        let outcome = match tokio::time::timeout(self.budget, answer).await {
             Ok(Ok(result)) => result,
             Ok(Err(_)) => Err("the warming task stopped".to_owned()),
-            Err(_) => Err(format!("no answer within {FAST_PATH_BUDGET:?}")),
+            Err(_) => Err(format!("no answer within {:?}", self.budget)),
         };
         match outcome {
             Ok(()) => {}

@@ -79,6 +79,7 @@ async fn follow_and_unfollow_are_idempotent_and_cached() {
         (vec![a], String::new())
     );
 
+    app.settled().await;
     let cached = app.following_cache(a).await;
     let version_of = |id: i64| {
         cached
@@ -108,6 +109,7 @@ async fn follow_and_unfollow_are_idempotent_and_cached() {
         .unwrap();
     assert_eq!(following(&app, a, 0, "").await.unwrap().0, vec![c]);
     assert!(followers(&app, b, 0, "").await.unwrap().0.is_empty());
+    app.settled().await;
     let cached = app.following_cache(a).await;
     let b_version: i64 = cached[&b.to_string()].parse().unwrap();
     assert!(

@@ -33,6 +33,14 @@ pub struct TestApp {
     server: InProcessServer,
 }
 
+/// A server whose cache is warmed by the fast path alone (no relay), with budgets no loaded
+/// machine exceeds: a warm cache after a write then proves the fast path delivered it.
+pub const FAST_PATH_ONLY: &[(&str, &str)] = &[
+    ("SHARDFEED_OUTBOX__RELAY_ENABLED", "false"),
+    ("SHARDFEED_OUTBOX__FAST_PATH_BUDGET_MS", "10000"),
+    ("SHARDFEED_CACHE__REPLICA_ACK_TIMEOUT_MS", "5000"),
+];
+
 /// Settings for a test: its own database, port 0, quick readiness probes.
 pub fn settings(db: &TestDb, extra: &[(&str, &str)]) -> Settings {
     let stores = shardfeed_testkit::shared();
@@ -166,6 +174,30 @@ impl TestApp {
             self.layout.clone(),
             &self.cache_settings,
         )
+    }
+
+    /// Waits until every committed change has reached the cache: the outbox is empty once the
+    /// fast path or the relay has delivered each row. The fast path is best effort (it gives
+    /// up after `outbox.fast_path_budget_ms`, and a loaded machine can take longer), so a test
+    /// that looks at the cache after a write waits for this rather than for luck.
+    pub async fn settled(&self) {
+        let sql = self.sql().await;
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            let depth: i64 = sql
+                .query_one("SELECT count(*) FROM outbox", &[])
+                .await
+                .expect("count the outbox")
+                .get(0);
+            if depth == 0 {
+                return;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{depth} outbox row(s) still undelivered after 20 s"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 
     /// A direct PostgreSQL connection to this test's database.

@@ -30,10 +30,11 @@ async fn outbox_depth(app: &TestApp) -> i64 {
 
 #[tokio::test]
 async fn the_fast_path_delivers_and_clears_the_outbox() {
-    let app = TestApp::spawn().await;
+    let db = TestDb::new().await.unwrap();
+    let app = TestApp::spawn_with(db, crate::helpers::FAST_PATH_ONLY).await;
     let author = app.create_user(&unique_handle("fast"), "Fast").await;
     let post = app.create_post(author.user_id, "warm at once").await;
-    // Delivered before the response: no waiting.
+    // Delivered before the response (there is no relay): no waiting.
     assert_eq!(app.timeline_ids(author.user_id).await, vec![post.post_id]);
     eventually(
         Duration::from_secs(5),

@@ -40,6 +40,7 @@ async fn create_get_delete_round_trip_with_the_cache_in_step() {
         .unwrap();
     assert_eq!(got, post);
 
+    app.settled().await;
     // Warmed by the fast path: timeline score is the post time, the body is the wire post.
     assert_eq!(
         app.timeline(author.user_id).await,
@@ -79,6 +80,7 @@ async fn create_get_delete_round_trip_with_the_cache_in_step() {
         .await
         .unwrap_err();
     assert_eq!(s.code(), Code::NotFound, "deleting twice");
+    app.settled().await;
     assert!(app.timeline(author.user_id).await.is_empty());
     assert_eq!(
         app.entry(author.user_id, post.post_id).await,
@@ -243,6 +245,7 @@ async fn request_id_makes_create_post_idempotent() {
         .unwrap()
         .get(0);
     assert_eq!(count, 1);
+    app.settled().await;
     assert_eq!(
         app.timeline_ids(author.user_id).await,
         vec![answers[0].post_id]
@@ -277,6 +280,7 @@ async fn timelines_are_trimmed_to_the_configured_length() {
                 .post_id,
         );
     }
+    app.settled().await;
     assert_eq!(app.timeline_ids(author.user_id).await, ids[3..].to_vec());
     for dropped in &ids[..3] {
         assert_eq!(
@@ -340,6 +344,7 @@ async fn deleting_a_user_removes_their_posts_follows_and_cache() {
         .unwrap_err();
     assert_eq!(s.code(), Code::NotFound);
 
+    app.settled().await;
     assert!(!app.key_exists(app.layout.timeline(gone.user_id)).await);
     assert!(!app.key_exists(app.layout.posts(gone.user_id)).await);
     assert!(!app.key_exists(app.layout.following(gone.user_id)).await);
@@ -375,6 +380,7 @@ async fn a_replayed_create_never_resurrects_a_deleted_post() {
         })
         .await
         .unwrap();
+    app.settled().await;
     // The outbox relay (or a second replica) delivers the create again, late.
     let replay = shardfeed_core::cache::CacheChange::PostCreated {
         author_id: author.user_id,
@@ -405,7 +411,8 @@ async fn a_replayed_create_never_resurrects_a_deleted_post() {
 #[tokio::test]
 async fn nodes_that_lost_their_scripts_are_warmed_all_the_same() {
     use fred::interfaces::LuaInterface;
-    let app = TestApp::spawn().await;
+    let db = shardfeed_testkit::TestDb::new().await.unwrap();
+    let app = TestApp::spawn_with(db, crate::helpers::FAST_PATH_ONLY).await;
     let author = app
         .create_user(&unique_handle("noscript"), "NoScript")
         .await;
