@@ -17,9 +17,13 @@ up *ARGS:
 down *ARGS:
     @deploy/local/down.sh "$@"
 
-# Bring the stack up and run the scripted tour (`shardfeed demo`)
+# Bring the stack up and run the hot-partition simulation (`shardfeed sim`): table, report, JSON
 demo *ARGS:
     @deploy/local/demo.sh "$@"
+
+# Bring the stack up and run the scripted API tour (`shardfeed demo`)
+tour *ARGS:
+    @deploy/local/tour.sh "$@"
 
 # Run the whole test suite (the tests start their own PostgreSQL and Redis Cluster)
 test *ARGS:

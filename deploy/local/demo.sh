@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
-# Brings the local stack up (up.sh: builds, starts what is not running) and runs the scripted
-# tour `shardfeed demo` against it. Extra arguments go to `shardfeed demo`.
+# The main demo: brings the local stack up (up.sh: installs what is missing, builds, starts what
+# is not running) and runs the hot-partition simulation `shardfeed sim` against it. It prints a
+# side-by-side table (mitigations off | on), writes a report (markdown + SVG chart) whose path it
+# prints, and ends with a one-line JSON summary. Extra arguments go to `shardfeed sim`
+# (`deploy/local/cli.sh sim --help` lists them).
 #
-# Usage: deploy/local/demo.sh [ARGS...]
+# Usage: deploy/local/demo.sh [SIM ARGS...]
 set -euo pipefail
 # shellcheck source=lib.sh
 # shellcheck source-path=SCRIPTDIR
@@ -10,5 +13,5 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 "$SF_REPO/deploy/local/up.sh"
 echo
-log "shardfeed demo --ingest http://$SF_INGEST_ADDR --aggregator http://$SF_AGGREGATOR_ADDR $*"
-sf_cli demo --ingest "http://$SF_INGEST_ADDR" --aggregator "http://$SF_AGGREGATOR_ADDR" "$@"
+log "shardfeed sim --ingest http://$SF_INGEST_ADDR --report-dir $SF_LOCAL/sim $*"
+sf_cli sim --ingest "http://$SF_INGEST_ADDR" --report-dir "$SF_LOCAL/sim" "$@"

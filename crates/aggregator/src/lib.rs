@@ -6,6 +6,7 @@
 #![forbid(unsafe_code)]
 
 pub mod api;
+pub mod hot;
 pub mod read;
 
 use std::{future::Future, net::SocketAddr};
@@ -24,6 +25,8 @@ use shardfeed_proto::v1::{
 /// The aggregator service, bound and ready to run.
 pub struct Application {
     server: GrpcServer,
+    /// Hot-set refresh and change subscriber: stopped with the server.
+    hot_tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
 impl Application {
@@ -40,6 +43,8 @@ impl Application {
             settings.cache.timeline_len,
             settings.aggregator.max_concurrent_rebuilds,
         );
+        let hot = hot::Hotspots::new(redis.clone(), layout.clone(), settings.hotspot.clone());
+        let hot_tasks = hot.spawn();
         let mut server =
             GrpcServer::bind(settings.aggregator.listen_addr, settings.grpc.clone()).await?;
         let limit = server.max_message_bytes();
@@ -57,21 +62,23 @@ impl Application {
                         pool.clone(),
                         settings.aggregator.node_timeout(),
                         rebuilder,
+                        hot.clone(),
                     ),
                     pool,
                     PageTokens::new(&settings.paging.token_secret),
                     settings.grpc.request_timeout(),
+                    hot.clone(),
                 ))
                 .max_decoding_message_size(limit)
                 .max_encoding_message_size(limit),
             )
             .add_service(
-                HotspotServiceServer::new(api::hotspot::Hotspots)
+                HotspotServiceServer::new(api::hotspot::HotspotApi::new(hot))
                     .max_decoding_message_size(limit)
                     .max_encoding_message_size(limit),
             )
             .add_probe("Redis Cluster", shardfeed_core::server::redis_probe(redis));
-        Ok(Self { server })
+        Ok(Self { server, hot_tasks })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
@@ -83,6 +90,10 @@ impl Application {
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
-        self.server.run(shutdown).await
+        let result = self.server.run(shutdown).await;
+        for task in self.hot_tasks {
+            task.abort();
+        }
+        result
     }
 }

@@ -4,6 +4,7 @@
 
 mod bench;
 mod demo;
+mod sim;
 
 use clap::{Parser, Subcommand};
 use shardfeed_core::Settings;
@@ -25,6 +26,10 @@ enum Command {
     Migrate,
     /// A scripted tour through the API of a running stack, printing every call and its result.
     Demo(demo::DemoArgs),
+    /// The hot-partition simulation: a Zipf-shaped network loaded through the ingest API, then
+    /// the same mixed load with mitigations off and on, measured on the Redis masters; prints a
+    /// table, writes a report and ends with a one-line JSON summary.
+    Sim(sim::SimArgs),
     /// Benchmarks of a running stack, each against the floor a user would compare it with.
     Bench {
         #[command(subcommand)]
@@ -53,6 +58,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Demo(args) => demo::run(args).await,
+        Command::Sim(args) => sim::run(args).await,
         Command::Bench { command } => bench::run(command).await,
     }
 }

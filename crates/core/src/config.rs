@@ -23,6 +23,7 @@ pub struct Settings {
     pub cache: CacheSettings,
     pub outbox: OutboxSettings,
     pub paging: PagingSettings,
+    pub hotspot: HotspotSettings,
 }
 
 /// The shape of what is cached per author (see `cache::layout`).
@@ -67,6 +68,56 @@ impl OutboxSettings {
 
     pub fn fast_path_budget(&self) -> Duration {
         Duration::from_millis(self.fast_path_budget_ms)
+    }
+}
+
+/// Hot-partition detection (aggregator) and the mitigations, each one switchable.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HotspotSettings {
+    /// Authors tracked by the decaying top-k (Space-Saving): memory is bounded by this.
+    pub top_k_capacity: usize,
+    /// Access counts halve over this long: rates are measured over roughly this window.
+    pub half_life_ms: u64,
+    /// How often the hot set is recomputed, published to Redis and logged when it changes.
+    pub refresh_ms: u64,
+    /// An author read at least this often (per second, by one aggregator) is hot.
+    pub min_rate_per_s: f64,
+    /// At most this many hot authors.
+    pub max_hot_authors: usize,
+    /// A published hot author stays in the shared set this long without being refreshed.
+    pub shared_ttl_ms: u64,
+    /// Mitigation 1: hot authors' timeline heads in the aggregator's memory.
+    pub near_cache_enabled: bool,
+    /// The near-cache's budget in bytes.
+    pub near_cache_bytes: usize,
+    /// An entry older than this is reloaded even if no invalidation arrived: the bound on how
+    /// stale a hot author's timeline can be.
+    pub near_cache_ttl_ms: u64,
+    /// Newest posts kept per hot author.
+    pub near_cache_posts: usize,
+    /// Mitigation 2: concurrent reads of one hot author share one round trip.
+    pub coalescing_enabled: bool,
+    /// Mitigation 3: hot authors are read from replicas of their master.
+    pub replica_reads_enabled: bool,
+}
+
+impl HotspotSettings {
+    /// Any mitigation on: hot authors take the hot read path.
+    pub fn any_mitigation(&self) -> bool {
+        self.near_cache_enabled || self.coalescing_enabled || self.replica_reads_enabled
+    }
+
+    pub fn half_life(&self) -> Duration {
+        Duration::from_millis(self.half_life_ms)
+    }
+
+    pub fn refresh(&self) -> Duration {
+        Duration::from_millis(self.refresh_ms)
+    }
+
+    pub fn near_cache_ttl(&self) -> Duration {
+        Duration::from_millis(self.near_cache_ttl_ms)
     }
 }
 
@@ -239,6 +290,20 @@ relay_interval_ms = 500
 batch_size = 256
 grace_ms = 2000
 
+[hotspot]
+top_k_capacity = 1024
+half_life_ms = 2000
+refresh_ms = 500
+min_rate_per_s = 50.0
+max_hot_authors = 64
+shared_ttl_ms = 5000
+near_cache_enabled = true
+near_cache_bytes = 67108864
+near_cache_ttl_ms = 500
+near_cache_posts = 100
+coalescing_enabled = true
+replica_reads_enabled = true
+
 [paging]
 token_secret = "shardfeed-development-page-token-secret"
 "#;
@@ -323,6 +388,27 @@ impl Settings {
         }
         if self.outbox.batch_size == 0 {
             return bad("outbox.batch_size", "must be at least 1");
+        }
+        if self.hotspot.top_k_capacity == 0 {
+            return bad("hotspot.top_k_capacity", "must be at least 1");
+        }
+        if self.hotspot.half_life_ms == 0 || self.hotspot.refresh_ms == 0 {
+            return bad(
+                "hotspot.half_life_ms",
+                "and hotspot.refresh_ms must be positive",
+            );
+        }
+        if self.hotspot.min_rate_per_s.is_nan() || self.hotspot.min_rate_per_s <= 0.0 {
+            return bad("hotspot.min_rate_per_s", "must be positive");
+        }
+        if self.hotspot.near_cache_ttl_ms == 0 || self.hotspot.near_cache_ttl_ms > 1000 {
+            return bad(
+                "hotspot.near_cache_ttl_ms",
+                "must be between 1 and 1000 (the visibility bound)",
+            );
+        }
+        if self.hotspot.near_cache_posts == 0 {
+            return bad("hotspot.near_cache_posts", "must be at least 1");
         }
         if self.outbox.fast_path_budget_ms == 0 {
             return bad("outbox.fast_path_budget_ms", "must be positive");

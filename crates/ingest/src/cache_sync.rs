@@ -152,6 +152,8 @@ async fn warm_batches(
     while queue.recv_many(&mut batch, 256).await > 0 {
         let changes: Vec<CacheChange> = batch.iter().map(|w| w.change.clone()).collect();
         let results = writer.apply_durably(&changes).await;
+        // Announced before any request is answered: a reader that hears of it drops its copy.
+        writer.announce_delivered(&changes, &results).await;
         for (warm, result) in batch.drain(..).zip(results) {
             if result.is_ok() {
                 let _ = delivered.send(warm.outbox_id);
@@ -259,6 +261,7 @@ pub async fn relay_once(
         }
     }
     let results = writer.apply_durably(&changes).await;
+    writer.announce_delivered(&changes, &results).await;
     let mut delivered = Vec::with_capacity(ids.len());
     for (id, result) in ids.into_iter().zip(results) {
         match result {

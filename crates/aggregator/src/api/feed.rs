@@ -15,6 +15,7 @@ use shardfeed_proto::v1::{
 };
 use tonic::{Request, Response, Status};
 
+use crate::hot::{head::Head, Hotspots};
 use crate::read::{
     author::{AuthorReader, CachedPage},
     cursor::Position,
@@ -35,6 +36,7 @@ pub struct Feeds {
     pool: Pool,
     tokens: PageTokens,
     request_timeout: Duration,
+    hot: Hotspots,
 }
 
 impl Feeds {
@@ -44,6 +46,7 @@ impl Feeds {
         pool: Pool,
         tokens: PageTokens,
         request_timeout: Duration,
+        hot: Hotspots,
     ) -> Self {
         Self {
             reader,
@@ -51,7 +54,37 @@ impl Feeds {
             pool,
             tokens,
             request_timeout,
+            hot,
         }
+    }
+
+    /// The page from a hot author's head, when the author is hot and the head covers it.
+    async fn hot_page(
+        &self,
+        author_id: i64,
+        after: Option<Position>,
+        size: usize,
+    ) -> Option<ApiResult<(Vec<Post>, bool)>> {
+        if !self.hot.is_hot(author_id) {
+            return None;
+        }
+        let head = match self.hot.head(author_id).await {
+            Ok(Some(head)) => head,
+            Ok(None) => return None,
+            Err(err) => {
+                tracing::debug!(author_id, error = %err, "hot read failed; ordinary path");
+                return None;
+            }
+        };
+        if matches!(*head, Head::Gone) {
+            return Some(Err(ApiError::not_found(format!(
+                "user {author_id} does not exist"
+            ))));
+        }
+        let page = head.page(after, size)?;
+        let more = page.posts.len() > size;
+        let posts = page.posts.iter().take(size).cloned().collect();
+        Some(Ok((posts, more)))
     }
 
     /// One page of `author_id`'s posts after `after`, and whether older ones exist.
@@ -61,6 +94,14 @@ impl Feeds {
         after: Option<Position>,
         size: usize,
     ) -> ApiResult<(Vec<Post>, bool)> {
+        self.hot.record(&[author_id]);
+        if let Some(page) = self.hot_page(author_id, after, size).await {
+            return page;
+        }
+        // The slice and then the bodies: two round trips to the author's node.
+        let node = self.hot.owner(author_id);
+        self.hot.count_request(node.as_ref());
+        self.hot.count_request(node.as_ref());
         let cached = match self.reader.page(author_id, after, size).await {
             Ok(cached) => cached,
             Err(err) => {

@@ -1,20 +1,73 @@
-//! `shardfeed.v1.HotspotService`. Not implemented yet: answers `UNIMPLEMENTED` until hot-author
-//! detection lands.
+//! `shardfeed.v1.HotspotService`: the hot authors this aggregator sees and acts on, with the
+//! counters that show where its reads go.
 
-use shardfeed_core::ApiError;
+use shardfeed_core::{paging::page_size, ApiResult};
 use shardfeed_proto::v1::{
-    hotspot_service_server::HotspotService, GetHotAuthorsRequest, GetHotAuthorsResponse,
+    hotspot_service_server::HotspotService, GetHotAuthorsRequest, GetHotAuthorsResponse, HotAuthor,
+    NearCacheStats, NodeRequests,
 };
 use tonic::{Request, Response, Status};
 
-pub struct Hotspots;
+use crate::hot::Hotspots;
+
+const DEFAULT_LIMIT: usize = 10;
+const MAX_LIMIT: usize = 100;
+
+pub struct HotspotApi {
+    hot: Hotspots,
+}
+
+impl HotspotApi {
+    pub fn new(hot: Hotspots) -> Self {
+        Self { hot }
+    }
+
+    fn answer(&self, limit: i32) -> ApiResult<GetHotAuthorsResponse> {
+        let limit = page_size(limit, DEFAULT_LIMIT, MAX_LIMIT).map_err(|_| {
+            shardfeed_core::ApiError::invalid_field("limit", "must not be negative")
+        })?;
+        let authors = self
+            .hot
+            .hot_authors(limit)
+            .into_iter()
+            .map(|a| HotAuthor {
+                author_id: a.author_id,
+                access_rate: a.rate_per_s,
+                owning_node: a.node.unwrap_or_default(),
+                slot: i32::from(a.slot),
+                mitigations: a.mitigations.into_iter().map(i32::from).collect(),
+            })
+            .collect();
+        let stats = self.hot.stats();
+        Ok(GetHotAuthorsResponse {
+            authors,
+            nodes: stats
+                .nodes
+                .into_iter()
+                .map(|(node, requests)| NodeRequests {
+                    node,
+                    requests: requests as i64,
+                })
+                .collect(),
+            near_cache: Some(NearCacheStats {
+                hits: stats.near_cache.hits as i64,
+                misses: stats.near_cache.misses as i64,
+                entries: stats.near_cache.entries as i64,
+                bytes: stats.near_cache.bytes as i64,
+                capacity_bytes: stats.near_cache_capacity as i64,
+            }),
+            coalesced_reads: stats.coalesced as i64,
+            replica_reads: stats.replica_reads as i64,
+        })
+    }
+}
 
 #[tonic::async_trait]
-impl HotspotService for Hotspots {
+impl HotspotService for HotspotApi {
     async fn get_hot_authors(
         &self,
-        _: Request<GetHotAuthorsRequest>,
+        request: Request<GetHotAuthorsRequest>,
     ) -> Result<Response<GetHotAuthorsResponse>, Status> {
-        Err(ApiError::Unimplemented("HotspotService.GetHotAuthors").into())
+        Ok(Response::new(self.answer(request.get_ref().limit)?))
     }
 }

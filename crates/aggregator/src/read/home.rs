@@ -1,6 +1,8 @@
 //! Home feeds: the followees' timelines, read in one parallel round of pipelined batches, one
 //! batch per Redis node, merged by post id; bodies fetched for the page only.
 //!
+//! 0. Hot authors (see `crate::hot`) are answered from their timeline heads: the near-cache,
+//!    or one coalesced read, from a replica when configured. The rest as follows.
 //! 1. Followees from the cached set (`{u:F}:fol`), or PostgreSQL when it is not loaded.
 //! 2. Group the followees by the node that owns their slot. Per node, one pipeline of
 //!    `HMGET meta` (loaded, gone, newest post time); all nodes at once, each bounded by
@@ -38,6 +40,8 @@ use shardfeed_core::{
 };
 use shardfeed_proto::v1::Post;
 
+use crate::hot::{head::Head, Hotspots};
+
 use super::{
     author::{interpret, queue_timeline, Slice, META_FIELDS},
     cursor::Position,
@@ -69,6 +73,7 @@ pub struct HomeReader {
     pool: Pool,
     node_timeout: Duration,
     rebuilder: Rebuilder,
+    hot: Hotspots,
 }
 
 impl HomeReader {
@@ -78,6 +83,7 @@ impl HomeReader {
         pool: Pool,
         node_timeout: Duration,
         rebuilder: Rebuilder,
+        hot: Hotspots,
     ) -> Self {
         Self {
             client,
@@ -85,11 +91,13 @@ impl HomeReader {
             pool,
             node_timeout,
             rebuilder,
+            hot,
         }
     }
 
     /// Whom `user_id` follows. `NOT_FOUND` for an unknown user.
     pub async fn followees(&self, user_id: i64) -> ApiResult<Vec<i64>> {
+        self.hot.count_request(self.hot.owner(user_id).as_ref());
         let cached: Result<HashMap<String, String>, _> =
             self.client.hgetall(self.layout.following(user_id)).await;
         match cached {
@@ -118,9 +126,14 @@ impl HomeReader {
         after: Option<Position>,
         size: usize,
     ) -> ApiResult<HomePage> {
-        // 1. Every followee's meta, every node at once: who is cached, and how new each one's
-        //    newest post is.
-        let (mut ranked, mut from_postgres) = self.read_newest(followees).await;
+        // 0. Hot authors come from the hot path (near-cache, coalesced and replica reads):
+        //    their posts are candidates before any node is asked.
+        self.hot.record(followees);
+        let (mut candidates, cold) = self.read_hot(followees, after, size).await;
+
+        // 1. Every other followee's meta, every node at once: who is cached, and how new each
+        //    one's newest post is.
+        let (mut ranked, mut from_postgres) = self.read_newest(&cold).await;
         ranked.sort_unstable_by_key(|r| std::cmp::Reverse(r.newest_ms));
 
         // 2. The authors most likely to fill the page: the page + 1 with the newest posts,
@@ -130,7 +143,8 @@ impl HomeReader {
             self.read_slices(&first_wave, after, size),
             self.read_postgres(&from_postgres, after, size),
         );
-        let (mut candidates, late) = first;
+        let (first_candidates, late) = first;
+        candidates.extend(first_candidates);
         from_postgres = late;
         let (db_candidates, mut authors_omitted) = from_db;
         candidates.extend(db_candidates);
@@ -168,6 +182,49 @@ impl HomeReader {
         })
     }
 
+    /// The candidates of the hot authors among `followees`, from their heads; returns the
+    /// followees left for the ordinary path (not hot, or their head cannot answer this page).
+    async fn read_hot(
+        &self,
+        followees: &[i64],
+        after: Option<Position>,
+        size: usize,
+    ) -> (Vec<Candidate>, Vec<i64>) {
+        let (hot, mut cold): (Vec<i64>, Vec<i64>) =
+            followees.iter().partition(|a| self.hot.is_hot(**a));
+        if hot.is_empty() {
+            return (Vec::new(), cold);
+        }
+        let heads = futures::future::join_all(hot.iter().map(|a| self.hot.head(*a))).await;
+        let mut candidates = Vec::new();
+        for (author, head) in hot.into_iter().zip(heads) {
+            let head = match head {
+                Ok(Some(head)) => head,
+                Ok(None) => {
+                    cold.push(author);
+                    continue;
+                }
+                Err(err) => {
+                    tracing::debug!(author, error = %err, "hot read failed; ordinary path");
+                    cold.push(author);
+                    continue;
+                }
+            };
+            if matches!(*head, Head::Gone) {
+                continue;
+            }
+            match head.page(after, size) {
+                Some(page) => candidates.extend(page.posts.iter().map(|post| Candidate {
+                    post_id: post.post_id,
+                    author_id: author,
+                    post: Some(post.clone()),
+                })),
+                None => cold.push(author),
+            }
+        }
+        (candidates, cold)
+    }
+
     /// Each followee's newest-post time from its meta (one `HMGET` each, pipelined per node,
     /// all nodes at once). Returns the cached authors with that time, and the authors the cache
     /// cannot answer for (not loaded — a rebuild is requested — or on a node that failed).
@@ -176,6 +233,7 @@ impl HomeReader {
             .by_node(followees, |a| self.layout.meta(*a))
             .into_iter()
             .map(|(node, authors)| async move {
+                self.hot.count_request(node.as_ref());
                 let metas = self.read_metas(&authors).await;
                 (node, authors, metas)
             });
@@ -258,6 +316,7 @@ impl HomeReader {
             .map(|(node, authors)| {
                 let flags = &flags;
                 async move {
+                    self.hot.count_request(node.as_ref());
                     let slices = self.read_node(&authors, flags, after, size).await;
                     (node, authors, slices)
                 }
@@ -388,10 +447,13 @@ impl HomeReader {
         let mut found: HashMap<i64, Post> = HashMap::new();
         let batches = self
             .by_node(&authors, |a| self.layout.posts(*a))
-            .into_values()
-            .map(|group| {
+            .into_iter()
+            .map(|(node, group)| {
                 let wanted = &wanted;
-                async move { self.read_bodies(&group, wanted).await }
+                async move {
+                    self.hot.count_request(node.as_ref());
+                    self.read_bodies(&group, wanted).await
+                }
             });
         for posts in futures::future::join_all(batches)
             .await

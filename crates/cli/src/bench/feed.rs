@@ -1141,7 +1141,7 @@ async fn explain(admin: &tokio_postgres::Client, user_id: i64) -> Option<String>
 
 /// `INFO <section>` of every master (a node whose `INFO replication` says `role:master`), by
 /// node address.
-async fn masters_info(
+pub(crate) async fn masters_info(
     redis: &RedisClient,
     kind: InfoKind,
 ) -> anyhow::Result<BTreeMap<String, String>> {
@@ -1171,7 +1171,7 @@ async fn masters_info(
 }
 
 /// A `field:value` line of an `INFO` reply.
-fn info_field<'a>(info: &'a str, field: &str) -> Option<&'a str> {
+pub(crate) fn info_field<'a>(info: &'a str, field: &str) -> Option<&'a str> {
     info.lines().find_map(|line| {
         line.trim_end()
             .strip_prefix(field)
@@ -1181,7 +1181,7 @@ fn info_field<'a>(info: &'a str, field: &str) -> Option<&'a str> {
 
 /// `cmdstat_<name>:calls=<n>,…` lines of `INFO commandstats`: calls by command (subcommands
 /// such as `client|setname` keep their full name).
-fn parse_commandstats(info: &str) -> BTreeMap<String, u64> {
+pub(crate) fn parse_commandstats(info: &str) -> BTreeMap<String, u64> {
     info.lines()
         .filter_map(|line| {
             let (name, rest) = line.trim_end().strip_prefix("cmdstat_")?.split_once(':')?;
@@ -1195,7 +1195,7 @@ fn parse_commandstats(info: &str) -> BTreeMap<String, u64> {
         .collect()
 }
 
-fn is_housekeeping(command: &str) -> bool {
+pub(crate) fn is_housekeeping(command: &str) -> bool {
     let base = command.split('|').next().unwrap_or(command);
     HOUSEKEEPING_COMMANDS.contains(&base)
 }

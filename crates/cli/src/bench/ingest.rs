@@ -312,7 +312,7 @@ fn make_body(rng: &mut impl Rng, len: usize) -> String {
 // ---------------------------------------------------------------------------------------------
 // Setup
 
-async fn connect_channels(endpoint: &str, count: usize) -> anyhow::Result<Vec<Channel>> {
+pub(crate) async fn connect_channels(endpoint: &str, count: usize) -> anyhow::Result<Vec<Channel>> {
     let endpoint = Channel::from_shared(endpoint.to_owned())
         .with_context(|| format!("{endpoint} is not a valid endpoint"))?
         .connect_timeout(Duration::from_secs(3))
@@ -403,7 +403,7 @@ async fn first_create_post(
     }
 }
 
-pub(super) fn postgres_config(url: &str) -> anyhow::Result<tokio_postgres::Config> {
+pub(crate) fn postgres_config(url: &str) -> anyhow::Result<tokio_postgres::Config> {
     let mut config = tokio_postgres::Config::from_str(url)
         .context("the PostgreSQL URL (--postgres-url or postgres.url) is not valid")?;
     if config.get_connect_timeout().is_none() {
@@ -424,7 +424,7 @@ pub(super) fn describe_postgres(config: &tokio_postgres::Config) -> String {
     format!("{host}:{port}/{db}")
 }
 
-pub(super) async fn connect_postgres(
+pub(crate) async fn connect_postgres(
     config: &tokio_postgres::Config,
 ) -> anyhow::Result<tokio_postgres::Client> {
     let (client, connection) = config

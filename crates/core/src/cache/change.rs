@@ -53,6 +53,19 @@ impl CacheChange {
     }
 }
 
+impl CacheChange {
+    /// The author whose timeline the change alters, if any: what readers that keep a copy of
+    /// timelines (the aggregator's near-cache) must hear about.
+    pub fn timeline_author(&self) -> Option<i64> {
+        match *self {
+            CacheChange::PostCreated { author_id, .. }
+            | CacheChange::PostDeleted { author_id, .. } => Some(author_id),
+            CacheChange::UserDeleted { user_id } => Some(user_id),
+            _ => None,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

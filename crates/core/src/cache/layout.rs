@@ -9,6 +9,10 @@
 //! | `{u:42}:meta` | hash | `loaded` (1 once the timeline can be trusted), `complete` (1 while it holds every live post of the author, 0 once older ones were trimmed), `newest_ms`, `count`, `gone` (1 once the user is deleted) |
 //! | `{u:42}:fol` | hash | followee id → edge version (positive: following; negative: unfollowed), and `_loaded` |
 //!
+//! Two keys belong to no user: `hot` (sorted set: author id → until when, ms since the Unix
+//! epoch, it counts as hot; written by every aggregator, read by ingest) and the pub/sub
+//! channel `changes` (ingest announces the authors whose timelines a delivered change touched).
+//!
 //! An optional namespace is put in front of every key, outside the hash tag, so that several
 //! deployments or test runs can share a cluster.
 
@@ -77,6 +81,16 @@ impl CacheLayout {
     /// that replicas do not rebuild the same user at once.
     pub fn rebuild_lease(&self, user_id: i64, what: &str) -> String {
         self.key(user_id, &format!("lease:{what}"))
+    }
+
+    /// The shared hot set: author id → expiry time (ms since the Unix epoch).
+    pub fn hot_set(&self) -> String {
+        format!("{}hot", self.namespace)
+    }
+
+    /// The pub/sub channel on which ingest announces changed authors.
+    pub fn changes_channel(&self) -> String {
+        format!("{}changes", self.namespace)
     }
 
     pub fn author(&self, author_id: i64) -> AuthorKeys {

@@ -11,6 +11,7 @@
 //!   the partial timeline look complete.
 //! - A deleted user's meta says `gone=1`; nothing is written for them afterwards.
 
+pub mod announce;
 mod change;
 pub mod layout;
 mod scripts;

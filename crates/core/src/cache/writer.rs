@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use fred::{
     clients::Client,
     error::{Error, ErrorKind},
-    interfaces::{ClusterInterface, KeysInterface, LuaInterface, ServerInterface},
+    interfaces::{ClusterInterface, KeysInterface, LuaInterface, PubsubInterface, ServerInterface},
     types::{config::Server, Expiration, SetOptions, Value},
     util::redis_keyslot,
 };
@@ -49,6 +49,38 @@ impl CacheWriter {
 
     pub fn client(&self) -> &Client {
         &self.client
+    }
+
+    /// Announces delivered changes on the `changes` channel (see [`super::announce`]), so that
+    /// aggregators drop what they keep of the authors in memory. Best effort: readers bound
+    /// their staleness by a TTL too.
+    pub async fn announce<'a>(&self, delivered: impl IntoIterator<Item = &'a CacheChange>) {
+        let Some(message) = super::announce::encode(delivered) else {
+            return;
+        };
+        let published: Result<i64, Error> = self
+            .client
+            .publish(self.layout.changes_channel(), message)
+            .await;
+        if let Err(error) = published {
+            tracing::debug!(%error, "could not announce delivered changes");
+        }
+    }
+
+    /// Announces the changes of a batch that were delivered (`results[i]` is `Ok`).
+    pub async fn announce_delivered<T, E>(
+        &self,
+        changes: &[CacheChange],
+        results: &[Result<T, E>],
+    ) {
+        self.announce(
+            changes
+                .iter()
+                .zip(results)
+                .filter(|(_, r)| r.is_ok())
+                .map(|(c, _)| c),
+        )
+        .await;
     }
 
     /// Applies one change.

@@ -1,0 +1,434 @@
+//! Hot partitions: seeing them, and taking their load off the node that owns them.
+//!
+//! **Detection.** Every read of an author's keys (a home feed reads each followee's, a profile
+//! view one author's) is counted in a decaying top-k ([`topk::DecayingTopK`], bounded memory).
+//! Every `hotspot.refresh_ms` the authors read at least `hotspot.min_rate_per_s` times per
+//! second (at most `hotspot.max_hot_authors`) become this aggregator's hot set. It is logged
+//! when it changes and published to the shared sorted set `hot` (author → until when), whose
+//! union over every aggregator is the hot set everyone acts on.
+//!
+//! **Mitigations** (each switchable): a hot author's timeline head is read by the hot path
+//! ([`Hotspots::head`]) instead of the per-node batches:
+//! 1. near-cache: the head is kept in memory ([`near_cache::NearCache`], bounded in bytes) for
+//!    at most `hotspot.near_cache_ttl_ms`, and dropped as soon as ingest announces a change to
+//!    the author (pub/sub `changes`);
+//! 2. coalescing: concurrent loads of one author share one load;
+//! 3. replica reads: loads go to a replica of the author's master (ingest confirms every change
+//!    on a replica with `WAIT` before announcing it, so a load that follows an announcement
+//!    sees the change).
+
+pub mod head;
+pub mod near_cache;
+pub mod topk;
+
+use std::{
+    collections::{BTreeSet, HashMap},
+    sync::{
+        atomic::{AtomicBool, AtomicU64, Ordering},
+        Arc, Mutex, RwLock,
+    },
+    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+};
+
+use fred::{
+    clients::Client,
+    error::Error,
+    interfaces::{
+        ClientLike, ClusterInterface, EventInterface, KeysInterface, PubsubInterface,
+        SortedSetsInterface,
+    },
+    types::{config::Server, Limit},
+    util::redis_keyslot,
+};
+use futures::{future::Shared, FutureExt};
+use shardfeed_core::{cache::CacheLayout, config::HotspotSettings};
+use shardfeed_proto::v1::Mitigation;
+
+use self::{
+    head::{Head, Source},
+    near_cache::{NearCache, NearCacheStats},
+    topk::{DecayingTopK, TopEntry},
+};
+
+type Load = Shared<futures::future::BoxFuture<'static, Result<Option<Arc<Head>>, String>>>;
+
+/// Detection and the hot read path; cheap to clone.
+#[derive(Clone)]
+pub struct Hotspots {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    settings: HotspotSettings,
+    client: Client,
+    layout: CacheLayout,
+    topk: Mutex<DecayingTopK>,
+    /// The hot set acted on: author → access rate seen here (0 for authors only others saw).
+    hot: RwLock<Arc<HashMap<i64, f64>>>,
+    near: NearCache<Head>,
+    /// The near-cache is trusted only while the invalidation channel is subscribed.
+    subscribed: AtomicBool,
+    in_flight: Mutex<HashMap<i64, Load>>,
+    node_requests: Mutex<HashMap<String, u64>>,
+    coalesced: AtomicU64,
+    replica_reads: AtomicU64,
+}
+
+/// One hot author as reported by `GetHotAuthors`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HotAuthor {
+    pub author_id: i64,
+    pub rate_per_s: f64,
+    pub node: Option<String>,
+    pub slot: u16,
+    pub mitigations: Vec<Mitigation>,
+}
+
+/// Counters for `GetHotAuthors` and metrics.
+#[derive(Debug, Clone, Default)]
+pub struct HotStats {
+    pub nodes: Vec<(String, u64)>,
+    pub near_cache: NearCacheStats,
+    pub near_cache_capacity: usize,
+    pub coalesced: u64,
+    pub replica_reads: u64,
+}
+
+impl Hotspots {
+    pub fn new(client: Client, layout: CacheLayout, settings: HotspotSettings) -> Self {
+        let near_bytes = if settings.near_cache_enabled {
+            settings.near_cache_bytes
+        } else {
+            0
+        };
+        let inner = Inner {
+            topk: Mutex::new(DecayingTopK::new(
+                settings.top_k_capacity,
+                settings.half_life(),
+            )),
+            near: NearCache::new(near_bytes, settings.near_cache_ttl()),
+            hot: RwLock::new(Arc::new(HashMap::new())),
+            subscribed: AtomicBool::new(false),
+            in_flight: Mutex::new(HashMap::new()),
+            node_requests: Mutex::new(HashMap::new()),
+            coalesced: AtomicU64::new(0),
+            replica_reads: AtomicU64::new(0),
+            settings,
+            client,
+            layout,
+        };
+        Self {
+            inner: Arc::new(inner),
+        }
+    }
+
+    /// Counts one read of each of `authors`' keys.
+    pub fn record(&self, authors: &[i64]) {
+        let now = Instant::now();
+        lock(&self.inner.topk).record_all(authors.iter().copied(), now);
+    }
+
+    /// Counts one request (round trip) to `node`.
+    pub fn count_request(&self, node: Option<&Server>) {
+        let name = node.map_or_else(|| "unrouted".to_owned(), server_name);
+        *lock(&self.inner.node_requests).entry(name).or_insert(0) += 1;
+    }
+
+    /// Whether `author_id` takes the hot read path: hot, and some mitigation is on.
+    pub fn is_hot(&self, author_id: i64) -> bool {
+        self.inner.settings.any_mitigation() && self.hot_set().contains_key(&author_id)
+    }
+
+    fn hot_set(&self) -> Arc<HashMap<i64, f64>> {
+        self.inner
+            .hot
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// A hot author's timeline head: from the near-cache, or loaded (coalesced with loads in
+    /// flight, from a replica) as configured. `Ok(None)`: the cache cannot answer for the
+    /// author; take the ordinary path.
+    pub async fn head(&self, author_id: i64) -> Result<Option<Arc<Head>>, Error> {
+        let inner = &self.inner;
+        let near = inner.settings.near_cache_enabled && inner.subscribed.load(Ordering::Acquire);
+        if near {
+            if let Some(head) = inner.near.get(author_id, Instant::now()) {
+                return Ok(Some(head));
+            }
+        }
+        if !inner.settings.coalescing_enabled {
+            return self.load(author_id, near).await;
+        }
+        let (load, joined) = {
+            let mut in_flight = lock(&inner.in_flight);
+            match in_flight.get(&author_id) {
+                Some(load) => (load.clone(), true),
+                None => {
+                    let this = self.clone();
+                    let load: Load = async move {
+                        let result = this.load(author_id, near).await.map_err(|e| e.to_string());
+                        lock(&this.inner.in_flight).remove(&author_id);
+                        result
+                    }
+                    .boxed()
+                    .shared();
+                    in_flight.insert(author_id, load.clone());
+                    (load, false)
+                }
+            }
+        };
+        if joined {
+            inner.coalesced.fetch_add(1, Ordering::Relaxed);
+        }
+        load.await
+            .map_err(|e| Error::new(fred::error::ErrorKind::IO, e))
+    }
+
+    /// Reads a head from Redis and, when `store`, keeps it unless an announcement of a change
+    /// to the author arrived meanwhile.
+    async fn load(&self, author_id: i64, store: bool) -> Result<Option<Arc<Head>>, Error> {
+        let inner = &self.inner;
+        let ticket = inner.near.ticket();
+        let node = self.owner(author_id);
+        let replicas = inner.client.replicas();
+        let source = if inner.settings.replica_reads_enabled {
+            inner.replica_reads.fetch_add(1, Ordering::Relaxed);
+            Source::Replica(&replicas)
+        } else {
+            self.count_request(node.as_ref());
+            Source::Primary(&inner.client)
+        };
+        let head = head::load(
+            source,
+            &inner.layout,
+            author_id,
+            inner.settings.near_cache_posts,
+        )
+        .await?;
+        Ok(head.map(|head| {
+            let head = Arc::new(head);
+            if store {
+                let weight = head.weight();
+                inner
+                    .near
+                    .insert(author_id, head.clone(), weight, ticket, Instant::now());
+            }
+            head
+        }))
+    }
+
+    /// The master that owns `author_id`'s slot, by the client's cached routing table.
+    pub fn owner(&self, author_id: i64) -> Option<Server> {
+        let slot = redis_keyslot(self.inner.layout.meta(author_id).as_bytes());
+        self.inner
+            .client
+            .cached_cluster_state()
+            .and_then(|state| state.get_server(slot).cloned())
+    }
+
+    /// The hot authors, hottest first.
+    pub fn hot_authors(&self, limit: usize) -> Vec<HotAuthor> {
+        let settings = &self.inner.settings;
+        let mut mitigations = Vec::new();
+        if settings.near_cache_enabled {
+            mitigations.push(Mitigation::NearCache);
+        }
+        if settings.replica_reads_enabled {
+            mitigations.push(Mitigation::ReplicaReads);
+        }
+        if settings.coalescing_enabled {
+            mitigations.push(Mitigation::Coalescing);
+        }
+        let mut hot: Vec<(i64, f64)> = self.hot_set().iter().map(|(a, r)| (*a, *r)).collect();
+        hot.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+        hot.truncate(limit);
+        hot.into_iter()
+            .map(|(author_id, rate_per_s)| HotAuthor {
+                author_id,
+                rate_per_s,
+                node: self.owner(author_id).as_ref().map(server_name),
+                slot: redis_keyslot(self.inner.layout.meta(author_id).as_bytes()),
+                mitigations: mitigations.clone(),
+            })
+            .collect()
+    }
+
+    pub fn stats(&self) -> HotStats {
+        let mut nodes: Vec<(String, u64)> = lock(&self.inner.node_requests)
+            .iter()
+            .map(|(n, c)| (n.clone(), *c))
+            .collect();
+        nodes.sort();
+        HotStats {
+            nodes,
+            near_cache: self.inner.near.stats(),
+            near_cache_capacity: self.inner.near.capacity_bytes(),
+            coalesced: self.inner.coalesced.load(Ordering::Relaxed),
+            replica_reads: self.inner.replica_reads.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Recomputes the hot set now (the background task does it every `hotspot.refresh_ms`).
+    pub async fn refresh(&self) {
+        let inner = &self.inner;
+        let settings = &inner.settings;
+        let local: Vec<TopEntry> = lock(&inner.topk)
+            .top(settings.max_hot_authors, Instant::now())
+            .into_iter()
+            .filter(|e| e.rate_per_s >= settings.min_rate_per_s)
+            .collect();
+        let mut hot: HashMap<i64, f64> = local.iter().map(|e| (e.key, e.rate_per_s)).collect();
+        if settings.any_mitigation() {
+            match self.share(&local).await {
+                Ok(shared) => {
+                    for author in shared {
+                        hot.entry(author).or_insert(0.0);
+                    }
+                }
+                Err(error) => {
+                    tracing::debug!(%error, "could not share the hot set; acting on ours alone")
+                }
+            }
+        }
+        let before = self.hot_set();
+        if hot.keys().collect::<BTreeSet<_>>() != before.keys().collect::<BTreeSet<_>>() {
+            let added: Vec<i64> = hot
+                .keys()
+                .filter(|a| !before.contains_key(a))
+                .copied()
+                .collect();
+            let removed: Vec<i64> = before
+                .keys()
+                .filter(|a| !hot.contains_key(a))
+                .copied()
+                .collect();
+            tracing::info!(hot = hot.len(), ?added, ?removed, "hot set changed");
+        }
+        inner.near.retain(|author| hot.contains_key(&author));
+        *inner.hot.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(hot);
+    }
+
+    /// Publishes our hot authors to the shared set and returns the union of everyone's.
+    async fn share(&self, local: &[TopEntry]) -> Result<Vec<i64>, Error> {
+        let inner = &self.inner;
+        let key = inner.layout.hot_set();
+        let now_ms = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as i64);
+        let until = (now_ms + inner.settings.shared_ttl_ms as i64) as f64;
+        if !local.is_empty() {
+            let members: Vec<(f64, i64)> = local.iter().map(|e| (until, e.key)).collect();
+            let _: i64 = inner
+                .client
+                .zadd(
+                    &key,
+                    None,
+                    Some(fred::types::sorted_sets::Ordering::GreaterThan),
+                    false,
+                    false,
+                    members,
+                )
+                .await?;
+        }
+        let _: i64 = inner
+            .client
+            .zremrangebyscore(&key, f64::NEG_INFINITY, now_ms as f64)
+            .await?;
+        let _: bool = inner
+            .client
+            .expire(
+                &key,
+                (inner.settings.shared_ttl_ms / 1000 + 60) as i64,
+                None,
+            )
+            .await
+            .unwrap_or(false);
+        let shared: Vec<String> = inner
+            .client
+            .zrangebyscore(&key, now_ms as f64, f64::INFINITY, false, None::<Limit>)
+            .await?;
+        Ok(shared.iter().filter_map(|a| a.parse().ok()).collect())
+    }
+
+    /// Starts the refresh loop and the invalidation subscriber. They stop with the returned
+    /// handles (aborted on drop of the server).
+    pub fn spawn(&self) -> Vec<tokio::task::JoinHandle<()>> {
+        let refresher = {
+            let this = self.clone();
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(this.inner.settings.refresh());
+                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                loop {
+                    tick.tick().await;
+                    this.refresh().await;
+                }
+            })
+        };
+        let mut handles = vec![refresher];
+        if self.inner.settings.near_cache_enabled {
+            let this = self.clone();
+            handles.push(tokio::spawn(async move { this.listen().await }));
+        }
+        handles
+    }
+
+    /// Follows the `changes` channel: each announced author is dropped from the near-cache.
+    /// Messages missed while disconnected cannot be known: on every (re)connection the whole
+    /// near-cache is dropped, and it is not used until the subscription is back.
+    async fn listen(&self) {
+        let inner = &self.inner;
+        let subscriber = inner.client.clone_new();
+        let channel = inner.layout.changes_channel();
+        let mut messages = subscriber.message_rx();
+        let mut reconnects = subscriber.reconnect_rx();
+        subscriber.connect();
+        loop {
+            inner.subscribed.store(false, Ordering::Release);
+            inner.near.invalidate_all();
+            if subscriber.wait_for_connect().await.is_err() {
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                continue;
+            }
+            match subscriber.subscribe(&channel).await {
+                Ok(()) => {
+                    inner.near.invalidate_all();
+                    inner.subscribed.store(true, Ordering::Release);
+                }
+                Err(error) => {
+                    tracing::warn!(%error, "cannot subscribe to change announcements; near-cache off until then");
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                    continue;
+                }
+            }
+            loop {
+                tokio::select! {
+                    message = messages.recv() => match message {
+                        Ok(message) => {
+                            if let Some(text) = message.value.as_str() {
+                                for author in shardfeed_core::cache::announce::decode(&text) {
+                                    inner.near.invalidate(author);
+                                }
+                            }
+                        }
+                        // Fell behind: whatever was missed is unknown.
+                        Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
+                            inner.near.invalidate_all();
+                        }
+                        Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+                    },
+                    _ = reconnects.recv() => break,
+                }
+            }
+        }
+    }
+}
+
+fn server_name(server: &Server) -> String {
+    format!("{}:{}", server.host, server.port)
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
+}
