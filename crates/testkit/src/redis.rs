@@ -300,6 +300,30 @@ impl RedisCluster {
             .context("asking the cluster for its masters"))
     }
 
+    /// The live replicas, per `CLUSTER NODES` of the first live node, sorted by port.
+    pub fn replicas(&self) -> anyhow::Result<Vec<String>> {
+        let masters = self.masters()?;
+        Ok(self
+            .nodes
+            .iter()
+            .filter(|node| node.is_live())
+            .map(RedisNode::addr)
+            .filter(|addr| !masters.contains(addr))
+            .collect())
+    }
+
+    /// How many times `addr` has executed `command` (lower case), per `INFO commandstats`.
+    pub fn command_calls(&self, addr: &str, command: &str) -> anyhow::Result<u64> {
+        let info = resp::call_text(addr, &["INFO", "commandstats"])?;
+        let prefix = format!("cmdstat_{command}:calls=");
+        Ok(info
+            .lines()
+            .find_map(|line| line.trim().strip_prefix(prefix.as_str()))
+            .and_then(|rest| rest.split(',').next())
+            .and_then(|calls| calls.parse().ok())
+            .unwrap_or(0))
+    }
+
     /// SIGKILLs the node: it stays down until [`RedisCluster::restart_node`].
     pub fn kill_node(&self, addr: &str) -> anyhow::Result<()> {
         self.node(addr)?.kill()

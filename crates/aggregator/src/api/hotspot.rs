@@ -55,6 +55,7 @@ impl HotspotApi {
                 entries: stats.near_cache.entries as i64,
                 bytes: stats.near_cache.bytes as i64,
                 capacity_bytes: stats.near_cache_capacity as i64,
+                invalidations: stats.near_cache.invalidations as i64,
             }),
             coalesced_reads: stats.coalesced as i64,
             replica_reads: stats.replica_reads as i64,

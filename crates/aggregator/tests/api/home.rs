@@ -207,6 +207,26 @@ async fn every_page_of_every_feed_matches_the_sql_truth() {
 }
 
 #[tokio::test]
+async fn feeds_stay_exact_when_hot_authors_come_from_the_mitigations() {
+    // Heads of three posts: deeper pages of a hot author fall back to the ordinary path.
+    let mut h = crate::hotspot::start(&[("SHARDFEED_HOTSPOT__NEAR_CACHE_POSTS", "3")]).await;
+    let users = random_world(&mut h, 11).await;
+    for &author in &users[..4] {
+        crate::hotspot::heat(&h, author).await;
+    }
+    for &user in &users {
+        let truth = h.home_truth(user).await;
+        for size in [1, 2, 20] {
+            assert_eq!(
+                flat(&h.home_walk(user, size).await),
+                truth,
+                "user {user}, page size {size}"
+            );
+        }
+    }
+}
+
+#[tokio::test]
 async fn feeds_stay_exact_when_older_posts_live_only_in_postgres() {
     // Timelines of 4: most authors' older posts were trimmed from the cache.
     let mut h = Harness::start(4).await;

@@ -8,6 +8,7 @@ use shardfeed_core::Settings;
 
 mod failures;
 mod home;
+mod hotspot;
 mod rebuild;
 mod timeline;
 use shardfeed_testkit::InProcessServer;

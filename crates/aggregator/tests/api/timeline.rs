@@ -20,6 +20,7 @@ pub(crate) struct Harness {
     pub(crate) sql: tokio_postgres::Client,
     pub(crate) writer: CacheWriter,
     pub(crate) feeds: FeedServiceClient<Channel>,
+    pub(crate) channel: Channel,
     pub(crate) next_ms: i64,
     _server: InProcessServer,
 }
@@ -43,6 +44,16 @@ impl Harness {
         aggregator_pg: Option<String>,
         redis_nodes: &[String],
     ) -> Harness {
+        Self::start_configured(timeline_len, aggregator_pg, redis_nodes, &[]).await
+    }
+
+    /// Like `start_on`, with `extra` settings (`SHARDFEED_*` variables) on top.
+    pub(crate) async fn start_configured(
+        timeline_len: usize,
+        aggregator_pg: Option<String>,
+        redis_nodes: &[String],
+        extra: &[(&str, &str)],
+    ) -> Harness {
         let db = TestDb::new().await.unwrap();
         let env = [
             (
@@ -61,7 +72,9 @@ impl Harness {
             ),
             ("SHARDFEED_CACHE__TIMELINE_LEN", timeline_len.to_string()),
         ]
-        .map(|(k, v)| (k.to_string(), v));
+        .map(|(k, v)| (k.to_string(), v))
+        .into_iter()
+        .chain(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
         let settings = Settings::load_from(None, env).unwrap();
         let kept = settings.clone();
         let redis = shardfeed_core::redis::connect_and_wait(
@@ -89,6 +102,7 @@ impl Harness {
             sql,
             writer,
             feeds: FeedServiceClient::new(server.channel.clone()),
+            channel: server.channel.clone(),
             next_ms: 1_790_000_000_000,
             _server: server,
         }
