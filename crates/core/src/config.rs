@@ -100,12 +100,18 @@ pub struct HotspotSettings {
     pub coalescing_enabled: bool,
     /// Mitigation 3: hot authors are read from replicas of their master.
     pub replica_reads_enabled: bool,
+    /// Mitigation 4: ingest keeps a copy of each hot author's timeline on every other master
+    /// (another hash tag), and aggregators read one copy, or the original, per request.
+    pub key_replicas_enabled: bool,
 }
 
 impl HotspotSettings {
     /// Any mitigation on: hot authors take the hot read path.
     pub fn any_mitigation(&self) -> bool {
-        self.near_cache_enabled || self.coalescing_enabled || self.replica_reads_enabled
+        self.near_cache_enabled
+            || self.coalescing_enabled
+            || self.replica_reads_enabled
+            || self.key_replicas_enabled
     }
 
     pub fn half_life(&self) -> Duration {
@@ -303,6 +309,7 @@ near_cache_ttl_ms = 500
 near_cache_posts = 100
 coalescing_enabled = true
 replica_reads_enabled = true
+key_replicas_enabled = true
 
 [paging]
 token_secret = "shardfeed-development-page-token-secret"

@@ -5,12 +5,14 @@
 //! - [`domain`]: validated values; an invalid handle or body cannot exist past the edge.
 //! - [`store`]: SQL against PostgreSQL: users, follows, posts, idempotency keys, the outbox.
 //! - [`cache_sync`]: the fast path that warms Redis after each commit, and the outbox relay.
+//! - [`hot_copies`]: copies of hot authors' timelines on every master (key replication).
 
 #![forbid(unsafe_code)]
 
 pub mod api;
 pub mod cache_sync;
 pub mod domain;
+pub mod hot_copies;
 pub mod store;
 
 use std::{future::Future, net::SocketAddr};
@@ -37,6 +39,7 @@ pub struct Application {
     writer: CacheWriter,
     outbox: OutboxSettings,
     warm_queue: WarmQueue,
+    hotspot: shardfeed_core::config::HotspotSettings,
 }
 
 impl Application {
@@ -98,6 +101,7 @@ impl Application {
             writer,
             outbox: settings.outbox,
             warm_queue,
+            hotspot: settings.hotspot,
         })
     }
 
@@ -110,8 +114,20 @@ impl Application {
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
+        let (stop_copies, copies_stopped) = tokio::sync::watch::channel(false);
+        let copies = self.hotspot.key_replicas_enabled.then(|| {
+            tokio::spawn(hot_copies::run(
+                self.writer.clone(),
+                self.hotspot.refresh(),
+                copies_stopped,
+            ))
+        });
         let tasks = CacheSyncTasks::spawn(self.pool, self.writer, &self.outbox, self.warm_queue);
         let served = self.server.run(shutdown).await;
+        let _ = stop_copies.send(true);
+        if let Some(copies) = copies {
+            let _ = copies.await;
+        }
         tasks.shutdown().await;
         served
     }

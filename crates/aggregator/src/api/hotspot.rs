@@ -59,6 +59,7 @@ impl HotspotApi {
             }),
             coalesced_reads: stats.coalesced as i64,
             replica_reads: stats.replica_reads as i64,
+            copy_reads: stats.copy_reads as i64,
         })
     }
 }

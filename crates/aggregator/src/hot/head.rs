@@ -8,7 +8,7 @@ use fred::{
     types::Value,
 };
 use prost::Message;
-use shardfeed_core::cache::{layout::TOMBSTONE, CacheLayout};
+use shardfeed_core::cache::layout::{AuthorKeys, TOMBSTONE};
 use shardfeed_proto::v1::Post;
 
 use crate::read::{
@@ -73,18 +73,17 @@ pub enum Source<'a> {
     Replica(&'a Replicas<Client>),
 }
 
-/// Reads `author_id`'s head of `len` posts. `Ok(None)`: the cache cannot answer for the author
-/// (not loaded, or timeline and bodies disagree after an eviction or a delete in flight): the
-/// caller takes the ordinary path, which rebuilds it.
+/// Reads the head of `len` posts stored under `keys` (an author's, or one of its copies').
+/// `Ok(None)`: the cache cannot answer for the author (not loaded, or timeline and bodies
+/// disagree after an eviction or a delete in flight): the caller reads elsewhere.
 pub async fn load(
     source: Source<'_>,
-    layout: &CacheLayout,
-    author_id: i64,
+    keys: &AuthorKeys,
     len: usize,
 ) -> Result<Option<Head>, Error> {
     let (flags, raw) = match source {
-        Source::Primary(client) => read_ids(client.pipeline(), layout, author_id, len).await?,
-        Source::Replica(replicas) => read_ids(replicas.pipeline(), layout, author_id, len).await?,
+        Source::Primary(client) => read_ids(client.pipeline(), keys, len).await?,
+        Source::Replica(replicas) => read_ids(replicas.pipeline(), keys, len).await?,
     };
     // The head is the first page of `len` posts, judged like any other page.
     let (mut ids, complete) = match interpret(&flags, &raw, None, len) {
@@ -101,7 +100,7 @@ pub async fn load(
         }));
     }
     let fields: Vec<String> = ids.iter().map(i64::to_string).collect();
-    let key = layout.posts(author_id);
+    let key = keys.posts.clone();
     let values: Vec<Value> = match source {
         Source::Primary(client) => client.hmget(key, fields).await?,
         Source::Replica(replicas) => replicas.hmget(key, fields).await?,
@@ -112,16 +111,15 @@ pub async fn load(
 /// The meta flags and the newest `len + 1` ids, in one round trip.
 async fn read_ids<C: HashesInterface + SortedSetsInterface>(
     pipeline: Pipeline<C>,
-    layout: &CacheLayout,
-    author_id: i64,
+    keys: &AuthorKeys,
     len: usize,
 ) -> Result<(Vec<Option<String>>, Vec<String>), Error> {
     let _: () = pipeline
-        .hmget(layout.meta(author_id), META_FIELDS.to_vec())
+        .hmget(keys.meta.clone(), META_FIELDS.to_vec())
         .await?;
     let _: () = pipeline
         .zrevrangebyscore(
-            layout.timeline(author_id),
+            keys.timeline.clone(),
             f64::INFINITY,
             f64::NEG_INFINITY,
             false,

@@ -15,7 +15,10 @@
 //! 2. coalescing: concurrent loads of one author share one load;
 //! 3. replica reads: loads go to a replica of the author's master (ingest confirms every change
 //!    on a replica with `WAIT` before announcing it, so a load that follows an announcement
-//!    sees the change).
+//!    sees the change);
+//! 4. key replicas: for an author in the shared hot set, ingest keeps a copy of the timeline on
+//!    every other master (`shardfeed_ingest::hot_copies`); loads take the original and the
+//!    copies in turn, and the original whenever a copy is not (or no longer) there.
 
 pub mod head;
 pub mod near_cache;
@@ -41,7 +44,13 @@ use fred::{
     util::redis_keyslot,
 };
 use futures::{future::Shared, FutureExt};
-use shardfeed_core::{cache::CacheLayout, config::HotspotSettings};
+use shardfeed_core::{
+    cache::{
+        layout::{copy_numbers, AuthorKeys},
+        CacheLayout,
+    },
+    config::HotspotSettings,
+};
 use shardfeed_proto::v1::Mitigation;
 
 use self::{
@@ -65,6 +74,10 @@ struct Inner {
     topk: Mutex<DecayingTopK>,
     /// The hot set acted on: author → access rate seen here (0 for authors only others saw).
     hot: RwLock<Arc<HashMap<i64, f64>>>,
+    /// The shared hot set (every aggregator's): the authors ingest keeps copies of.
+    shared: RwLock<Arc<BTreeSet<i64>>>,
+    /// Turns over the original and the copies of a hot author.
+    next_copy: AtomicU64,
     near: NearCache<Head>,
     /// The near-cache is trusted only while the invalidation channel is subscribed.
     subscribed: AtomicBool,
@@ -72,6 +85,7 @@ struct Inner {
     node_requests: Mutex<HashMap<String, u64>>,
     coalesced: AtomicU64,
     replica_reads: AtomicU64,
+    copy_reads: AtomicU64,
 }
 
 /// One hot author as reported by `GetHotAuthors`.
@@ -92,6 +106,7 @@ pub struct HotStats {
     pub near_cache_capacity: usize,
     pub coalesced: u64,
     pub replica_reads: u64,
+    pub copy_reads: u64,
 }
 
 impl Hotspots {
@@ -108,11 +123,14 @@ impl Hotspots {
             )),
             near: NearCache::new(near_bytes, settings.near_cache_ttl()),
             hot: RwLock::new(Arc::new(HashMap::new())),
+            shared: RwLock::new(Arc::new(BTreeSet::new())),
+            next_copy: AtomicU64::new(0),
             subscribed: AtomicBool::new(false),
             in_flight: Mutex::new(HashMap::new()),
             node_requests: Mutex::new(HashMap::new()),
             coalesced: AtomicU64::new(0),
             replica_reads: AtomicU64::new(0),
+            copy_reads: AtomicU64::new(0),
             settings,
             client,
             layout,
@@ -191,22 +209,16 @@ impl Hotspots {
     async fn load(&self, author_id: i64, store: bool) -> Result<Option<Arc<Head>>, Error> {
         let inner = &self.inner;
         let ticket = inner.near.ticket();
-        let node = self.owner(author_id);
-        let replicas = inner.client.replicas();
-        let source = if inner.settings.replica_reads_enabled {
-            inner.replica_reads.fetch_add(1, Ordering::Relaxed);
-            Source::Replica(&replicas)
-        } else {
-            self.count_request(node.as_ref());
-            Source::Primary(&inner.client)
+        let original = inner.layout.author(author_id);
+        let head = match self.copy_to_read(author_id) {
+            Some(copy) => match self.load_from(&copy).await {
+                Ok(Some(head)) => Some(head),
+                // No copy there (not built yet, dropped, or placed for another topology): the
+                // original answers.
+                _ => self.load_from(&original).await?,
+            },
+            None => self.load_from(&original).await?,
         };
-        let head = head::load(
-            source,
-            &inner.layout,
-            author_id,
-            inner.settings.near_cache_posts,
-        )
-        .await?;
         Ok(head.map(|head| {
             let head = Arc::new(head);
             if store {
@@ -219,9 +231,52 @@ impl Hotspots {
         }))
     }
 
+    /// One head read from the keys `keys`, on a replica when replica reads are on.
+    async fn load_from(&self, keys: &AuthorKeys) -> Result<Option<Head>, Error> {
+        let inner = &self.inner;
+        let replicas = inner.client.replicas();
+        let source = if inner.settings.replica_reads_enabled {
+            inner.replica_reads.fetch_add(1, Ordering::Relaxed);
+            Source::Replica(&replicas)
+        } else {
+            self.count_request(self.owner_of(&keys.meta).as_ref());
+            Source::Primary(&inner.client)
+        };
+        head::load(source, keys, inner.settings.near_cache_posts).await
+    }
+
+    /// With key replicas on and `author_id` in the shared hot set: the copy this read takes,
+    /// or `None` for the original (the original and each copy in turn).
+    fn copy_to_read(&self, author_id: i64) -> Option<AuthorKeys> {
+        let inner = &self.inner;
+        if !inner.settings.key_replicas_enabled {
+            return None;
+        }
+        let shared = inner
+            .shared
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        if !shared.contains(&author_id) {
+            return None;
+        }
+        let routing = inner.client.cached_cluster_state()?;
+        let copies = copy_numbers(&inner.layout, &routing, author_id);
+        let turn = inner.next_copy.fetch_add(1, Ordering::Relaxed) as usize % (copies.len() + 1);
+        if turn == 0 {
+            return None;
+        }
+        inner.copy_reads.fetch_add(1, Ordering::Relaxed);
+        Some(inner.layout.author_copy(author_id, copies[turn - 1]))
+    }
+
     /// The master that owns `author_id`'s slot, by the client's cached routing table.
     pub fn owner(&self, author_id: i64) -> Option<Server> {
-        let slot = redis_keyslot(self.inner.layout.meta(author_id).as_bytes());
+        self.owner_of(&self.inner.layout.meta(author_id))
+    }
+
+    fn owner_of(&self, key: &str) -> Option<Server> {
+        let slot = redis_keyslot(key.as_bytes());
         self.inner
             .client
             .cached_cluster_state()
@@ -241,6 +296,12 @@ impl Hotspots {
         if settings.coalescing_enabled {
             mitigations.push(Mitigation::Coalescing);
         }
+        let shared = self
+            .inner
+            .shared
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
         let mut hot: Vec<(i64, f64)> = self.hot_set().iter().map(|(a, r)| (*a, *r)).collect();
         hot.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
         hot.truncate(limit);
@@ -250,7 +311,13 @@ impl Hotspots {
                 rate_per_s,
                 node: self.owner(author_id).as_ref().map(server_name),
                 slot: redis_keyslot(self.inner.layout.meta(author_id).as_bytes()),
-                mitigations: mitigations.clone(),
+                mitigations: {
+                    let mut m = mitigations.clone();
+                    if settings.key_replicas_enabled && shared.contains(&author_id) {
+                        m.push(Mitigation::KeyReplicas);
+                    }
+                    m
+                },
             })
             .collect()
     }
@@ -267,6 +334,7 @@ impl Hotspots {
             near_cache_capacity: self.inner.near.capacity_bytes(),
             coalesced: self.inner.coalesced.load(Ordering::Relaxed),
             replica_reads: self.inner.replica_reads.load(Ordering::Relaxed),
+            copy_reads: self.inner.copy_reads.load(Ordering::Relaxed),
         }
     }
 
@@ -283,9 +351,11 @@ impl Hotspots {
         if settings.any_mitigation() {
             match self.share(&local).await {
                 Ok(shared) => {
-                    for author in shared {
-                        hot.entry(author).or_insert(0.0);
+                    for author in &shared {
+                        hot.entry(*author).or_insert(0.0);
                     }
+                    *inner.shared.write().unwrap_or_else(|e| e.into_inner()) =
+                        Arc::new(shared.into_iter().collect());
                 }
                 Err(error) => {
                     tracing::debug!(%error, "could not share the hot set; acting on ours alone")

@@ -301,3 +301,52 @@ async fn hot_authors_are_read_from_replicas() {
         .mitigations
         .contains(&(Mitigation::ReplicaReads as i32)));
 }
+
+#[tokio::test]
+async fn hot_authors_are_read_from_their_copies_on_the_other_masters() {
+    let mut h = start(&[
+        ("SHARDFEED_HOTSPOT__NEAR_CACHE_ENABLED", "false"),
+        ("SHARDFEED_HOTSPOT__COALESCING_ENABLED", "false"),
+        ("SHARDFEED_HOTSPOT__REPLICA_READS_ENABLED", "false"),
+    ])
+    .await;
+    let author = author_with_posts(&mut h, 5).await;
+    heat(&h, author).await;
+    // Ingest's part (shardfeed_ingest::hot_copies): copies of the now shared hot author.
+    let copies = h.writer.start_mirroring(author).await.unwrap();
+    assert_eq!(copies.len(), 2, "one copy on each other master");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let listed = hot(&h, 10).await.unwrap();
+        let replicated = listed.authors.iter().any(|a| {
+            a.author_id == author && a.mitigations.contains(&(Mitigation::KeyReplicas as i32))
+        });
+        if replicated {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "never read from copies: {listed:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    let before = hot(&h, 10).await.unwrap().copy_reads;
+    // A write after mirroring started reaches every copy: each read, whichever copy it takes,
+    // sees it.
+    h.next_ms += 1;
+    let new = h.post_at(author, h.next_ms, 0, true).await;
+    let truth = h.truth(author).await;
+    assert_eq!(truth[0], new);
+    for _ in 0..12 {
+        assert_eq!(h.page(author, 20, "").await.unwrap().0, truth);
+    }
+    let read = hot(&h, 10).await.unwrap().copy_reads - before;
+    assert!(read >= 6, "{read} of 12 reads went to copies");
+
+    // Copies gone (the author cooled down at ingest): reads fall back to the original.
+    h.writer.stop_mirroring(author).await.unwrap();
+    for _ in 0..6 {
+        assert_eq!(h.page(author, 20, "").await.unwrap().0, truth);
+    }
+}

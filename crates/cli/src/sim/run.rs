@@ -427,7 +427,7 @@ fn describe(args: &SimArgs, world: &World, graph: &[Vec<usize>]) -> Vec<String> 
     }
     notes.push(
         "Both runs use an aggregator that the simulation starts in-process with the stack's settings: \
-         the first with every mitigation off, the second with near-cache, coalescing and replica reads on."
+         the first with every mitigation off, the second with all four on (near-cache, coalescing, replica reads, key replicas; the stack's ingest keeps the copies)."
             .to_owned(),
     );
     notes
@@ -445,6 +445,7 @@ async fn measure(args: &SimArgs, world: &World, on: bool) -> anyhow::Result<RunF
     settings.hotspot.near_cache_enabled = on;
     settings.hotspot.coalescing_enabled = on;
     settings.hotspot.replica_reads_enabled = on;
+    settings.hotspot.key_replicas_enabled = on;
     let app = shardfeed_aggregator::Application::build(settings)
         .await
         .context("starting the simulation's aggregator")?;

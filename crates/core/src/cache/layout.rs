@@ -9,6 +9,10 @@
 //! | `{u:42}:meta` | hash | `loaded` (1 once the timeline can be trusted), `complete` (1 while it holds every live post of the author, 0 once older ones were trimmed), `newest_ms`, `count`, `gone` (1 once the user is deleted) |
 //! | `{u:42}:fol` | hash | followee id → edge version (positive: following; negative: unfollowed), and `_loaded` |
 //!
+//! Key replication of hot authors: copy `n` of author 42's timeline lives under the hash tag
+//! `{u:42~n}` (`{u:42~3}:tl`, `:posts`, `:meta`, same content and scripts as the original),
+//! with `n` picked per master so that each master holds one copy (see [`copy_numbers`]).
+//!
 //! Two keys belong to no user: `hot` (sorted set: author id → until when, ms since the Unix
 //! epoch, it counts as hot; written by every aggregator, read by ingest) and the pub/sub
 //! channel `changes` (ingest announces the authors whose timelines a delivered change touched).
@@ -93,6 +97,16 @@ impl CacheLayout {
         format!("{}changes", self.namespace)
     }
 
+    /// The keys of copy `n` of `author_id`'s timeline (key replication of hot authors).
+    pub fn author_copy(&self, author_id: i64, n: u32) -> AuthorKeys {
+        let key = |suffix: &str| format!("{}{{u:{author_id}~{n}}}:{suffix}", self.namespace);
+        AuthorKeys {
+            timeline: key("tl"),
+            posts: key("posts"),
+            meta: key("meta"),
+        }
+    }
+
     pub fn author(&self, author_id: i64) -> AuthorKeys {
         AuthorKeys {
             timeline: self.timeline(author_id),
@@ -100,6 +114,35 @@ impl CacheLayout {
             meta: self.meta(author_id),
         }
     }
+}
+
+/// The copy numbers of `author_id`'s timeline copies: for every master but the one owning the
+/// author, the smallest `n` whose copy slot that master owns. Ingest (which writes copies) and
+/// aggregators (which read them) compute the same numbers from the same topology; after a
+/// topology change a reader may look for a copy that is not there, and then reads the original.
+pub fn copy_numbers(
+    layout: &CacheLayout,
+    routing: &fred::types::cluster::ClusterRouting,
+    author_id: i64,
+) -> Vec<u32> {
+    use fred::util::redis_keyslot;
+    let slot_of = |keys: &AuthorKeys| redis_keyslot(keys.meta.as_bytes());
+    let own = routing.get_server(slot_of(&layout.author(author_id)));
+    let mut masters: Vec<_> = routing
+        .unique_primary_nodes()
+        .into_iter()
+        .filter(|m| Some(m) != own)
+        .collect();
+    masters.sort_by_key(|m| (m.host.to_string(), m.port));
+    masters
+        .iter()
+        .filter_map(|master| {
+            // 16384 slots over a few masters: a handful of tries finds one of each.
+            (1..=4096u32).find(|n| {
+                routing.get_server(slot_of(&layout.author_copy(author_id, *n))) == Some(master)
+            })
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -123,6 +166,17 @@ mod tests {
         }
         assert_eq!(layout.timeline(42), "t1:{u:42}:tl");
         assert_ne!(layout.timeline(4), layout.timeline(42));
+    }
+
+    #[test]
+    fn copies_carry_their_own_hash_tag() {
+        let copy = CacheLayout::new("t1:").author_copy(42, 3);
+        assert_eq!(copy.timeline, "t1:{u:42~3}:tl");
+        assert_eq!(copy.meta, "t1:{u:42~3}:meta");
+        assert_ne!(
+            fred::util::redis_keyslot(copy.meta.as_bytes()),
+            fred::util::redis_keyslot(CacheLayout::new("t1:").meta(42).as_bytes())
+        );
     }
 
     #[test]

@@ -113,7 +113,7 @@ pub static FOLLOW_EDGE: LazyLock<LuaScript> = LazyLock::new(|| LuaScript::new(FO
 /// holds every live post), lease token, then (post_id, time_ms, encoded post or `~`) triples from
 /// a PostgreSQL snapshot. Merges rather than replaces: whatever a write put there since the
 /// snapshot was taken (a newer post, a tombstone) wins, so a rebuild racing writes never loses
-/// one. Then marks the timeline loaded and releases the lease if it still holds it.
+/// one; a tombstone in the snapshot wins over a cached body (deletes are final). Then marks the timeline loaded and releases the lease if it still holds it.
 const AUTHOR_REBUILD_LUA: &str = r#"
 if redis.call('HGET', KEYS[3], 'gone') ~= '1' then
   for i = 5, #ARGV, 3 do
@@ -121,6 +121,10 @@ if redis.call('HGET', KEYS[3], 'gone') ~= '1' then
     if redis.call('HEXISTS', KEYS[2], id) == 0 then
       redis.call('HSET', KEYS[2], id, value)
       if value ~= '~' then redis.call('ZADD', KEYS[1], score, id) end
+    elseif value == '~' then
+      -- A deletion is final: it wins over a body written before it.
+      redis.call('HSET', KEYS[2], id, '~')
+      redis.call('ZREM', KEYS[1], id)
     end
   end
   local len = tonumber(ARGV[2])

@@ -1,14 +1,19 @@
 //! Applies [`CacheChange`]s to the cluster.
 
 use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
 
 use fred::{
     clients::Client,
     error::{Error, ErrorKind},
-    interfaces::{ClusterInterface, KeysInterface, LuaInterface, PubsubInterface, ServerInterface},
+    interfaces::{
+        ClusterInterface, HashesInterface, KeysInterface, LuaInterface, PubsubInterface,
+        ServerInterface, SortedSetsInterface,
+    },
     types::{config::Server, Expiration, SetOptions, Value},
     util::redis_keyslot,
 };
+use prost::bytes::Bytes;
 use prost::Message;
 use shardfeed_proto::v1::Post;
 
@@ -29,6 +34,9 @@ pub struct CacheWriter {
     ttl_ms: i64,
     min_replica_acks: i64,
     replica_ack_timeout_ms: i64,
+    /// Hot authors whose timelines are copied (key replication), with their copy numbers:
+    /// every change to them is applied to each copy too.
+    mirrored: Arc<RwLock<HashMap<i64, Vec<u32>>>>,
 }
 
 impl CacheWriter {
@@ -40,6 +48,7 @@ impl CacheWriter {
             ttl_ms: (settings.ttl_secs * 1000) as i64,
             min_replica_acks: settings.min_replica_acks,
             replica_ack_timeout_ms: settings.replica_ack_timeout_ms,
+            mirrored: Arc::default(),
         }
     }
 
@@ -83,10 +92,170 @@ impl CacheWriter {
         .await;
     }
 
-    /// Applies one change.
+    /// Applies one change (to the author's timeline copies too, when it is mirrored).
     pub async fn apply(&self, change: &CacheChange) -> Result<(), Error> {
         let (script, keys, args) = self.command(change);
-        self.run(script, keys, args).await
+        self.run(script, keys, args).await?;
+        let copies = self.copies_of(change);
+        if copies.is_empty() {
+            return Ok(());
+        }
+        let author_id = change.slot_owner();
+        let writes = copies.into_iter().map(|n| async move {
+            let keys = self.layout.author_copy(author_id, n);
+            match self.post_command(change, &keys) {
+                Some((script, keys, args)) => self.run(script, keys, args).await,
+                // The user is gone: so are the copies.
+                None => {
+                    let _: i64 = self
+                        .client
+                        .del(vec![keys.timeline, keys.posts, keys.meta])
+                        .await?;
+                    Ok(())
+                }
+            }
+        });
+        futures::future::try_join_all(writes).await.map(|_| ())
+    }
+
+    /// The copy numbers a change must also be applied to: those of its author when the author
+    /// is mirrored and the change alters the timeline.
+    fn copies_of(&self, change: &CacheChange) -> Vec<u32> {
+        let Some(author_id) = change.timeline_author() else {
+            return Vec::new();
+        };
+        self.mirrored
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&author_id)
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    /// The authors whose timelines are mirrored now.
+    pub fn mirrored(&self) -> Vec<i64> {
+        let mut authors: Vec<i64> = self
+            .mirrored
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .keys()
+            .copied()
+            .collect();
+        authors.sort_unstable();
+        authors
+    }
+
+    /// Starts key replication of `author_id`: from now on every change to it is applied to one
+    /// copy on each other master, and the copies are filled from the original (see
+    /// [`CacheWriter::sync_copies`]). Returns the copy numbers.
+    pub async fn start_mirroring(&self, author_id: i64) -> Result<Vec<u32>, Error> {
+        let routing = self
+            .client
+            .cached_cluster_state()
+            .ok_or_else(|| Error::new(ErrorKind::Cluster, "no cluster state to place copies"))?;
+        let numbers = super::layout::copy_numbers(&self.layout, &routing, author_id);
+        // Mirror writes before taking the snapshot: a write is then in the snapshot, or
+        // applied to the copies, or both (merging is idempotent).
+        self.mirrored
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(author_id, numbers.clone());
+        self.sync_copies(author_id).await?;
+        Ok(numbers)
+    }
+
+    /// Merges the original timeline of a mirrored author into each of its copies (as a rebuild
+    /// does: entries already there stay, tombstones win) and marks them loaded. Run again now
+    /// and then, it repairs a copy that missed a write (a failover of its master, a write that
+    /// raced the start of mirroring).
+    pub async fn sync_copies(&self, author_id: i64) -> Result<(), Error> {
+        let Some(numbers) = self
+            .mirrored
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&author_id)
+            .cloned()
+        else {
+            return Ok(());
+        };
+        let keys = self.layout.author(author_id);
+        let pipeline = self.client.pipeline();
+        let _: () = pipeline
+            .hmget(keys.meta.clone(), vec!["loaded", "complete", "gone"])
+            .await?;
+        let _: () = pipeline
+            .zrange(keys.timeline.clone(), 0, -1, None, false, None, true)
+            .await?;
+        let _: () = pipeline.hgetall(keys.posts.clone()).await?;
+        let (flags, timeline, posts): OriginalSnapshot = pipeline.all().await?;
+        let flag = |i: usize| flags.get(i).and_then(|f| f.as_deref()) == Some("1");
+        if flag(2) || !flag(0) {
+            // Gone, or the original is not loaded (a reader rebuilds it first): no copy to
+            // trust. Readers find the copies not loaded and read the original.
+            return self.drop_copies(author_id, &numbers).await;
+        }
+        let mut args = vec![
+            Value::from(self.ttl_ms),
+            Value::from(self.timeline_len),
+            Value::from(i64::from(flag(1))),
+            Value::from(""),
+        ];
+        for (id, score) in &timeline {
+            if let Some(body) = posts.get(id) {
+                args.push(Value::from(id.as_str()));
+                args.push(Value::from(*score as i64));
+                args.push(Value::Bytes(body.clone()));
+            }
+        }
+        for (id, body) in &posts {
+            if body.as_ref() == super::layout::TOMBSTONE.as_bytes() {
+                args.push(Value::from(id.as_str()));
+                args.push(Value::from(0));
+                args.push(Value::from(super::layout::TOMBSTONE));
+            }
+        }
+        let merges = numbers.iter().map(|n| {
+            let copy = self.layout.author_copy(author_id, *n);
+            let lease = format!("{}:none", copy.meta);
+            self.run(
+                &scripts::AUTHOR_REBUILD,
+                vec![copy.timeline, copy.posts, copy.meta, lease],
+                args.clone(),
+            )
+        });
+        futures::future::try_join_all(merges).await.map(|_| ())
+    }
+
+    /// Ends key replication of `author_id`: the copies are deleted before writes stop being
+    /// mirrored (and once more after), so no reader finds a copy that misses a write.
+    pub async fn stop_mirroring(&self, author_id: i64) -> Result<(), Error> {
+        let numbers = self
+            .mirrored
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&author_id)
+            .cloned()
+            .unwrap_or_default();
+        self.drop_copies(author_id, &numbers).await?;
+        self.mirrored
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&author_id);
+        self.drop_copies(author_id, &numbers).await
+    }
+
+    async fn drop_copies(&self, author_id: i64, numbers: &[u32]) -> Result<(), Error> {
+        let deletes = numbers.iter().map(|n| {
+            let copy = self.layout.author_copy(author_id, *n);
+            async move {
+                let _: i64 = self
+                    .client
+                    .del(vec![copy.timeline, copy.posts, copy.meta])
+                    .await?;
+                Ok::<_, Error>(())
+            }
+        });
+        futures::future::try_join_all(deletes).await.map(|_| ())
     }
 
     /// Runs a script by SHA, or by source on a node that does not know it yet.
@@ -146,10 +315,19 @@ impl CacheWriter {
             if results[i].is_err() {
                 continue;
             }
-            let slot = redis_keyslot(self.slot_key(change).as_bytes());
-            match routing.get_server(slot) {
-                Some(server) => by_node.entry(server.clone()).or_default().push(i),
-                None => results[i] = Err(Error::new(ErrorKind::Cluster, "slot has no known owner")),
+            for key in self.slot_keys(change) {
+                let slot = redis_keyslot(key.as_bytes());
+                match routing.get_server(slot) {
+                    Some(server) => {
+                        let waiting = by_node.entry(server.clone()).or_default();
+                        if waiting.last() != Some(&i) {
+                            waiting.push(i);
+                        }
+                    }
+                    None => {
+                        results[i] = Err(Error::new(ErrorKind::Cluster, "slot has no known owner"))
+                    }
+                }
             }
         }
         let waits = by_node.into_iter().map(|(server, indexes)| async move {
@@ -249,41 +427,26 @@ impl CacheWriter {
         self.run(&scripts::FOLLOWING_REBUILD, keys, args).await
     }
 
-    /// A key of the slot a change is written to.
-    fn slot_key(&self, change: &CacheChange) -> String {
-        self.layout.meta(change.slot_owner())
+    /// A key of each slot a change is written to: its user's, and its copies'.
+    fn slot_keys(&self, change: &CacheChange) -> Vec<String> {
+        let owner = change.slot_owner();
+        std::iter::once(self.layout.meta(owner))
+            .chain(
+                self.copies_of(change)
+                    .into_iter()
+                    .map(|n| self.layout.author_copy(owner, n).meta),
+            )
+            .collect()
     }
 
     fn command(&self, change: &CacheChange) -> (&'static LuaScript, Vec<String>, Vec<Value>) {
         let ttl = Value::from(self.ttl_ms);
+        if let Some(command) = self.post_command(change, &self.layout.author(change.slot_owner())) {
+            return command;
+        }
         match change {
-            CacheChange::PostCreated {
-                author_id,
-                post_id,
-                time_ms,
-                body,
-            } => {
-                let keys = self.layout.author(*author_id);
-                let encoded = encode_post(*author_id, *post_id, *time_ms, body);
-                (
-                    &scripts::POST_CREATED,
-                    vec![keys.timeline, keys.posts, keys.meta],
-                    vec![
-                        Value::from(post_id.to_string()),
-                        Value::from(*time_ms),
-                        Value::Bytes(encoded.into()),
-                        Value::from(self.timeline_len),
-                        ttl,
-                    ],
-                )
-            }
-            CacheChange::PostDeleted { author_id, post_id } => {
-                let keys = self.layout.author(*author_id);
-                (
-                    &scripts::POST_DELETED,
-                    vec![keys.timeline, keys.posts, keys.meta],
-                    vec![Value::from(post_id.to_string()), ttl],
-                )
+            CacheChange::PostCreated { .. } | CacheChange::PostDeleted { .. } => {
+                unreachable!("post_command answers for posts")
             }
             CacheChange::UserCreated { user_id } | CacheChange::UserDeleted { user_id } => {
                 let keys = self.layout.author(*user_id);
@@ -326,6 +489,54 @@ impl CacheWriter {
                     ],
                 )
             }
+        }
+    }
+}
+
+/// An author's original keys as `sync_copies` reads them: meta flags (loaded, complete,
+/// gone), the timeline with scores, every post entry.
+type OriginalSnapshot = (
+    Vec<Option<String>>,
+    Vec<(String, f64)>,
+    HashMap<String, Bytes>,
+);
+
+impl CacheWriter {
+    /// The script of a post change against the author keys `keys` (the original, or a copy);
+    /// `None` for other changes.
+    fn post_command(
+        &self,
+        change: &CacheChange,
+        keys: &super::layout::AuthorKeys,
+    ) -> Option<(&'static LuaScript, Vec<String>, Vec<Value>)> {
+        let ttl = Value::from(self.ttl_ms);
+        let keys = vec![keys.timeline.clone(), keys.posts.clone(), keys.meta.clone()];
+        match change {
+            CacheChange::PostCreated {
+                author_id,
+                post_id,
+                time_ms,
+                body,
+            } => {
+                let encoded = encode_post(*author_id, *post_id, *time_ms, body);
+                Some((
+                    &scripts::POST_CREATED,
+                    keys,
+                    vec![
+                        Value::from(post_id.to_string()),
+                        Value::from(*time_ms),
+                        Value::Bytes(encoded.into()),
+                        Value::from(self.timeline_len),
+                        ttl,
+                    ],
+                ))
+            }
+            CacheChange::PostDeleted { post_id, .. } => Some((
+                &scripts::POST_DELETED,
+                keys,
+                vec![Value::from(post_id.to_string()), ttl],
+            )),
+            _ => None,
         }
     }
 }

@@ -3,6 +3,7 @@
 //! generated clients.
 
 mod cache;
+mod copies;
 mod graph;
 mod helpers;
 mod outbox;
