@@ -1,11 +1,12 @@
-//! Logging and tracing: `tracing` with an env filter, plain or JSON lines on stderr, and spans
-//! exported over OTLP/gRPC when an endpoint is configured.
+//! Logging, tracing and metrics: `tracing` with an env filter, plain or JSON lines on stderr;
+//! spans and metrics (the global `opentelemetry` meter, read every 10 s) exported over
+//! OTLP/gRPC when an endpoint is configured.
 
 use std::io::IsTerminal;
 
 use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_otlp::WithExportConfig;
-use opentelemetry_sdk::{trace::SdkTracerProvider, Resource};
+use opentelemetry_sdk::{metrics::SdkMeterProvider, trace::SdkTracerProvider, Resource};
 use tracing_subscriber::{layer::SubscriberExt, util::SubscriberInitExt, EnvFilter, Layer};
 
 use crate::config::{LogFormat, TelemetrySettings};
@@ -14,6 +15,7 @@ use crate::config::{LogFormat, TelemetrySettings};
 #[must_use = "dropping the guard stops span export"]
 pub struct TelemetryGuard {
     provider: Option<SdkTracerProvider>,
+    meters: Option<SdkMeterProvider>,
 }
 
 impl Drop for TelemetryGuard {
@@ -21,6 +23,11 @@ impl Drop for TelemetryGuard {
         if let Some(provider) = self.provider.take() {
             if let Err(err) = provider.shutdown() {
                 eprintln!("telemetry: flushing spans failed: {err}");
+            }
+        }
+        if let Some(meters) = self.meters.take() {
+            if let Err(err) = meters.shutdown() {
+                eprintln!("telemetry: flushing metrics failed: {err}");
             }
         }
     }
@@ -71,6 +78,21 @@ pub fn init(
         }
         None => (None, None),
     };
+    let meters = match endpoint {
+        Some(endpoint) => {
+            let exporter = opentelemetry_otlp::MetricExporter::builder()
+                .with_tonic()
+                .with_endpoint(endpoint)
+                .build()?;
+            let meters = SdkMeterProvider::builder()
+                .with_periodic_exporter(exporter)
+                .with_resource(Resource::builder().with_service_name(service_name).build())
+                .build();
+            opentelemetry::global::set_meter_provider(meters.clone());
+            Some(meters)
+        }
+        None => None,
+    };
 
     tracing_subscriber::registry()
         .with(filter)
@@ -78,7 +100,7 @@ pub fn init(
         .with(otel_layer)
         .try_init()?;
     if let Some(endpoint) = endpoint {
-        tracing::info!(endpoint, "exporting spans over OTLP");
+        tracing::info!(endpoint, "exporting spans and metrics over OTLP");
     }
-    Ok(TelemetryGuard { provider })
+    Ok(TelemetryGuard { provider, meters })
 }

@@ -65,6 +65,79 @@ type Load = Shared<futures::future::BoxFuture<'static, Result<Option<Arc<Head>>,
 #[derive(Clone)]
 pub struct Hotspots {
     inner: Arc<Inner>,
+    /// The OpenTelemetry instruments reading this state (exported when OTLP is configured).
+    _metrics: Arc<Metrics>,
+}
+
+/// Observable instruments on the global meter; each reads [`Inner`] when collected.
+struct Metrics {
+    _node_requests: opentelemetry::metrics::ObservableCounter<u64>,
+    _hot_authors: opentelemetry::metrics::ObservableGauge<u64>,
+    _near_cache: opentelemetry::metrics::ObservableCounter<u64>,
+    _near_cache_bytes: opentelemetry::metrics::ObservableGauge<u64>,
+}
+
+impl Metrics {
+    fn register(inner: &Arc<Inner>) -> Self {
+        use opentelemetry::KeyValue;
+        let meter = opentelemetry::global::meter("shardfeed-aggregator");
+        let weak = Arc::downgrade(inner);
+        let node_requests = meter
+            .u64_observable_counter("shardfeed.aggregator.node_requests")
+            .with_description("Requests (round trips) sent to each Redis Cluster node")
+            .with_callback(move |observer| {
+                if let Some(inner) = weak.upgrade() {
+                    for (node, count) in lock(&inner.node_requests).iter() {
+                        observer.observe(*count, &[KeyValue::new("node", node.clone())]);
+                    }
+                }
+            })
+            .build();
+        let weak = Arc::downgrade(inner);
+        let hot_authors = meter
+            .u64_observable_gauge("shardfeed.aggregator.hot_authors")
+            .with_description("Authors in the hot set (labelled by author id)")
+            .with_callback(move |observer| {
+                if let Some(inner) = weak.upgrade() {
+                    let hot = inner.hot.read().unwrap_or_else(|e| e.into_inner()).clone();
+                    observer.observe(hot.len() as u64, &[]);
+                    for (author, rate) in hot.iter() {
+                        observer
+                            .observe(rate.round() as u64, &[KeyValue::new("author_id", *author)]);
+                    }
+                }
+            })
+            .build();
+        let weak = Arc::downgrade(inner);
+        let near_cache = meter
+            .u64_observable_counter("shardfeed.aggregator.near_cache.lookups")
+            .with_description("Near-cache lookups by outcome (hit, miss)")
+            .with_callback(move |observer| {
+                if let Some(inner) = weak.upgrade() {
+                    let stats = inner.near.stats();
+                    observer.observe(stats.hits, &[KeyValue::new("outcome", "hit")]);
+                    observer.observe(stats.misses, &[KeyValue::new("outcome", "miss")]);
+                }
+            })
+            .build();
+        let weak = Arc::downgrade(inner);
+        let near_cache_bytes = meter
+            .u64_observable_gauge("shardfeed.aggregator.near_cache.bytes")
+            .with_description("Bytes the near-cache holds")
+            .with_unit("By")
+            .with_callback(move |observer| {
+                if let Some(inner) = weak.upgrade() {
+                    observer.observe(inner.near.stats().bytes as u64, &[]);
+                }
+            })
+            .build();
+        Self {
+            _node_requests: node_requests,
+            _hot_authors: hot_authors,
+            _near_cache: near_cache,
+            _near_cache_bytes: near_cache_bytes,
+        }
+    }
 }
 
 struct Inner {
@@ -135,8 +208,10 @@ impl Hotspots {
             client,
             layout,
         };
+        let inner = Arc::new(inner);
         Self {
-            inner: Arc::new(inner),
+            _metrics: Arc::new(Metrics::register(&inner)),
+            inner,
         }
     }
 
