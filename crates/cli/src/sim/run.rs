@@ -60,8 +60,8 @@ pub struct SimArgs {
     pub follow_zipf: f64,
     /// Zipf exponent of profile views: a celebrity's page is opened far more often than the
     /// follower counts alone suggest (views concentrate more than follows: the default gives
-    /// the top author three views in four, a celebrity whose post went viral).
-    #[arg(long, default_value_t = 2.5)]
+    /// the top author five views in six, a celebrity whose post went viral).
+    #[arg(long, default_value_t = 3.0)]
     pub view_zipf: f64,
     /// Mean followees per user.
     #[arg(long, default_value_t = 20)]
