@@ -341,7 +341,10 @@ pub fn markdown(
     let mut out = String::from("# shardfeed hot-partition simulation\n\n## Workload\n\n");
     let workload_lines = [
         ("users", grouped_count(workload.users)),
-        ("Zipf exponent", grouped(workload.zipf_exponent, 2)),
+        (
+            "Zipf exponent of follows and posts",
+            grouped(workload.zipf_exponent, 2),
+        ),
         ("mean followees", grouped(workload.mean_followees, 1)),
         ("posts per author", grouped_count(workload.posts_per_author)),
         ("concurrency", grouped_count(workload.concurrency)),
@@ -1186,7 +1189,7 @@ mod tests {
         for heading in ["## Workload", "## Result", "## Per master", "## Targets"] {
             assert!(page.contains(&format!("\n{heading}\n")), "{heading}");
         }
-        assert!(page.contains("- users: 100,000\n- Zipf exponent: 1.10\n"));
+        assert!(page.contains("- users: 100,000\n- Zipf exponent of follows and posts: 1.10\n"));
         assert!(page.contains("\nNotes:\n\n- The top 10 authors all hash to one master.\n"));
         assert!(page.contains("| feeds/s | 1,000 | 2,000 |"));
         assert!(page.contains("](chart.svg)"));
