@@ -3,7 +3,8 @@
 //! **Detection.** Every read of an author's keys (a home feed reads each followee's, a profile
 //! view one author's) is counted in a decaying top-k ([`topk::DecayingTopK`], bounded memory).
 //! Every `hotspot.refresh_ms` the authors read at least `hotspot.min_rate_per_s` times per
-//! second (at most `hotspot.max_hot_authors`) become this aggregator's hot set. It is logged
+//! second for certain (the estimate minus its error bound; at most `hotspot.max_hot_authors`)
+//! become this aggregator's hot set. It is logged
 //! when it changes and published to the shared sorted set `hot` (author → until when), whose
 //! union over every aggregator is the hot set everyone acts on.
 //!
@@ -420,7 +421,10 @@ impl Hotspots {
         let local: Vec<TopEntry> = lock(&inner.topk)
             .top(settings.max_hot_authors, Instant::now())
             .into_iter()
-            .filter(|e| e.rate_per_s >= settings.min_rate_per_s)
+            // Space-Saving overestimates an author by at most its error: only the guaranteed
+            // part counts, or a uniform load over more authors than the top-k tracks would
+            // make every tracked one look hot.
+            .filter(|e| e.rate_per_s - e.error_per_s >= settings.min_rate_per_s)
             .collect();
         let mut hot: HashMap<i64, f64> = local.iter().map(|e| (e.key, e.rate_per_s)).collect();
         if settings.any_mitigation() {

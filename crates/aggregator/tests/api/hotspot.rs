@@ -350,3 +350,38 @@ async fn hot_authors_are_read_from_their_copies_on_the_other_masters() {
         assert_eq!(h.page(author, 20, "").await.unwrap().0, truth);
     }
 }
+
+#[tokio::test]
+async fn a_uniform_load_over_more_authors_than_tracked_makes_none_hot() {
+    // Two counters for forty authors: every tracked estimate is inflated by the counts it
+    // inherited, to about half of all reads; only what is certain may make an author hot.
+    let mut h = start(&[
+        ("SHARDFEED_HOTSPOT__TOP_K_CAPACITY", "2"),
+        ("SHARDFEED_HOTSPOT__MIN_RATE_PER_S", "100"),
+    ])
+    .await;
+    let mut authors = Vec::new();
+    for _ in 0..40 {
+        authors.push(author_with_posts(&mut h, 1).await);
+    }
+    let start = Instant::now();
+    let mut reads = 0;
+    while start.elapsed() < Duration::from_millis(2000) {
+        for a in &authors {
+            h.page(*a, 5, "").await.unwrap();
+            reads += 1;
+        }
+    }
+    let per_author = reads as f64 / start.elapsed().as_secs_f64() / authors.len() as f64;
+    assert!(
+        per_author < 100.0,
+        "each author was read {per_author:.0} times a second"
+    );
+    assert!(
+        per_author * 40.0 / 2.0 > 200.0,
+        "too few reads to inflate the estimates"
+    );
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let listed = hot(&h, 100).await.unwrap();
+    assert!(listed.authors.is_empty(), "{:?}", listed.authors);
+}
