@@ -7,6 +7,10 @@ mod demo;
 mod sim;
 
 use clap::{Parser, Subcommand};
+
+/// The same allocator as the services (the simulation runs an aggregator in-process).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use shardfeed_core::Settings;
 
 #[derive(Parser)]
