@@ -43,7 +43,18 @@ impl Application {
             settings.cache.timeline_len,
             settings.aggregator.max_concurrent_rebuilds,
         );
-        let hot = hot::Hotspots::new(redis.clone(), layout.clone(), settings.hotspot.clone());
+        let aggregator = &settings.aggregator;
+        let hot = hot::Hotspots::new(
+            redis.clone(),
+            layout.clone(),
+            settings.hotspot.clone(),
+            aggregator.meta_cache_enabled.then(|| {
+                (
+                    aggregator.meta_cache_bytes,
+                    std::time::Duration::from_millis(aggregator.meta_cache_ttl_ms),
+                )
+            }),
+        );
         let hot_tasks = hot.spawn();
         let mut server =
             GrpcServer::bind(settings.aggregator.listen_addr, settings.grpc.clone()).await?;

@@ -236,6 +236,14 @@ pub struct AggregatorSettings {
     /// Cache rebuilds from PostgreSQL running at once; a miss beyond that is served from
     /// PostgreSQL without rebuilding.
     pub max_concurrent_rebuilds: usize,
+    /// Keep each author's newest-post time in memory (dropped when ingest announces a change
+    /// to the author), so a home feed does not read every followee's meta from Redis.
+    pub meta_cache_enabled: bool,
+    /// The in-memory newest-post times' budget in bytes.
+    pub meta_cache_bytes: usize,
+    /// A newest-post time older than this is read again even if no announcement came: the
+    /// bound on how late a new post can show in feeds when an announcement is lost.
+    pub meta_cache_ttl_ms: u64,
 }
 
 impl AggregatorSettings {
@@ -281,6 +289,9 @@ run_migrations = true
 listen_addr = "127.0.0.1:50052"
 node_timeout_ms = 250
 max_concurrent_rebuilds = 8
+meta_cache_enabled = true
+meta_cache_bytes = 33554432
+meta_cache_ttl_ms = 1000
 
 [cache]
 timeline_len = 800
@@ -395,6 +406,12 @@ impl Settings {
         }
         if self.outbox.batch_size == 0 {
             return bad("outbox.batch_size", "must be at least 1");
+        }
+        if self.aggregator.meta_cache_ttl_ms == 0 || self.aggregator.meta_cache_ttl_ms > 1000 {
+            return bad(
+                "aggregator.meta_cache_ttl_ms",
+                "must be between 1 and 1000 (the visibility bound)",
+            );
         }
         if self.hotspot.top_k_capacity == 0 {
             return bad("hotspot.top_k_capacity", "must be at least 1");

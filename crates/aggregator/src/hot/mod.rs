@@ -153,13 +153,25 @@ struct Inner {
     /// Turns over the original and the copies of a hot author.
     next_copy: AtomicU64,
     near: NearCache<Head>,
-    /// The near-cache is trusted only while the invalidation channel is subscribed.
+    /// Authors' newest-post times (home feeds skip authors by them), dropped on the same
+    /// announcements as the near-cache.
+    newest: NearCache<Newest>,
+    /// The in-memory caches are trusted only while the invalidation channel is subscribed.
     subscribed: AtomicBool,
     in_flight: Mutex<HashMap<i64, Load>>,
     node_requests: Mutex<HashMap<String, u64>>,
     coalesced: AtomicU64,
     replica_reads: AtomicU64,
     copy_reads: AtomicU64,
+}
+
+/// What a home feed needs to know of an author before reading its timeline.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Newest {
+    /// The user was deleted.
+    Gone,
+    /// The time of its newest cached post, ms since the Unix epoch (0: none).
+    At(i64),
 }
 
 /// One hot author as reported by `GetHotAuthors`.
@@ -184,7 +196,14 @@ pub struct HotStats {
 }
 
 impl Hotspots {
-    pub fn new(client: Client, layout: CacheLayout, settings: HotspotSettings) -> Self {
+    /// `newest_cache`: the budget in bytes and the TTL of the newest-post times (`None`: off).
+    pub fn new(
+        client: Client,
+        layout: CacheLayout,
+        settings: HotspotSettings,
+        newest_cache: Option<(usize, Duration)>,
+    ) -> Self {
+        let (newest_bytes, newest_ttl) = newest_cache.unwrap_or((0, Duration::from_secs(1)));
         let near_bytes = if settings.near_cache_enabled {
             settings.near_cache_bytes
         } else {
@@ -196,6 +215,7 @@ impl Hotspots {
                 settings.half_life(),
             )),
             near: NearCache::new(near_bytes, settings.near_cache_ttl()),
+            newest: NearCache::new(newest_bytes, newest_ttl),
             hot: RwLock::new(Arc::new(HashMap::new())),
             shared: RwLock::new(Arc::new(BTreeSet::new())),
             next_copy: AtomicU64::new(0),
@@ -220,6 +240,28 @@ impl Hotspots {
     pub fn record(&self, authors: &[i64]) {
         let now = Instant::now();
         lock(&self.inner.topk).record_all(authors.iter().copied(), now);
+    }
+
+    /// The newest-post time of `author_id` as last read, if still valid.
+    pub fn newest(&self, author_id: i64) -> Option<Newest> {
+        if !self.inner.subscribed.load(Ordering::Acquire) {
+            return None;
+        }
+        self.inner.newest.get(author_id, Instant::now()).map(|n| *n)
+    }
+
+    /// A ticket to take before reading newest-post times from Redis.
+    pub fn newest_ticket(&self) -> near_cache::Ticket {
+        self.inner.newest.ticket()
+    }
+
+    /// Keeps what a read found, unless a change to the author was announced since `ticket`.
+    pub fn remember_newest(&self, author_id: i64, newest: Newest, ticket: near_cache::Ticket) {
+        if self.inner.subscribed.load(Ordering::Acquire) {
+            self.inner
+                .newest
+                .insert(author_id, Arc::new(newest), 16, ticket, Instant::now());
+        }
     }
 
     /// Counts one request (round trip) to `node`.
@@ -516,7 +558,7 @@ impl Hotspots {
             })
         };
         let mut handles = vec![refresher];
-        if self.inner.settings.near_cache_enabled {
+        if self.inner.settings.near_cache_enabled || self.inner.newest.capacity_bytes() > 0 {
             let this = self.clone();
             handles.push(tokio::spawn(async move { this.listen().await }));
         }
@@ -536,6 +578,7 @@ impl Hotspots {
         loop {
             inner.subscribed.store(false, Ordering::Release);
             inner.near.invalidate_all();
+            inner.newest.invalidate_all();
             if subscriber.wait_for_connect().await.is_err() {
                 tokio::time::sleep(Duration::from_millis(500)).await;
                 continue;
@@ -543,6 +586,7 @@ impl Hotspots {
             match subscriber.subscribe(&channel).await {
                 Ok(()) => {
                     inner.near.invalidate_all();
+                    inner.newest.invalidate_all();
                     inner.subscribed.store(true, Ordering::Release);
                 }
                 Err(error) => {
@@ -558,12 +602,14 @@ impl Hotspots {
                             if let Some(text) = message.value.as_str() {
                                 for author in shardfeed_core::cache::announce::decode(&text) {
                                     inner.near.invalidate(author);
+                                    inner.newest.invalidate(author);
                                 }
                             }
                         }
                         // Fell behind: whatever was missed is unknown.
                         Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
                             inner.near.invalidate_all();
+                            inner.newest.invalidate_all();
                         }
                         Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
                     },

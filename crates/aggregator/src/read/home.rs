@@ -4,13 +4,14 @@
 //! 0. Hot authors (see `crate::hot`) are answered from their timeline heads: the near-cache,
 //!    or one coalesced read, from a replica when configured. The rest as follows.
 //! 1. Followees from the cached set (`{u:F}:fol`), or PostgreSQL when it is not loaded.
-//! 2. Group the followees by the node that owns their slot. Per node, one pipeline of
-//!    `HMGET meta` (loaded, gone, newest post time); all nodes at once, each bounded by
-//!    `aggregator.node_timeout_ms`.
-//! 3. Read the timelines (`ZREVRANGEBYSCORE tl`, ids only, at most page size + 1 below the
-//!    cursor) of the page size + 1 authors with the newest posts, per node again; then only of
-//!    the authors whose newest post is not older than the page's cut-off so far. The others
-//!    cannot make the page and are not read at all.
+//! 2. Each followee's newest-post time: from memory (kept until ingest announces a change to
+//!    the author, at most `aggregator.meta_cache_ttl_ms`), else grouped by the node that owns
+//!    the author's slot, one pipeline of `HMGET meta` per node, all nodes at once, each bounded
+//!    by `aggregator.node_timeout_ms`.
+//! 3. Read the timelines (`HMGET meta` flags and `ZREVRANGEBYSCORE tl`, ids only, at most page
+//!    size + 1 below the cursor) of the page size + 1 authors with the newest posts, per node
+//!    again; then only of the authors whose newest post is not older than the page's cut-off so
+//!    far. The others cannot make the page and are not read at all.
 //! 4. Authors the cache cannot answer for (not loaded, evicted, page past the cached window,
 //!    node too slow or down) are read from PostgreSQL in one LATERAL top-k query.
 //! 5. Merge, keep page size + 1 (the extra one says whether another page exists).
@@ -40,10 +41,10 @@ use shardfeed_core::{
 };
 use shardfeed_proto::v1::Post;
 
-use crate::hot::{head::Head, Hotspots};
+use crate::hot::{head::Head, Hotspots, Newest};
 
 use super::{
-    author::{interpret, queue_timeline, Slice, META_FIELDS},
+    author::{interpret, queue_slice, take_slice, Slice, META_FIELDS},
     cursor::Position,
     postgres,
     rebuild::{Rebuilder, Target},
@@ -225,35 +226,51 @@ impl HomeReader {
         (candidates, cold)
     }
 
-    /// Each followee's newest-post time from its meta (one `HMGET` each, pipelined per node,
-    /// all nodes at once). Returns the cached authors with that time, and the authors the cache
-    /// cannot answer for (not loaded — a rebuild is requested — or on a node that failed).
+    /// Each followee's newest-post time: from memory when known (see
+    /// `crate::hot::Hotspots::newest`), else from its meta (one `HMGET` each, pipelined per
+    /// node, all nodes at once). Returns the cached authors with that time, and the authors the
+    /// cache cannot answer for (not loaded — a rebuild is requested — or on a node that failed).
     async fn read_newest(&self, followees: &[i64]) -> (Vec<Ranked>, Vec<i64>) {
+        let mut ranked = Vec::with_capacity(followees.len());
+        let mut unknown = Vec::new();
+        for author in followees {
+            match self.hot.newest(*author) {
+                Some(Newest::Gone) => {}
+                Some(Newest::At(newest_ms)) => ranked.push(Ranked {
+                    author: *author,
+                    newest_ms,
+                }),
+                None => unknown.push(*author),
+            }
+        }
+        if unknown.is_empty() {
+            return (ranked, Vec::new());
+        }
+        let ticket = self.hot.newest_ticket();
         let batches = self
-            .by_node(followees, |a| self.layout.meta(*a))
+            .by_node(&unknown, |a| self.layout.meta(*a))
             .into_iter()
             .map(|(node, authors)| async move {
                 self.hot.count_request(node.as_ref());
                 let metas = self.read_metas(&authors).await;
                 (node, authors, metas)
             });
-        let mut ranked = Vec::with_capacity(followees.len());
         let mut uncached = Vec::new();
         for (node, authors, metas) in futures::future::join_all(batches).await {
             match metas {
                 Ok(metas) => {
                     for (author, meta) in authors.into_iter().zip(metas) {
                         match meta {
-                            Meta::Gone => {}
+                            Meta::Gone => self.hot.remember_newest(author, Newest::Gone, ticket),
                             Meta::NotLoaded => {
                                 self.rebuilder.request(Target::Timeline, author);
                                 uncached.push(author);
                             }
-                            Meta::Loaded { newest_ms, flags } => ranked.push(Ranked {
-                                author,
-                                newest_ms,
-                                flags,
-                            }),
+                            Meta::Loaded { newest_ms } => {
+                                self.hot
+                                    .remember_newest(author, Newest::At(newest_ms), ticket);
+                                ranked.push(Ranked { author, newest_ms });
+                            }
                         }
                     }
                 }
@@ -290,7 +307,6 @@ impl HomeReader {
                     Slice::NotLoaded => Meta::NotLoaded,
                     _ => Meta::Loaded {
                         newest_ms: newest_ms.unwrap_or(i64::MAX),
-                        flags,
                     },
                 })
             })
@@ -305,21 +321,14 @@ impl HomeReader {
         after: Option<Position>,
         size: usize,
     ) -> (Vec<Candidate>, Vec<i64>) {
-        let flags: HashMap<i64, &[Option<String>]> = wave
-            .iter()
-            .map(|r| (r.author, r.flags.as_slice()))
-            .collect();
         let authors: Vec<i64> = wave.iter().map(|r| r.author).collect();
         let batches = self
             .by_node(&authors, |a| self.layout.meta(*a))
             .into_iter()
-            .map(|(node, authors)| {
-                let flags = &flags;
-                async move {
-                    self.hot.count_request(node.as_ref());
-                    let slices = self.read_node(&authors, flags, after, size).await;
-                    (node, authors, slices)
-                }
+            .map(|(node, authors)| async move {
+                self.hot.count_request(node.as_ref());
+                let slices = self.read_node(&authors, after, size).await;
+                (node, authors, slices)
             });
         let mut candidates = Vec::new();
         let mut from_postgres = Vec::new();
@@ -409,30 +418,26 @@ impl HomeReader {
         groups
     }
 
-    /// One node's batch: meta flags and the timeline slice of each author, one pipeline.
-    /// One node's timeline reads for `authors`, judged with the meta `flags` the first round
-    /// read (not read again).
+    /// One node's batch: the meta flags and the timeline slice of each author, one pipeline.
+    /// The flags are read again with the timeline (not taken from the first round or from
+    /// memory), so an eviction since then is seen.
     async fn read_node(
         &self,
         authors: &[i64],
-        flags: &HashMap<i64, &[Option<String>]>,
         after: Option<Position>,
         size: usize,
     ) -> anyhow::Result<Vec<Slice>> {
         let pipeline = self.client.pipeline();
         for author in authors {
-            queue_timeline(&pipeline, &self.layout, *author, after, size).await?;
+            queue_slice(&pipeline, &self.layout, *author, after, size).await?;
         }
         let replies = tokio::time::timeout(self.node_timeout, pipeline.try_all::<Value>())
             .await
             .map_err(|_| anyhow::anyhow!("no answer within {:?}", self.node_timeout))?;
+        let mut replies = replies.into_iter();
         authors
             .iter()
-            .zip(replies)
-            .map(|(author, reply)| {
-                let raw: Vec<String> = reply?.convert()?;
-                Ok(interpret(flags[author], &raw, after, size))
-            })
+            .map(|_| Ok(take_slice(&mut replies, after, size)?))
             .collect()
     }
 
@@ -512,22 +517,17 @@ impl HomeReader {
     }
 }
 
-/// A cached author, with what the first round learnt of it.
+/// A cached author and the time of its newest post.
 struct Ranked {
     author: i64,
     newest_ms: i64,
-    flags: Vec<Option<String>>,
 }
 
 /// What one author's meta says before any timeline is read.
 enum Meta {
     Gone,
     NotLoaded,
-    /// `flags`: the `META_FIELDS` reply, handed to [`interpret`] with the timeline later.
-    Loaded {
-        newest_ms: i64,
-        flags: Vec<Option<String>>,
-    },
+    Loaded { newest_ms: i64 },
 }
 
 /// The time of the post that would be the page's lookahead (the `size + 1`-th newest

@@ -347,3 +347,56 @@ async fn authors_tied_at_the_cut_off_millisecond_are_still_read() {
         );
     }
 }
+
+#[tokio::test]
+async fn an_author_skipped_by_its_remembered_newest_post_time_shows_once_it_posts() {
+    let mut h = Harness::start(800).await;
+    let reader = h.user(true).await;
+    let mut authors = Vec::new();
+    for i in 0..30 {
+        let a = h.user(true).await;
+        h.follow(reader, a, i + 1, true).await;
+        authors.push(a);
+    }
+    // The first author posted long ago, everyone else since: a page of 5 skips it, and the
+    // aggregator remembers its newest-post time.
+    h.posts(authors[0], 1, 1, true).await;
+    for a in &authors[1..] {
+        h.posts(*a, 2, 1, true).await;
+    }
+    let (first, _) = h.home_page(reader, 5, "").await.unwrap();
+    assert_eq!(first, h.home_truth(reader).await[..5].to_vec());
+
+    // It posts again, and ingest announces it: a first page has it on top well before the
+    // remembered time would expire (1 s).
+    h.next_ms += 1;
+    let announced = h.post_at(authors[0], h.next_ms, 0, true).await;
+    let change = shardfeed_core::cache::CacheChange::PostCreated {
+        author_id: authors[0],
+        post_id: announced,
+        time_ms: h.next_ms,
+        body: String::new(),
+    };
+    h.writer.announce([&change]).await;
+    let start = std::time::Instant::now();
+    loop {
+        let (page, _) = h.home_page(reader, 5, "").await.unwrap();
+        if page.first() == Some(&announced) {
+            break;
+        }
+        assert!(
+            start.elapsed() < std::time::Duration::from_millis(500),
+            "the announced post is not on top after {:?}: {page:?}",
+            start.elapsed()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+
+    // Even with its announcement lost, a post shows once the remembered time expires (1 s).
+    h.next_ms += 1;
+    let silent = h.post_at(authors[0], h.next_ms, 1, true).await;
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    let (page, _) = h.home_page(reader, 5, "").await.unwrap();
+    assert_eq!(page.first(), Some(&silent));
+    assert_eq!(page, h.home_truth(reader).await[..5].to_vec());
+}
