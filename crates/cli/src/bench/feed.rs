@@ -68,6 +68,8 @@ const WARM_LABEL: &str = "shardfeed warm";
 const COLD_LABEL: &str = "shardfeed cold";
 const SQL_LABEL: &str = "SQL LATERAL";
 const NAIVE_LABEL: &str = "naive Redis";
+const UNLOADED_LABEL: &str = "shardfeed, 1 at a time";
+const NAIVE_UNLOADED_LABEL: &str = "naive, 1 at a time";
 
 /// The best single SQL query for a first page, as a user would write it: per followee the
 /// newest 20 live posts from `posts_author_recent_idx`, then the newest 20 of those.
@@ -137,6 +139,10 @@ pub struct FeedBenchArgs {
     /// Seed of the random data (follow graph, post times) [default: a fresh one per run].
     #[arg(long)]
     seed: Option<u64>,
+    /// Seconds of each unloaded latency phase (one request at a time, shardfeed and naive);
+    /// 0 skips them.
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(0..=600))]
+    latency_secs: u64,
 }
 
 impl FeedBenchArgs {
@@ -412,6 +418,8 @@ struct Results {
     warm: Summary,
     sql: Summary,
     naive: Summary,
+    /// One request at a time: what a user waits when nothing queues.
+    unloaded: Option<(Summary, Summary)>,
     warm_commands: Result<CommandFigures, String>,
     naive_commands: Result<CommandFigures, String>,
     memory: Result<MemoryFigures, String>,
@@ -579,6 +587,36 @@ async fn run_phases(
     let after = command_calls(&stores.redis).await;
     let naive_commands = CommandFigures::new(before, after, served.load(Ordering::Relaxed));
 
+    // 2e. Latency unloaded: one worker each, so nothing queues behind anything.
+    let unloaded = if args.latency_secs > 0 {
+        let timing = Timing {
+            warmup: Duration::from_secs(1),
+            duration: Duration::from_secs(args.latency_secs),
+        };
+        eprintln!("bench feed: unloaded latency: one request at a time, shardfeed then naive");
+        let ours = closed_loop(
+            UNLOADED_LABEL,
+            grpc_ops(&channels[..1], &data, 1, &Arc::new(AtomicU64::new(0))),
+            timing,
+        )
+        .await?;
+        let naive = closed_loop(
+            NAIVE_UNLOADED_LABEL,
+            vec![NaiveFeed {
+                redis: stores.redis.clone(),
+                layout: stores.layout.clone(),
+                data: data.clone(),
+                rng: StdRng::from_entropy(),
+                served: Arc::new(AtomicU64::new(0)),
+            }],
+            timing,
+        )
+        .await?;
+        Some((ours, naive))
+    } else {
+        None
+    };
+
     Ok(Results {
         seed_postgres_s,
         seed_cache_s,
@@ -588,6 +626,7 @@ async fn run_phases(
         warm,
         sql,
         naive,
+        unloaded,
         warm_commands,
         naive_commands,
         memory,
@@ -1460,6 +1499,11 @@ fn report(args: &FeedBenchArgs, r: &Results) -> anyhow::Result<()> {
     for summary in [&r.warm, &r.cold, &r.sql, &r.naive] {
         table.summary_row(summary, &[vs_sql(summary)]);
     }
+    if let Some((ours, naive)) = &r.unloaded {
+        for summary in [ours, naive] {
+            table.summary_row(summary, &["-".to_owned()]);
+        }
+    }
     print!("{}", table.render());
     println!();
 
@@ -1508,6 +1552,12 @@ fn report(args: &FeedBenchArgs, r: &Results) -> anyhow::Result<()> {
     };
     let vs_sql_met = ratio_vs_sql.map(|x| x >= TARGET_VS_SQL);
     let naive_met = naive_p50_ratio.map(|x| x >= TARGET_NAIVE_P50_RATIO);
+    let unloaded_ratio = r
+        .unloaded
+        .as_ref()
+        .filter(|(ours, _)| ours.p50_ms > 0.0)
+        .map(|(ours, naive)| naive.p50_ms / ours.p50_ms);
+    let unloaded_met = unloaded_ratio.map(|x| x >= TARGET_NAIVE_P50_RATIO);
     let peak_mib = r.rss.as_ref().ok().map(|rss| rss.peak_kib as f64 / 1024.0);
     let rss_met = peak_mib.map(|mib| mib <= TARGET_RSS_MIB);
     println!(
@@ -1516,16 +1566,23 @@ fn report(args: &FeedBenchArgs, r: &Results) -> anyhow::Result<()> {
         verdict(vs_sql_met)
     );
     println!(
-        "target: naive p50 >= {TARGET_NAIVE_P50_RATIO}x shardfeed warm p50: {} ({})",
+        "target: naive p50 >= {TARGET_NAIVE_P50_RATIO}x shardfeed warm p50: at concurrency {}: {} \
+         ({}); one request at a time: {} ({})",
+        args.concurrency,
         naive_p50_ratio.map_or("-".to_owned(), |x| format!("{x:.1}x")),
-        verdict(naive_met)
+        verdict(naive_met),
+        unloaded_ratio.map_or("-".to_owned(), |x| format!("{x:.1}x")),
+        verdict(unloaded_met)
     );
     println!(
         "target: aggregator peak RSS <= {TARGET_RSS_MIB} MiB: {} ({})",
         peak_mib.map_or("-".to_owned(), |x| format!("{x:.1} MiB")),
         verdict(rss_met)
     );
-    let phases = [&r.warm, &r.cold, &r.sql, &r.naive];
+    let mut phases = vec![&r.warm, &r.cold, &r.sql, &r.naive];
+    if let Some((ours, naive)) = &r.unloaded {
+        phases.extend([ours, naive]);
+    }
     let error_lines: Vec<String> = phases.iter().flat_map(|s| s.error_lines()).collect();
     if !error_lines.is_empty() {
         println!("errors:");
@@ -1568,6 +1625,11 @@ fn report(args: &FeedBenchArgs, r: &Results) -> anyhow::Result<()> {
         naive_errors: r.naive.errors,
         ratio_vs_sql: ratio_vs_sql.map(|x| round(x, 3)),
         naive_p50_ratio: naive_p50_ratio.map(|x| round(x, 2)),
+        unloaded_p50_ms: r.unloaded.as_ref().map(|(ours, _)| round(ours.p50_ms, 3)),
+        unloaded_p99_ms: r.unloaded.as_ref().map(|(ours, _)| round(ours.p99_ms, 3)),
+        naive_unloaded_p50_ms: r.unloaded.as_ref().map(|(_, naive)| round(naive.p50_ms, 3)),
+        unloaded_naive_p50_ratio: unloaded_ratio.map(|x| round(x, 2)),
+        unloaded_naive_p50_met: unloaded_met,
         redis_cmds_per_feed: r
             .warm_commands
             .as_ref()
@@ -1663,6 +1725,12 @@ struct JsonSummary {
     naive_errors: u64,
     ratio_vs_sql: Option<f64>,
     naive_p50_ratio: Option<f64>,
+    /// One request at a time (no queueing): shardfeed's p50/p99, naive's p50, their ratio.
+    unloaded_p50_ms: Option<f64>,
+    unloaded_p99_ms: Option<f64>,
+    naive_unloaded_p50_ms: Option<f64>,
+    unloaded_naive_p50_ratio: Option<f64>,
+    unloaded_naive_p50_met: Option<bool>,
     redis_cmds_per_feed: Option<f64>,
     naive_redis_cmds_per_feed: Option<f64>,
     aggregator_peak_rss_mib: Option<f64>,
