@@ -113,7 +113,7 @@ async fn read_ids<C: HashesInterface + SortedSetsInterface>(
     pipeline: Pipeline<C>,
     keys: &AuthorKeys,
     len: usize,
-) -> Result<(Vec<Option<String>>, Vec<String>), Error> {
+) -> Result<(Vec<Option<String>>, Vec<i64>), Error> {
     let _: () = pipeline
         .hmget(keys.meta.clone(), META_FIELDS.to_vec())
         .await?;
@@ -129,7 +129,7 @@ async fn read_ids<C: HashesInterface + SortedSetsInterface>(
     let mut replies = pipeline.try_all::<Value>().await.into_iter();
     let missing = || Error::new(ErrorKind::Protocol, "a reply is missing");
     let flags: Vec<Option<String>> = replies.next().ok_or_else(missing)??.convert()?;
-    let raw: Vec<String> = replies.next().ok_or_else(missing)??.convert()?;
+    let raw: Vec<i64> = replies.next().ok_or_else(missing)??.convert()?;
     Ok((flags, raw))
 }
 

@@ -275,6 +275,19 @@ impl Hotspots {
         self.inner.settings.any_mitigation() && self.hot_set().contains_key(&author_id)
     }
 
+    /// Splits `authors` into those that take the hot read path and the others (one look at
+    /// the hot set for all of them).
+    pub fn split_hot(&self, authors: &[i64]) -> (Vec<i64>, Vec<i64>) {
+        if !self.inner.settings.any_mitigation() {
+            return (Vec::new(), authors.to_vec());
+        }
+        let hot = self.hot_set();
+        if hot.is_empty() {
+            return (Vec::new(), authors.to_vec());
+        }
+        authors.iter().partition(|a| hot.contains_key(a))
+    }
+
     fn hot_set(&self) -> Arc<HashMap<i64, f64>> {
         self.inner
             .hot

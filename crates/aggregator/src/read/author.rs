@@ -154,7 +154,7 @@ pub enum Slice {
 /// `ZREVRANGEBYSCORE tl <cursor time> -inf LIMIT 0 <size + 1 + slack>`.
 pub fn interpret(
     flags: &[Option<String>],
-    raw: &[String],
+    raw: &[i64],
     after: Option<Position>,
     size: usize,
 ) -> Slice {
@@ -166,11 +166,7 @@ pub fn interpret(
         return Slice::NotLoaded;
     }
     let before_id = Position::before_id(after);
-    let mut ids: Vec<i64> = raw
-        .iter()
-        .filter_map(|member| member.parse::<i64>().ok())
-        .filter(|id| *id < before_id)
-        .collect();
+    let mut ids: Vec<i64> = raw.iter().copied().filter(|id| *id < before_id).collect();
     ids.sort_unstable_by(|a, b| b.cmp(a));
     if ids.len() <= size && raw.len() == fetch_len(size) {
         // Everything fetched was at or above the cursor: too many ties to page in the cache.
@@ -236,6 +232,6 @@ pub fn take_slice(
 ) -> Result<Slice, Error> {
     let missing = || Error::new(fred::error::ErrorKind::Protocol, "a reply is missing");
     let flags: Vec<Option<String>> = replies.next().ok_or_else(missing)??.convert()?;
-    let raw: Vec<String> = replies.next().ok_or_else(missing)??.convert()?;
+    let raw: Vec<i64> = replies.next().ok_or_else(missing)??.convert()?;
     Ok(interpret(&flags, &raw, after, size))
 }

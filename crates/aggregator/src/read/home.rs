@@ -4,14 +4,16 @@
 //! 0. Hot authors (see `crate::hot`) are answered from their timeline heads: the near-cache,
 //!    or one coalesced read, from a replica when configured. The rest as follows.
 //! 1. Followees from the cached set (`{u:F}:fol`), or PostgreSQL when it is not loaded.
-//! 2. Each followee's newest-post time: from memory (kept until ingest announces a change to
-//!    the author, at most `aggregator.meta_cache_ttl_ms`), else grouped by the node that owns
-//!    the author's slot, one pipeline of `HMGET meta` per node, all nodes at once, each bounded
-//!    by `aggregator.node_timeout_ms`.
-//! 3. Read the timelines (`HMGET meta` flags and `ZREVRANGEBYSCORE tl`, ids only, at most page
-//!    size + 1 below the cursor) of the page size + 1 authors with the newest posts, per node
-//!    again; then only of the authors whose newest post is not older than the page's cut-off so
-//!    far. The others cannot make the page and are not read at all.
+//! 2. Each followee's newest-post time, from memory: learnt from an earlier read of the
+//!    author's meta and kept until ingest announces a change to the author (at most
+//!    `aggregator.meta_cache_ttl_ms`).
+//! 3. Read the timelines (`HMGET meta` flags and newest-post time, `ZREVRANGEBYSCORE tl`, ids
+//!    only, at most page size + 1 below the cursor), grouped by the node that owns the author's
+//!    slot, one pipeline per node, all nodes at once, each bounded by
+//!    `aggregator.node_timeout_ms`: first of the page size + 1 authors with the newest posts
+//!    and of every author whose time is not in memory; then only of the authors whose newest
+//!    post is not older than the page's cut-off so far. The others cannot make the page and
+//!    are not read at all.
 //! 4. Authors the cache cannot answer for (not loaded, evicted, page past the cached window,
 //!    node too slow or down) are read from PostgreSQL in one LATERAL top-k query.
 //! 5. Merge, keep page size + 1 (the extra one says whether another page exists).
@@ -44,7 +46,7 @@ use shardfeed_proto::v1::Post;
 use crate::hot::{head::Head, Hotspots, Newest};
 
 use super::{
-    author::{interpret, queue_slice, take_slice, Slice, META_FIELDS},
+    author::{interpret, queue_timeline, Slice, META_FIELDS},
     cursor::Position,
     postgres,
     rebuild::{Rebuilder, Target},
@@ -132,37 +134,38 @@ impl HomeReader {
         self.hot.record(followees);
         let (mut candidates, cold) = self.read_hot(followees, after, size).await;
 
-        // 1. Every other followee's meta, every node at once: who is cached, and how new each
-        //    one's newest post is.
-        let (mut ranked, mut from_postgres) = self.read_newest(&cold).await;
+        // 1. Every other followee's newest-post time, from memory. Authors it does not know are
+        //    read in the first wave whatever their time (their meta comes with the timeline).
+        let (mut ranked, unknown) = self.known_newest(&cold);
         ranked.sort_unstable_by_key(|r| std::cmp::Reverse(r.newest_ms));
 
-        // 2. The authors most likely to fill the page: the page + 1 with the newest posts,
-        //    alongside PostgreSQL for those the cache lacks.
-        let first_wave: Vec<&Ranked> = ranked.iter().take(size + 1).collect();
-        let (first, from_db) = tokio::join!(
-            self.read_slices(&first_wave, after, size),
-            self.read_postgres(&from_postgres, after, size),
-        );
-        let (first_candidates, late) = first;
-        candidates.extend(first_candidates);
-        from_postgres = late;
-        let (db_candidates, mut authors_omitted) = from_db;
-        candidates.extend(db_candidates);
+        // 2. The authors most likely to fill the page: the page + 1 with the newest posts, and
+        //    the unknown ones.
+        let first_wave: Vec<i64> = ranked
+            .iter()
+            .take(size + 1)
+            .map(|r| r.author)
+            .chain(unknown)
+            .collect();
+        let (mut candidates_read, mut from_postgres) =
+            self.read_slices(&first_wave, after, size).await;
+        candidates.append(&mut candidates_read);
 
         // 3. An author whose newest post is older than the page's current cut-off cannot make
         //    the page: read only the others.
         let cutoff_ms = cutoff_ms(&mut candidates, size);
-        let second_wave: Vec<&Ranked> = ranked
+        let second_wave: Vec<i64> = ranked
             .iter()
             .skip(size + 1)
             .filter(|r| r.newest_ms >= cutoff_ms)
+            .map(|r| r.author)
             .collect();
         if !second_wave.is_empty() {
             let (more_candidates, late) = self.read_slices(&second_wave, after, size).await;
             candidates.extend(more_candidates);
             from_postgres.extend(late);
         }
+        let mut authors_omitted = 0;
         if !from_postgres.is_empty() {
             let (db_candidates, omitted) = self.read_postgres(&from_postgres, after, size).await;
             candidates.extend(db_candidates);
@@ -191,8 +194,7 @@ impl HomeReader {
         after: Option<Position>,
         size: usize,
     ) -> (Vec<Candidate>, Vec<i64>) {
-        let (hot, mut cold): (Vec<i64>, Vec<i64>) =
-            followees.iter().partition(|a| self.hot.is_hot(**a));
+        let (hot, mut cold) = self.hot.split_hot(followees);
         if hot.is_empty() {
             return (Vec::new(), cold);
         }
@@ -226,11 +228,9 @@ impl HomeReader {
         (candidates, cold)
     }
 
-    /// Each followee's newest-post time: from memory when known (see
-    /// `crate::hot::Hotspots::newest`), else from its meta (one `HMGET` each, pipelined per
-    /// node, all nodes at once). Returns the cached authors with that time, and the authors the
-    /// cache cannot answer for (not loaded — a rebuild is requested — or on a node that failed).
-    async fn read_newest(&self, followees: &[i64]) -> (Vec<Ranked>, Vec<i64>) {
+    /// The followees whose newest-post time is in memory (see `crate::hot::Hotspots::newest`),
+    /// with it, and the others. Deleted users are left out.
+    fn known_newest(&self, followees: &[i64]) -> (Vec<Ranked>, Vec<i64>) {
         let mut ranked = Vec::with_capacity(followees.len());
         let mut unknown = Vec::new();
         for author in followees {
@@ -243,87 +243,20 @@ impl HomeReader {
                 None => unknown.push(*author),
             }
         }
-        if unknown.is_empty() {
-            return (ranked, Vec::new());
-        }
-        let ticket = self.hot.newest_ticket();
-        let batches = self
-            .by_node(&unknown, |a| self.layout.meta(*a))
-            .into_iter()
-            .map(|(node, authors)| async move {
-                self.hot.count_request(node.as_ref());
-                let metas = self.read_metas(&authors).await;
-                (node, authors, metas)
-            });
-        let mut uncached = Vec::new();
-        for (node, authors, metas) in futures::future::join_all(batches).await {
-            match metas {
-                Ok(metas) => {
-                    for (author, meta) in authors.into_iter().zip(metas) {
-                        match meta {
-                            Meta::Gone => self.hot.remember_newest(author, Newest::Gone, ticket),
-                            Meta::NotLoaded => {
-                                self.rebuilder.request(Target::Timeline, author);
-                                uncached.push(author);
-                            }
-                            Meta::Loaded { newest_ms } => {
-                                self.hot
-                                    .remember_newest(author, Newest::At(newest_ms), ticket);
-                                ranked.push(Ranked { author, newest_ms });
-                            }
-                        }
-                    }
-                }
-                Err(err) => {
-                    tracing::warn!(node = ?node, authors = authors.len(), error = %err,
-                        "node did not answer its feed batch; reading its authors from PostgreSQL");
-                    uncached.extend(authors);
-                }
-            }
-        }
-        (ranked, uncached)
-    }
-
-    async fn read_metas(&self, authors: &[i64]) -> anyhow::Result<Vec<Meta>> {
-        let pipeline = self.client.pipeline();
-        for author in authors {
-            let _: () = pipeline
-                .hmget(
-                    self.layout.meta(*author),
-                    [META_FIELDS.as_slice(), &[meta::NEWEST_MS]].concat(),
-                )
-                .await?;
-        }
-        let replies = tokio::time::timeout(self.node_timeout, pipeline.try_all::<Value>())
-            .await
-            .map_err(|_| anyhow::anyhow!("no answer within {:?}", self.node_timeout))?;
-        replies
-            .into_iter()
-            .map(|reply| {
-                let mut flags: Vec<Option<String>> = reply?.convert()?;
-                let newest_ms = flags.pop().flatten().and_then(|v| v.parse().ok());
-                Ok(match interpret(&flags, &[], None, 0) {
-                    Slice::Gone => Meta::Gone,
-                    Slice::NotLoaded => Meta::NotLoaded,
-                    _ => Meta::Loaded {
-                        newest_ms: newest_ms.unwrap_or(i64::MAX),
-                    },
-                })
-            })
-            .collect()
+        (ranked, unknown)
     }
 
     /// The timeline slices of `authors`, one pipeline per node, all nodes at once. Returns the
     /// candidates, and the authors the cache could not rank (read them from PostgreSQL).
     async fn read_slices(
         &self,
-        wave: &[&Ranked],
+        authors: &[i64],
         after: Option<Position>,
         size: usize,
     ) -> (Vec<Candidate>, Vec<i64>) {
-        let authors: Vec<i64> = wave.iter().map(|r| r.author).collect();
+        let ticket = self.hot.newest_ticket();
         let batches = self
-            .by_node(&authors, |a| self.layout.meta(*a))
+            .by_node(authors, |a| self.layout.meta(*a))
             .into_iter()
             .map(|(node, authors)| async move {
                 self.hot.count_request(node.as_ref());
@@ -335,7 +268,10 @@ impl HomeReader {
         for (node, authors, slices) in futures::future::join_all(batches).await {
             match slices {
                 Ok(slices) => {
-                    for (author, slice) in authors.iter().zip(slices) {
+                    for (author, (slice, newest)) in authors.iter().zip(slices) {
+                        if let Some(newest) = newest {
+                            self.hot.remember_newest(*author, newest, ticket);
+                        }
                         match slice {
                             Slice::Gone => {}
                             Slice::Miss => from_postgres.push(*author),
@@ -418,26 +354,46 @@ impl HomeReader {
         groups
     }
 
-    /// One node's batch: the meta flags and the timeline slice of each author, one pipeline.
-    /// The flags are read again with the timeline (not taken from the first round or from
-    /// memory), so an eviction since then is seen.
+    /// One node's batch: the meta flags (and newest-post time) and the timeline slice of each
+    /// author, one pipeline. The flags are always read with the timeline, so an eviction since
+    /// an author's newest-post time was remembered is seen. Returns each author's slice and
+    /// what to remember of it.
     async fn read_node(
         &self,
         authors: &[i64],
         after: Option<Position>,
         size: usize,
-    ) -> anyhow::Result<Vec<Slice>> {
+    ) -> anyhow::Result<Vec<(Slice, Option<Newest>)>> {
         let pipeline = self.client.pipeline();
         for author in authors {
-            queue_slice(&pipeline, &self.layout, *author, after, size).await?;
+            let _: () = pipeline
+                .hmget(
+                    self.layout.meta(*author),
+                    [META_FIELDS.as_slice(), &[meta::NEWEST_MS]].concat(),
+                )
+                .await?;
+            queue_timeline(&pipeline, &self.layout, *author, after, size).await?;
         }
         let replies = tokio::time::timeout(self.node_timeout, pipeline.try_all::<Value>())
             .await
             .map_err(|_| anyhow::anyhow!("no answer within {:?}", self.node_timeout))?;
         let mut replies = replies.into_iter();
+        let missing = || anyhow::anyhow!("a reply is missing");
         authors
             .iter()
-            .map(|_| Ok(take_slice(&mut replies, after, size)?))
+            .map(|_| {
+                let mut flags: Vec<Option<String>> =
+                    replies.next().ok_or_else(missing)??.convert()?;
+                let raw: Vec<i64> = replies.next().ok_or_else(missing)??.convert()?;
+                let newest_ms: Option<i64> = flags.pop().flatten().and_then(|v| v.parse().ok());
+                let slice = interpret(&flags, &raw, after, size);
+                let newest = match &slice {
+                    Slice::Gone => Some(Newest::Gone),
+                    Slice::NotLoaded => None,
+                    Slice::Miss | Slice::Ids { .. } => newest_ms.map(Newest::At),
+                };
+                Ok((slice, newest))
+            })
             .collect()
     }
 
@@ -521,13 +477,6 @@ impl HomeReader {
 struct Ranked {
     author: i64,
     newest_ms: i64,
-}
-
-/// What one author's meta says before any timeline is read.
-enum Meta {
-    Gone,
-    NotLoaded,
-    Loaded { newest_ms: i64 },
 }
 
 /// The time of the post that would be the page's lookahead (the `size + 1`-th newest
