@@ -165,6 +165,9 @@ struct Inner {
     copy_reads: AtomicU64,
 }
 
+/// What one remembered newest-post time costs, beyond the near-cache's per-entry overhead.
+const NEWEST_BYTES: usize = 16;
+
 /// What a home feed needs to know of an author before reading its timeline.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Newest {
@@ -242,12 +245,12 @@ impl Hotspots {
         lock(&self.inner.topk).record_all(authors.iter().copied(), now);
     }
 
-    /// The newest-post time of `author_id` as last read, if still valid.
-    pub fn newest(&self, author_id: i64) -> Option<Newest> {
+    /// The newest-post times of `authors` as last read, where still valid (one lock for all).
+    pub fn newest_of(&self, authors: &[i64]) -> Vec<Option<Newest>> {
         if !self.inner.subscribed.load(Ordering::Acquire) {
-            return None;
+            return vec![None; authors.len()];
         }
-        self.inner.newest.get(author_id, Instant::now()).map(|n| *n)
+        self.inner.newest.peek_many(authors, Instant::now())
     }
 
     /// A ticket to take before reading newest-post times from Redis.
@@ -258,9 +261,13 @@ impl Hotspots {
     /// Keeps what a read found, unless a change to the author was announced since `ticket`.
     pub fn remember_newest(&self, author_id: i64, newest: Newest, ticket: near_cache::Ticket) {
         if self.inner.subscribed.load(Ordering::Acquire) {
-            self.inner
-                .newest
-                .insert(author_id, Arc::new(newest), 16, ticket, Instant::now());
+            self.inner.newest.insert(
+                author_id,
+                Arc::new(newest),
+                NEWEST_BYTES,
+                ticket,
+                Instant::now(),
+            );
         }
     }
 

@@ -228,13 +228,13 @@ impl HomeReader {
         (candidates, cold)
     }
 
-    /// The followees whose newest-post time is in memory (see `crate::hot::Hotspots::newest`),
+    /// The followees whose newest-post time is in memory (see `crate::hot::Hotspots::newest_of`),
     /// with it, and the others. Deleted users are left out.
     fn known_newest(&self, followees: &[i64]) -> (Vec<Ranked>, Vec<i64>) {
         let mut ranked = Vec::with_capacity(followees.len());
         let mut unknown = Vec::new();
-        for author in followees {
-            match self.hot.newest(*author) {
+        for (author, newest) in followees.iter().zip(self.hot.newest_of(followees)) {
+            match newest {
                 Some(Newest::Gone) => {}
                 Some(Newest::At(newest_ms)) => ranked.push(Ranked {
                     author: *author,
