@@ -173,8 +173,9 @@ const NEWEST_BYTES: usize = 16;
 pub enum Newest {
     /// The user was deleted.
     Gone,
-    /// The time of its newest cached post, ms since the Unix epoch (0: none).
-    At(i64),
+    /// The time of its newest cached post, ms since the Unix epoch (0: none), and whether the
+    /// cache held every live post of the author (its meta's `complete`).
+    At { newest_ms: i64, complete: bool },
 }
 
 /// One hot author as reported by `GetHotAuthors`.
@@ -256,6 +257,11 @@ impl Hotspots {
     /// A ticket to take before reading newest-post times from Redis.
     pub fn newest_ticket(&self) -> near_cache::Ticket {
         self.inner.newest.ticket()
+    }
+
+    /// Forgets what was remembered of `author_id` (a read found its timeline gone).
+    pub fn forget_newest(&self, author_id: i64) {
+        self.inner.newest.invalidate(author_id);
     }
 
     /// Keeps what a read found, unless a change to the author was announced since `ticket`.

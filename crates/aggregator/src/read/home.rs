@@ -141,11 +141,17 @@ impl HomeReader {
 
         // 2. The authors most likely to fill the page: the page + 1 with the newest posts, and
         //    the unknown ones.
-        let first_wave: Vec<i64> = ranked
+        let first_wave: Vec<ToRead> = ranked
             .iter()
             .take(size + 1)
-            .map(|r| r.author)
-            .chain(unknown)
+            .map(|r| ToRead {
+                author: r.author,
+                known: Some(*r),
+            })
+            .chain(unknown.into_iter().map(|author| ToRead {
+                author,
+                known: None,
+            }))
             .collect();
         let (mut candidates_read, mut from_postgres) =
             self.read_slices(&first_wave, after, size).await;
@@ -154,11 +160,14 @@ impl HomeReader {
         // 3. An author whose newest post is older than the page's current cut-off cannot make
         //    the page: read only the others.
         let cutoff_ms = cutoff_ms(&mut candidates, size);
-        let second_wave: Vec<i64> = ranked
+        let second_wave: Vec<ToRead> = ranked
             .iter()
             .skip(size + 1)
             .filter(|r| r.newest_ms >= cutoff_ms)
-            .map(|r| r.author)
+            .map(|r| ToRead {
+                author: r.author,
+                known: Some(*r),
+            })
             .collect();
         if !second_wave.is_empty() {
             let (more_candidates, late) = self.read_slices(&second_wave, after, size).await;
@@ -236,9 +245,13 @@ impl HomeReader {
         for (author, newest) in followees.iter().zip(self.hot.newest_of(followees)) {
             match newest {
                 Some(Newest::Gone) => {}
-                Some(Newest::At(newest_ms)) => ranked.push(Ranked {
+                Some(Newest::At {
+                    newest_ms,
+                    complete,
+                }) => ranked.push(Ranked {
                     author: *author,
                     newest_ms,
+                    complete,
                 }),
                 None => unknown.push(*author),
             }
@@ -250,18 +263,26 @@ impl HomeReader {
     /// candidates, and the authors the cache could not rank (read them from PostgreSQL).
     async fn read_slices(
         &self,
-        authors: &[i64],
+        wave: &[ToRead],
         after: Option<Position>,
         size: usize,
     ) -> (Vec<Candidate>, Vec<i64>) {
         let ticket = self.hot.newest_ticket();
+        let known: HashMap<i64, Ranked> = wave
+            .iter()
+            .filter_map(|r| r.known.map(|k| (r.author, k)))
+            .collect();
+        let authors: Vec<i64> = wave.iter().map(|r| r.author).collect();
         let batches = self
-            .by_node(authors, |a| self.layout.meta(*a))
+            .by_node(&authors, |a| self.layout.meta(*a))
             .into_iter()
-            .map(|(node, authors)| async move {
-                self.hot.count_request(node.as_ref());
-                let slices = self.read_node(&authors, after, size).await;
-                (node, authors, slices)
+            .map(|(node, authors)| {
+                let known = &known;
+                async move {
+                    self.hot.count_request(node.as_ref());
+                    let slices = self.read_node(&authors, known, after, size).await;
+                    (node, authors, slices)
+                }
             });
         let mut candidates = Vec::new();
         let mut from_postgres = Vec::new();
@@ -269,8 +290,12 @@ impl HomeReader {
             match slices {
                 Ok(slices) => {
                     for (author, (slice, newest)) in authors.iter().zip(slices) {
-                        if let Some(newest) = newest {
-                            self.hot.remember_newest(*author, newest, ticket);
+                        match newest {
+                            Some(newest) => self.hot.remember_newest(*author, newest, ticket),
+                            None if matches!(slice, Slice::NotLoaded) => {
+                                self.hot.forget_newest(*author)
+                            }
+                            None => {}
                         }
                         match slice {
                             Slice::Gone => {}
@@ -354,24 +379,30 @@ impl HomeReader {
         groups
     }
 
-    /// One node's batch: the meta flags (and newest-post time) and the timeline slice of each
-    /// author, one pipeline. The flags are always read with the timeline, so an eviction since
-    /// an author's newest-post time was remembered is seen. Returns each author's slice and
-    /// what to remember of it.
+    /// One node's batch: the timeline slice of each author, with its meta flags (and
+    /// newest-post time) — one pipeline. On a first page an author whose meta is remembered is
+    /// judged by what is remembered (an announcement of any change to it drops that), and a
+    /// timeline found empty although the author had posts means the keys were evicted: not
+    /// loaded. Any other page reads the flags again with the timeline. Returns each author's
+    /// slice and what to remember of it.
     async fn read_node(
         &self,
         authors: &[i64],
+        known: &HashMap<i64, Ranked>,
         after: Option<Position>,
         size: usize,
     ) -> anyhow::Result<Vec<(Slice, Option<Newest>)>> {
+        let remembered = |author: &i64| after.is_none().then(|| known.get(author)).flatten();
         let pipeline = self.client.pipeline();
         for author in authors {
-            let _: () = pipeline
-                .hmget(
-                    self.layout.meta(*author),
-                    [META_FIELDS.as_slice(), &[meta::NEWEST_MS]].concat(),
-                )
-                .await?;
+            if remembered(author).is_none() {
+                let _: () = pipeline
+                    .hmget(
+                        self.layout.meta(*author),
+                        [META_FIELDS.as_slice(), &[meta::NEWEST_MS]].concat(),
+                    )
+                    .await?;
+            }
             queue_timeline(&pipeline, &self.layout, *author, after, size).await?;
         }
         let replies = tokio::time::timeout(self.node_timeout, pipeline.try_all::<Value>())
@@ -381,16 +412,32 @@ impl HomeReader {
         let missing = || anyhow::anyhow!("a reply is missing");
         authors
             .iter()
-            .map(|_| {
+            .map(|author| {
+                if let Some(known) = remembered(author) {
+                    let raw: Vec<i64> = replies.next().ok_or_else(missing)??.convert()?;
+                    if raw.is_empty() && known.newest_ms > 0 {
+                        return Ok((Slice::NotLoaded, None));
+                    }
+                    let flags = [
+                        Some("1".to_owned()),
+                        Some(if known.complete { "1" } else { "0" }.to_owned()),
+                        None,
+                    ];
+                    return Ok((interpret(&flags, &raw, after, size), None));
+                }
                 let mut flags: Vec<Option<String>> =
                     replies.next().ok_or_else(missing)??.convert()?;
                 let raw: Vec<i64> = replies.next().ok_or_else(missing)??.convert()?;
                 let newest_ms: Option<i64> = flags.pop().flatten().and_then(|v| v.parse().ok());
+                let complete = flags.get(1).and_then(|f| f.as_deref()) == Some("1");
                 let slice = interpret(&flags, &raw, after, size);
                 let newest = match &slice {
                     Slice::Gone => Some(Newest::Gone),
                     Slice::NotLoaded => None,
-                    Slice::Miss | Slice::Ids { .. } => newest_ms.map(Newest::At),
+                    Slice::Miss | Slice::Ids { .. } => newest_ms.map(|newest_ms| Newest::At {
+                        newest_ms,
+                        complete,
+                    }),
                 };
                 Ok((slice, newest))
             })
@@ -473,10 +520,20 @@ impl HomeReader {
     }
 }
 
-/// A cached author and the time of its newest post.
+/// A cached author, the time of its newest post and whether the cache holds all its posts,
+/// as remembered.
+#[derive(Clone, Copy)]
 struct Ranked {
     author: i64,
     newest_ms: i64,
+    complete: bool,
+}
+
+/// An author whose timeline a wave reads, with what is remembered of it.
+#[derive(Clone, Copy)]
+struct ToRead {
+    author: i64,
+    known: Option<Ranked>,
 }
 
 /// The time of the post that would be the page's lookahead (the `size + 1`-th newest

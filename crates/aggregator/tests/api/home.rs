@@ -400,3 +400,36 @@ async fn an_author_skipped_by_its_remembered_newest_post_time_shows_once_it_post
     assert_eq!(page.first(), Some(&silent));
     assert_eq!(page, h.home_truth(reader).await[..5].to_vec());
 }
+
+#[tokio::test]
+async fn a_timeline_evicted_after_its_author_was_remembered_is_read_from_postgres() {
+    use fred::interfaces::KeysInterface;
+    let mut h = Harness::start(800).await;
+    let reader = h.user(true).await;
+    let mut authors = Vec::new();
+    for i in 0..10 {
+        let a = h.user(true).await;
+        h.follow(reader, a, i + 1, true).await;
+        h.posts(a, 3, 1, true).await;
+        authors.push(a);
+    }
+    let truth = h.home_truth(reader).await;
+    assert_eq!(
+        h.home_page(reader, 20, "").await.unwrap().0,
+        truth[..20].to_vec()
+    );
+
+    // Redis evicts the newest author's timeline (its meta stays): nothing is announced.
+    let newest_author = *authors.last().unwrap();
+    let layout = shardfeed_core::cache::CacheLayout::new(h.settings.redis.namespace.clone());
+    let _: i64 = h
+        .writer
+        .client()
+        .del(layout.timeline(newest_author))
+        .await
+        .unwrap();
+    assert_eq!(
+        h.home_page(reader, 20, "").await.unwrap().0,
+        truth[..20].to_vec()
+    );
+}
