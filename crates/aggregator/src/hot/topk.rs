@@ -123,10 +123,21 @@ impl DecayingTopK {
 
     /// Several accesses at `now`, one per key (a key listed twice counts twice).
     pub fn record_all(&mut self, keys: impl IntoIterator<Item = i64>, now: Instant) {
+        self.record_all_times(keys, 1.0, now);
+    }
+
+    /// Like [`DecayingTopK::record_all`], each key counting `times` accesses: a caller that
+    /// records one batch in `n` records it `n` times over, and rates stay unbiased.
+    pub fn record_all_times(
+        &mut self,
+        keys: impl IntoIterator<Item = i64>,
+        times: f64,
+        now: Instant,
+    ) {
         if self.capacity == 0 {
             return;
         }
-        let weight = self.weight_at(now);
+        let weight = self.weight_at(now) * times;
         for key in keys {
             self.add(key, weight);
         }
