@@ -89,7 +89,7 @@ impl Metrics {
             .with_callback(move |observer| {
                 if let Some(inner) = weak.upgrade() {
                     for (node, count) in lock(&inner.node_requests).iter() {
-                        observer.observe(*count, &[KeyValue::new("node", node.clone())]);
+                        observer.observe(*count, &[KeyValue::new("node", node_name(node))]);
                     }
                 }
             })
@@ -159,7 +159,8 @@ struct Inner {
     /// The in-memory caches are trusted only while the invalidation channel is subscribed.
     subscribed: AtomicBool,
     in_flight: Mutex<HashMap<i64, Load>>,
-    node_requests: Mutex<HashMap<String, u64>>,
+    /// Round trips per node (`None`: sent before the routing table was known).
+    node_requests: Mutex<HashMap<Option<Server>, u64>>,
     coalesced: AtomicU64,
     replica_reads: AtomicU64,
     copy_reads: AtomicU64,
@@ -303,8 +304,9 @@ impl Hotspots {
 
     /// Counts one request (round trip) to `node`.
     pub fn count_request(&self, node: Option<&Server>) {
-        let name = node.map_or_else(|| "unrouted".to_owned(), server_name);
-        *lock(&self.inner.node_requests).entry(name).or_insert(0) += 1;
+        *lock(&self.inner.node_requests)
+            .entry(node.cloned())
+            .or_insert(0) += 1;
     }
 
     /// Whether `author_id` takes the hot read path: hot, and some mitigation is on.
@@ -493,7 +495,7 @@ impl Hotspots {
     pub fn stats(&self) -> HotStats {
         let mut nodes: Vec<(String, u64)> = lock(&self.inner.node_requests)
             .iter()
-            .map(|(n, c)| (n.clone(), *c))
+            .map(|(n, c)| (node_name(n), *c))
             .collect();
         nodes.sort();
         HotStats {
@@ -672,6 +674,11 @@ impl Hotspots {
 
 fn server_name(server: &Server) -> String {
     format!("{}:{}", server.host, server.port)
+}
+
+fn node_name(node: &Option<Server>) -> String {
+    node.as_ref()
+        .map_or_else(|| "unrouted".to_owned(), server_name)
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
