@@ -11,11 +11,9 @@
 //!   finds a copy that lacks a write; readers that find no copy read the original.
 
 use std::collections::BTreeSet;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
-use fred::interfaces::SortedSetsInterface;
-use fred::types::Limit;
-use shardfeed_core::cache::CacheWriter;
+use shardfeed_core::cache::{hot_set, CacheWriter};
 use tokio::sync::watch;
 
 /// Copies are re-merged from the original every this many rounds.
@@ -39,20 +37,10 @@ pub async fn run(writer: CacheWriter, interval: Duration, mut stop: watch::Recei
 /// One round: mirror the authors that turned hot, drop those that cooled down, and with
 /// `repair` re-merge every copy.
 pub async fn sync_once(writer: &CacheWriter, repair: bool) -> anyhow::Result<()> {
-    let now_ms = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0.0, |d| d.as_millis() as f64);
-    let hot: Vec<String> = writer
-        .client()
-        .zrangebyscore(
-            writer.layout().hot_set(),
-            now_ms,
-            f64::INFINITY,
-            false,
-            None::<Limit>,
-        )
-        .await?;
-    let hot: BTreeSet<i64> = hot.iter().filter_map(|a| a.parse().ok()).collect();
+    let hot: BTreeSet<i64> = hot_set::current(writer.client(), writer.layout())
+        .await?
+        .into_iter()
+        .collect();
     let mirrored: BTreeSet<i64> = writer.mirrored().into_iter().collect();
     for author in hot.difference(&mirrored) {
         let copies = writer.start_mirroring(*author).await?;

@@ -31,22 +31,20 @@ use std::{
         atomic::{AtomicBool, AtomicU64, Ordering},
         Arc, Mutex, RwLock,
     },
-    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+    time::{Duration, Instant},
 };
 
 use fred::{
     clients::Client,
     error::Error,
-    interfaces::{
-        ClientLike, ClusterInterface, EventInterface, KeysInterface, PubsubInterface,
-        SortedSetsInterface,
-    },
-    types::{config::Server, Limit},
+    interfaces::{ClientLike, ClusterInterface, EventInterface, PubsubInterface},
+    types::config::Server,
     util::redis_keyslot,
 };
 use futures::{future::Shared, FutureExt};
 use shardfeed_core::{
     cache::{
+        hot_set,
         layout::{copy_numbers, AuthorKeys},
         CacheLayout,
     },
@@ -556,43 +554,10 @@ impl Hotspots {
     /// Publishes our hot authors to the shared set and returns the union of everyone's.
     async fn share(&self, local: &[TopEntry]) -> Result<Vec<i64>, Error> {
         let inner = &self.inner;
-        let key = inner.layout.hot_set();
-        let now_ms = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as i64);
-        let until = (now_ms + inner.settings.shared_ttl_ms as i64) as f64;
-        if !local.is_empty() {
-            let members: Vec<(f64, i64)> = local.iter().map(|e| (until, e.key)).collect();
-            let _: i64 = inner
-                .client
-                .zadd(
-                    &key,
-                    None,
-                    Some(fred::types::sorted_sets::Ordering::GreaterThan),
-                    false,
-                    false,
-                    members,
-                )
-                .await?;
-        }
-        let _: i64 = inner
-            .client
-            .zremrangebyscore(&key, f64::NEG_INFINITY, now_ms as f64)
-            .await?;
-        let _: bool = inner
-            .client
-            .expire(
-                &key,
-                (inner.settings.shared_ttl_ms / 1000 + 60) as i64,
-                None,
-            )
-            .await
-            .unwrap_or(false);
-        let shared: Vec<String> = inner
-            .client
-            .zrangebyscore(&key, now_ms as f64, f64::INFINITY, false, None::<Limit>)
-            .await?;
-        Ok(shared.iter().filter_map(|a| a.parse().ok()).collect())
+        let ours: Vec<i64> = local.iter().map(|e| e.key).collect();
+        let ttl = Duration::from_millis(inner.settings.shared_ttl_ms);
+        hot_set::publish(&inner.client, &inner.layout, &ours, ttl).await?;
+        hot_set::current(&inner.client, &inner.layout).await
     }
 
     /// Starts the refresh loop and the invalidation subscriber. They stop with the returned

@@ -13,6 +13,7 @@
 
 pub mod announce;
 mod change;
+pub mod hot_set;
 pub mod layout;
 mod scripts;
 mod writer;
