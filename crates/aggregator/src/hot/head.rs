@@ -7,12 +7,11 @@ use fred::{
     interfaces::{HashesInterface, SortedSetsInterface},
     types::Value,
 };
-use prost::Message;
-use shardfeed_core::cache::layout::{AuthorKeys, TOMBSTONE};
+use shardfeed_core::cache::layout::AuthorKeys;
 use shardfeed_proto::v1::Post;
 
 use crate::read::{
-    author::{interpret, Slice, META_FIELDS},
+    author::{all_cached_posts, interpret, Slice, META_FIELDS},
     cursor::Position,
 };
 
@@ -105,7 +104,7 @@ pub async fn load(
         Source::Primary(client) => client.hmget(key, fields).await?,
         Source::Replica(replicas) => replicas.hmget(key, fields).await?,
     };
-    Ok(decode_bodies(values).map(|posts| Head::Posts { posts, complete }))
+    Ok(all_cached_posts(values).map(|posts| Head::Posts { posts, complete }))
 }
 
 /// The meta flags and the newest `len + 1` ids, in one round trip.
@@ -131,23 +130,6 @@ async fn read_ids<C: HashesInterface + SortedSetsInterface>(
     let flags: Vec<Option<String>> = replies.next().ok_or_else(missing)??.convert()?;
     let raw: Vec<i64> = replies.next().ok_or_else(missing)??.convert()?;
     Ok((flags, raw))
-}
-
-/// The posts of an `HMGET` reply in order; `None` if any is missing or deleted.
-fn decode_bodies(values: Vec<Value>) -> Option<Vec<Post>> {
-    let mut posts = Vec::with_capacity(values.len());
-    for value in values {
-        let bytes = match value {
-            Value::Bytes(b) => b,
-            Value::String(s) => s.into_inner(),
-            _ => return None,
-        };
-        if bytes.as_ref() == TOMBSTONE.as_bytes() {
-            return None;
-        }
-        posts.push(Post::decode(bytes.as_ref()).ok()?);
-    }
-    Some(posts)
 }
 
 #[cfg(test)]

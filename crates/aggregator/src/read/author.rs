@@ -111,22 +111,7 @@ impl AuthorReader {
             .client
             .hmget(self.layout.posts(author_id), fields)
             .await?;
-        let mut posts = Vec::with_capacity(ids.len());
-        for value in values {
-            let bytes = match value {
-                Value::Bytes(b) => b,
-                Value::String(s) => s.into_inner(),
-                _ => return Ok(None),
-            };
-            if bytes.as_ref() == TOMBSTONE.as_bytes() {
-                return Ok(None);
-            }
-            match Post::decode(bytes.as_ref()) {
-                Ok(post) => posts.push(post),
-                Err(_) => return Ok(None),
-            }
-        }
-        Ok(Some(posts))
+        Ok(all_cached_posts(values))
     }
 
     pub fn is_connected(&self) -> bool {
@@ -182,6 +167,26 @@ pub fn interpret(
 /// How many timeline entries to fetch for a page of `size`.
 pub fn fetch_len(size: usize) -> usize {
     size + 1 + TIE_SLACK
+}
+
+/// A post body as the cache holds it (a `{u:A}:posts` field): `None` for a missing field, a
+/// tombstone, or bytes that do not decode.
+pub fn cached_post(value: Value) -> Option<Post> {
+    let bytes = match value {
+        Value::Bytes(b) => b,
+        Value::String(s) => s.into_inner(),
+        _ => return None,
+    };
+    if bytes.as_ref() == TOMBSTONE.as_bytes() {
+        return None;
+    }
+    Post::decode(bytes.as_ref()).ok()
+}
+
+/// The posts of an `HMGET` of bodies, in order; `None` if any is not a live post (the timeline
+/// and the bodies disagree: an eviction or a race with a delete).
+pub fn all_cached_posts(values: Vec<Value>) -> Option<Vec<Post>> {
+    values.into_iter().map(cached_post).collect()
 }
 
 /// The fields of `HMGET meta …` that [`interpret`] reads, in its order.

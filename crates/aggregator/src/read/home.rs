@@ -32,10 +32,9 @@ use fred::{
     types::{config::Server, Value},
     util::redis_keyslot,
 };
-use prost::Message;
 use shardfeed_core::{
     cache::{
-        layout::{meta, FOLLOWING_LOADED, TOMBSTONE},
+        layout::{meta, FOLLOWING_LOADED},
         CacheLayout,
     },
     ids::post_time_ms,
@@ -46,7 +45,7 @@ use shardfeed_proto::v1::Post;
 use crate::hot::{head::Head, Hotspots, Newest};
 
 use super::{
-    author::{interpret, queue_timeline, Slice, META_FIELDS},
+    author::{cached_post, interpret, queue_timeline, Slice, META_FIELDS},
     cursor::Position,
     postgres,
     rebuild::{Rebuilder, Target},
@@ -503,18 +502,8 @@ impl HomeReader {
         let mut posts = Vec::new();
         for reply in replies {
             let values: Vec<Value> = reply?.convert()?;
-            for value in values {
-                let bytes = match value {
-                    Value::Bytes(b) => b,
-                    Value::String(s) => s.into_inner(),
-                    _ => continue,
-                };
-                if bytes.as_ref() != TOMBSTONE.as_bytes() {
-                    if let Ok(post) = Post::decode(bytes.as_ref()) {
-                        posts.push(post);
-                    }
-                }
-            }
+            // A body missing or deleted since its id was read is simply not found here.
+            posts.extend(values.into_iter().filter_map(cached_post));
         }
         Ok(posts)
     }
