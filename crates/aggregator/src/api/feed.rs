@@ -99,9 +99,8 @@ impl Feeds {
             return page;
         }
         // The slice and then the bodies: two round trips to the author's node.
-        let node = self.hot.owner(author_id);
-        self.hot.count_request(node.as_ref());
-        self.hot.count_request(node.as_ref());
+        self.hot
+            .count_requests(self.hot.owner(author_id).as_ref(), 2);
         let cached = match self.reader.page(author_id, after, size).await {
             Ok(cached) => cached,
             Err(err) => {

@@ -302,9 +302,14 @@ impl Hotspots {
 
     /// Counts one request (round trip) to `node`.
     pub fn count_request(&self, node: Option<&Server>) {
+        self.count_requests(node, 1);
+    }
+
+    /// Counts `n` requests (round trips) to `node`.
+    pub fn count_requests(&self, node: Option<&Server>, n: u64) {
         *lock(&self.inner.node_requests)
             .entry(node.cloned())
-            .or_insert(0) += 1;
+            .or_insert(0) += n;
     }
 
     /// Whether `author_id` takes the hot read path: hot, and some mitigation is on.

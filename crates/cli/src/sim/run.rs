@@ -577,8 +577,8 @@ async fn drive(
             .filter_map(|a| ranks.get(&a.author_id).copied())
             .collect();
     }
+    let cpu_skew = skew(nodes.iter().map(|n| n.cpu_percent));
     let skew = skew(nodes.iter().map(|n| n.commands_per_s));
-    let cpu_skew = skew_of(nodes.iter().map(|n| n.cpu_percent));
     let near_cache_hit = if label == "on" {
         let (b, a) = (
             hot_before.near_cache.unwrap_or_default(),
@@ -642,10 +642,6 @@ async fn hot_stats(
 
 /// Busiest ÷ mean.
 fn skew(values: impl Iterator<Item = f64>) -> f64 {
-    skew_of(values)
-}
-
-fn skew_of(values: impl Iterator<Item = f64>) -> f64 {
     let values: Vec<f64> = values.collect();
     let mean = values.iter().sum::<f64>() / values.len().max(1) as f64;
     let max = values.iter().copied().fold(0.0, f64::max);

@@ -176,19 +176,24 @@ impl TestApp {
         )
     }
 
+    /// Outbox rows not delivered (or not yet deleted) yet.
+    pub async fn outbox_depth(&self) -> i64 {
+        self.sql()
+            .await
+            .query_one("SELECT count(*) FROM outbox", &[])
+            .await
+            .expect("count the outbox")
+            .get(0)
+    }
+
     /// Waits until every committed change has reached the cache: the outbox is empty once the
     /// fast path or the relay has delivered each row. The fast path is best effort (it gives
     /// up after `outbox.fast_path_budget_ms`, and a loaded machine can take longer), so a test
     /// that looks at the cache after a write waits for this rather than for luck.
     pub async fn settled(&self) {
-        let sql = self.sql().await;
         let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
         loop {
-            let depth: i64 = sql
-                .query_one("SELECT count(*) FROM outbox", &[])
-                .await
-                .expect("count the outbox")
-                .get(0);
+            let depth = self.outbox_depth().await;
             if depth == 0 {
                 return;
             }

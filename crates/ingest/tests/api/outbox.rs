@@ -19,15 +19,6 @@ const EAGER_RELAY: [(&str, &str); 2] = [
     ("SHARDFEED_OUTBOX__GRACE_MS", "0"),
 ];
 
-async fn outbox_depth(app: &TestApp) -> i64 {
-    app.sql()
-        .await
-        .query_one("SELECT count(*) FROM outbox", &[])
-        .await
-        .unwrap()
-        .get(0)
-}
-
 #[tokio::test]
 async fn the_fast_path_delivers_and_clears_the_outbox() {
     let db = TestDb::new().await.unwrap();
@@ -39,7 +30,7 @@ async fn the_fast_path_delivers_and_clears_the_outbox() {
     eventually(
         Duration::from_secs(5),
         "the delivered rows are deleted",
-        || async { outbox_depth(&app).await == 0 },
+        || async { app.outbox_depth().await == 0 },
     )
     .await;
 }
@@ -76,7 +67,7 @@ async fn a_crash_between_commit_and_warm_is_caught_up_by_the_relay() {
     )
     .await;
     eventually(Duration::from_secs(5), "the outbox is empty", || async {
-        outbox_depth(&app).await == 0
+        app.outbox_depth().await == 0
     })
     .await;
 }
@@ -120,7 +111,7 @@ async fn several_replicas_relay_without_losing_or_blocking_each_other() {
     )
     .await;
     eventually(Duration::from_secs(10), "the outbox is empty", || async {
-        outbox_depth(&app).await == 0
+        app.outbox_depth().await == 0
     })
     .await;
 }
@@ -211,7 +202,7 @@ async fn writes_succeed_while_redis_is_down_and_reach_it_when_it_returns() {
             started.elapsed()
         );
     }
-    assert!(outbox_depth(&app).await >= 5);
+    assert!(app.outbox_depth().await >= 5);
     for node in cluster.seed_nodes() {
         cluster.resume_node(&node).unwrap();
     }
@@ -222,7 +213,7 @@ async fn writes_succeed_while_redis_is_down_and_reach_it_when_it_returns() {
     )
     .await;
     eventually(Duration::from_secs(10), "the outbox drained", || async {
-        outbox_depth(&app).await == 0
+        app.outbox_depth().await == 0
     })
     .await;
 }
