@@ -53,6 +53,8 @@ pub struct OutboxSettings {
     /// How long a request waits for its own cache warm (including the replica `WAIT`) before
     /// answering anyway and leaving the change to the relay.
     pub fast_path_budget_ms: u64,
+    /// Fast-path batches (scripts, replica `WAIT`, announcement) in flight at once.
+    pub fast_path_batches: usize,
     /// How often the relay looks for rows the fast path left behind.
     pub relay_interval_ms: u64,
     /// Rows claimed per relay round.
@@ -224,6 +226,12 @@ pub struct IngestSettings {
     pub listen_addr: SocketAddr,
     /// Apply pending migrations at start-up. Off when a deploy job runs `shardfeed migrate`.
     pub run_migrations: bool,
+    /// Concurrent CreatePosts share one statement and one commit (group commit).
+    pub group_commit_enabled: bool,
+    /// Posts in one group-commit statement at most.
+    pub group_commit_max_batch: usize,
+    /// Group-commit statements in flight at once.
+    pub group_commit_statements: usize,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -284,6 +292,9 @@ health_probe_interval_ms = 1000
 [ingest]
 listen_addr = "127.0.0.1:50051"
 run_migrations = true
+group_commit_enabled = true
+group_commit_max_batch = 128
+group_commit_statements = 2
 
 [aggregator]
 listen_addr = "127.0.0.1:50052"
@@ -303,6 +314,7 @@ replica_ack_timeout_ms = 100
 relay_enabled = true
 fast_path_enabled = true
 fast_path_budget_ms = 250
+fast_path_batches = 2
 relay_interval_ms = 500
 batch_size = 256
 grace_ms = 2000
@@ -434,8 +446,17 @@ impl Settings {
         if self.hotspot.near_cache_posts == 0 {
             return bad("hotspot.near_cache_posts", "must be at least 1");
         }
+        if self.ingest.group_commit_max_batch == 0 || self.ingest.group_commit_statements == 0 {
+            return bad(
+                "ingest.group_commit_max_batch",
+                "and ingest.group_commit_statements must be at least 1",
+            );
+        }
         if self.outbox.fast_path_budget_ms == 0 {
             return bad("outbox.fast_path_budget_ms", "must be positive");
+        }
+        if self.outbox.fast_path_batches == 0 {
+            return bad("outbox.fast_path_batches", "must be at least 1");
         }
         if self.outbox.relay_interval_ms == 0 {
             return bad("outbox.relay_interval_ms", "must be positive");

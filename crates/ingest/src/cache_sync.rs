@@ -9,6 +9,7 @@
 //! the relay re-drives it. Every change is idempotent and versioned (see
 //! `shardfeed_core::cache`), so delivering one twice, or two out of order, is harmless.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use deadpool_postgres::Pool;
@@ -17,7 +18,7 @@ use shardfeed_core::{
     cache::{CacheChange, CacheWriter},
     config::OutboxSettings,
 };
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{mpsc, oneshot, watch, Semaphore};
 
 use crate::store::outbox;
 
@@ -113,7 +114,12 @@ impl CacheSyncTasks {
         let (stop, stopped) = watch::channel(false);
         let (delivered, delivered_rx) = mpsc::unbounded_channel();
         let mut handles = vec![
-            tokio::spawn(warm_batches(writer.clone(), queue.0, delivered)),
+            tokio::spawn(warm_batches(
+                writer.clone(),
+                queue.0,
+                delivered,
+                settings.fast_path_batches,
+            )),
             tokio::spawn(delete_delivered(
                 pool.clone(),
                 delivered_rx,
@@ -140,26 +146,43 @@ impl CacheSyncTasks {
     }
 }
 
-/// Applies queued changes in batches: whatever queued while the previous batch was in flight
-/// goes out together, so under load one `WAIT` per node confirms many writes. Ends when every
-/// [`CacheSync`] is gone.
+/// Applies queued changes in batches, up to `in_flight` batches at once: whatever queued while
+/// the batches in flight were out goes together, so under load one `WAIT` per node confirms
+/// many writes, and a batch waiting for its replicas does not hold the next one back. Batches
+/// may overlap and finish in any order: every change is idempotent and versioned, so their
+/// order does not matter (the relay runs beside the fast path for the same reason). Ends when
+/// every [`CacheSync`] is gone.
 async fn warm_batches(
     writer: CacheWriter,
     mut queue: mpsc::Receiver<Warm>,
     delivered: mpsc::UnboundedSender<i64>,
+    in_flight: usize,
 ) {
-    let mut batch = Vec::with_capacity(256);
-    while queue.recv_many(&mut batch, 256).await > 0 {
-        let changes: Vec<CacheChange> = batch.iter().map(|w| w.change.clone()).collect();
-        let results = writer.apply_durably(&changes).await;
-        // Announced before any request is answered: a reader that hears of it drops its copy.
-        writer.announce_delivered(&changes, &results).await;
-        for (warm, result) in batch.drain(..).zip(results) {
-            if result.is_ok() {
-                let _ = delivered.send(warm.outbox_id);
-            }
-            let _ = warm.done.send(result.map_err(|e| e.to_string()));
+    let slots = Arc::new(Semaphore::new(in_flight.max(1)));
+    loop {
+        let Ok(slot) = slots.clone().acquire_owned().await else {
+            return;
+        };
+        let mut batch = Vec::with_capacity(256);
+        if queue.recv_many(&mut batch, 256).await == 0 {
+            return;
         }
+        let writer = writer.clone();
+        let delivered = delivered.clone();
+        tokio::spawn(async move {
+            let changes: Vec<CacheChange> = batch.iter().map(|w| w.change.clone()).collect();
+            let results = writer.apply_durably(&changes).await;
+            // Announced before any request is answered: a reader that hears of it drops its
+            // copy.
+            writer.announce_delivered(&changes, &results).await;
+            for (warm, result) in batch.into_iter().zip(results) {
+                if result.is_ok() {
+                    let _ = delivered.send(warm.outbox_id);
+                }
+                let _ = warm.done.send(result.map_err(|e| e.to_string()));
+            }
+            drop(slot);
+        });
     }
 }
 

@@ -4,6 +4,7 @@
 //! - [`api`]: the gRPC handlers — request validation and the mapping to and from the wire.
 //! - [`domain`]: validated values; an invalid handle or body cannot exist past the edge.
 //! - [`store`]: SQL against PostgreSQL: users, follows, posts, idempotency keys, the outbox.
+//! - [`group_commit`]: concurrent CreatePosts written with one statement and one commit.
 //! - [`cache_sync`]: the fast path that warms Redis after each commit, and the outbox relay.
 //! - [`hot_copies`]: copies of hot authors' timelines on every master (key replication).
 
@@ -12,6 +13,7 @@
 pub mod api;
 pub mod cache_sync;
 pub mod domain;
+pub mod group_commit;
 pub mod hot_copies;
 pub mod store;
 
@@ -31,6 +33,7 @@ use shardfeed_proto::v1::{
 };
 
 use cache_sync::{CacheSync, CacheSyncTasks, WarmQueue};
+use group_commit::{GroupCommit, PostWriter};
 
 /// The ingest service, bound and ready to run.
 pub struct Application {
@@ -86,9 +89,21 @@ impl Application {
                 .max_encoding_message_size(limit),
             )
             .add_service(
-                PostServiceServer::new(api::posts::Posts::new(pool.clone(), cache, timeout))
-                    .max_decoding_message_size(limit)
-                    .max_encoding_message_size(limit),
+                PostServiceServer::new(api::posts::Posts::new(
+                    pool.clone(),
+                    PostWriter::new(
+                        pool.clone(),
+                        GroupCommit {
+                            enabled: settings.ingest.group_commit_enabled,
+                            max_batch: settings.ingest.group_commit_max_batch,
+                            statements: settings.ingest.group_commit_statements,
+                        },
+                    ),
+                    cache,
+                    timeout,
+                ))
+                .max_decoding_message_size(limit)
+                .max_encoding_message_size(limit),
             )
             // Ready means PostgreSQL answers: writes do not need Redis.
             .add_probe(

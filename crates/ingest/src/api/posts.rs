@@ -13,19 +13,27 @@ use tonic::{Request, Response, Status};
 use crate::{
     cache_sync::CacheSync,
     domain::{parse_id, PostBody, RequestId},
-    store::posts,
+    group_commit::PostWriter,
+    store::posts::{self, NewPost},
 };
 
 pub struct Posts {
     pool: Pool,
+    writer: PostWriter,
     cache: CacheSync,
     request_timeout: Duration,
 }
 
 impl Posts {
-    pub fn new(pool: Pool, cache: CacheSync, request_timeout: Duration) -> Self {
+    pub fn new(
+        pool: Pool,
+        writer: PostWriter,
+        cache: CacheSync,
+        request_timeout: Duration,
+    ) -> Self {
         Self {
             pool,
+            writer,
             cache,
             request_timeout,
         }
@@ -44,9 +52,12 @@ impl PostService for Posts {
         let author_id = parse_id("author_id", req.author_id)?;
         let body = PostBody::parse(&req.body)?;
         let request_id = RequestId::parse_optional(&req.request_id)?;
-        let written = deadline
-            .run(posts::create(&self.pool, author_id, &body, request_id))
-            .await??;
+        let post = NewPost {
+            author_id,
+            body,
+            request_id,
+        };
+        let written = deadline.run(self.writer.create(post)).await??;
         // Committed: from here on the post is acknowledged whatever Redis does.
         self.cache.after_commit(written.pending).await;
         Ok(Response::new(CreatePostResponse {

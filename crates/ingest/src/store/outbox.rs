@@ -13,15 +13,20 @@ pub async fn enqueue(tx: &Transaction<'_>, change: &CacheChange) -> ApiResult<i6
 }
 
 /// Removes rows whose change reached Redis.
+///
+/// Planned afresh each time, on purpose. The outbox is a queue: autovacuum mostly finds it
+/// empty, so its statistics say "no pages", and a cached (generic) plan of this statement is
+/// then a sequential scan — kept while the table fills up with thousands of rows and dead
+/// tuples between vacuums, so every delete reads the whole heap and writes slow down as the
+/// queue churns. A plan made for the actual ids and the table's actual size uses the primary key.
 pub async fn remove(pool: &Pool, ids: &[i64]) -> ApiResult<u64> {
     if ids.is_empty() {
         return Ok(0);
     }
     let client = pool.get().await?;
-    let stmt = client
-        .prepare_cached("DELETE FROM outbox WHERE id = ANY($1)")
-        .await?;
-    Ok(client.execute(&stmt, &[&ids]).await?)
+    Ok(client
+        .execute("DELETE FROM outbox WHERE id = ANY($1)", &[&ids])
+        .await?)
 }
 
 /// One claimed row.

@@ -52,6 +52,17 @@ const CREATE_SQL: &str = "
     )
     SELECT p.post_id, p.time_ms, o.id FROM p, o";
 
+/// The request an idempotency key stands for: the CreatePost without its `request_id`, so a
+/// retry with the same key must carry the same author and body.
+fn canonical_request(author_id: i64, body: &PostBody) -> Vec<u8> {
+    CreatePostRequest {
+        author_id,
+        body: body.as_str().to_owned(),
+        request_id: String::new(),
+    }
+    .encode_to_vec()
+}
+
 pub async fn create(
     pool: &Pool,
     author_id: i64,
@@ -60,14 +71,7 @@ pub async fn create(
 ) -> ApiResult<Written<Post>> {
     let client = pool.get().await?;
     let key = request_id.map(|RequestId(id)| id);
-    let canonical = key.map(|_| {
-        CreatePostRequest {
-            author_id,
-            body: body.as_str().to_owned(),
-            request_id: String::new(),
-        }
-        .encode_to_vec()
-    });
+    let canonical = key.map(|_| canonical_request(author_id, body));
     let stmt = client.prepare_cached(CREATE_SQL).await?;
     let params: [&(dyn tokio_postgres::types::ToSql + Sync); 5] = [
         &author_id,
@@ -98,9 +102,17 @@ pub async fn create(
         }
         Err(err) => return Err(err.into()),
     };
-    let post_id: i64 = row.get(0);
-    let time_ms: i64 = row.get(1);
-    let outbox_id: i64 = row.get(2);
+    Ok(created(author_id, body, row.get(0), row.get(1), row.get(2)))
+}
+
+/// The result of a create that wrote its post: the post and its pending cache change.
+fn created(
+    author_id: i64,
+    body: &PostBody,
+    post_id: i64,
+    time_ms: i64,
+    outbox_id: i64,
+) -> Written<Post> {
     let post = Post {
         post_id,
         author_id,
@@ -113,10 +125,145 @@ pub async fn create(
         time_ms,
         body: post.body.clone(),
     };
-    Ok(Written {
+    Written {
         value: post,
         pending: Some((outbox_id, change)),
-    })
+    }
+}
+
+/// One CreatePost of a batch (see [`create_many`]).
+pub struct NewPost {
+    pub author_id: i64,
+    pub body: PostBody,
+    pub request_id: Option<RequestId>,
+}
+
+/// What [`create_many`] did with one post of its batch.
+pub enum BatchOutcome {
+    Created(Written<Post>),
+    /// No such author: nothing was written for this post.
+    AuthorMissing,
+    /// Its `request_id` was taken, by an earlier request or by an earlier post of this batch:
+    /// nothing was written for it. [`replay`] answers it once the batch has committed.
+    KeyTaken,
+}
+
+/// Creates many posts, their outbox rows and idempotency keys in one statement: one round trip
+/// and one commit for the whole batch (group commit). Each post gets the same answer it would
+/// get alone, except that a post whose key is taken is left for [`replay`] rather than failing
+/// the statement: keys are claimed with `ON CONFLICT DO NOTHING` (waiting, like the single
+/// create, for a concurrent claim of the same key to commit or roll back), in key order, so two
+/// batches claiming the same keys cannot deadlock, and only posts whose key was claimed are
+/// written. Post ids are drawn per row from the shared sequence; every post of a batch gets the
+/// batch's commit-time millisecond, so ids still follow creation order.
+const CREATE_MANY_SQL: &str = "
+    WITH input AS (
+        SELECT * FROM unnest($1::bigint[], $2::text[], $3::uuid[], $4::bytea[], $5::int[])
+            AS i(author_id, body, request_id, request, ord)
+    ), author AS (
+        SELECT user_id FROM users WHERE user_id = ANY($1::bigint[]) FOR KEY SHARE
+    ), now_ms AS (
+        SELECT date_trunc('milliseconds', clock_timestamp()) AS t
+    ), ids AS MATERIALIZED (
+        SELECT input.*,
+               ((floor(extract(epoch FROM now_ms.t) * 1000)::bigint - $6) << 22)
+                   | (nextval('post_id_seq') % 4194304) AS post_id,
+               now_ms.t AS create_time,
+               (extract(epoch FROM now_ms.t) * 1000)::bigint AS time_ms
+        FROM input JOIN author ON author.user_id = input.author_id, now_ms
+    ), k AS (
+        INSERT INTO idempotency_keys (operation, request_id, request, response)
+        SELECT 'CreatePost', request_id, request,
+               jsonb_build_object('post_id', post_id, 'author_id', author_id,
+                                  'body', body, 'time_ms', time_ms)
+        FROM ids
+        WHERE request_id IS NOT NULL
+        ORDER BY request_id
+        ON CONFLICT DO NOTHING
+        RETURNING request_id
+    ), fresh AS (
+        SELECT * FROM ids WHERE request_id IS NULL OR request_id IN (SELECT request_id FROM k)
+    ), p AS (
+        INSERT INTO posts (author_id, post_id, body, create_time)
+        SELECT author_id, post_id, body, create_time FROM fresh
+    ), o AS (
+        INSERT INTO outbox (change)
+        SELECT jsonb_build_object('kind', 'post_created', 'author_id', author_id,
+                                  'post_id', post_id, 'time_ms', time_ms, 'body', body)
+        FROM fresh
+        RETURNING id, (change->>'post_id')::bigint AS post_id
+    )
+    SELECT ids.ord, ids.post_id, ids.time_ms, o.id
+    FROM ids LEFT JOIN o ON o.post_id = ids.post_id";
+
+pub async fn create_many(pool: &Pool, posts: &[NewPost]) -> ApiResult<Vec<BatchOutcome>> {
+    let mut outcomes: Vec<BatchOutcome> = Vec::with_capacity(posts.len());
+    let (mut authors, mut bodies, mut keys, mut requests, mut ords) =
+        (vec![], vec![], vec![], vec![], vec![]);
+    let mut claimed = std::collections::HashSet::new();
+    for (i, post) in posts.iter().enumerate() {
+        let key = post.request_id.map(|RequestId(id)| id);
+        // A second post with a key of this batch waits for the first one's result.
+        if let Some(key) = key {
+            if !claimed.insert(key) {
+                outcomes.push(BatchOutcome::KeyTaken);
+                continue;
+            }
+        }
+        outcomes.push(BatchOutcome::AuthorMissing); // until the statement says otherwise
+        authors.push(post.author_id);
+        bodies.push(post.body.as_str());
+        keys.push(key);
+        requests.push(key.map(|_| canonical_request(post.author_id, &post.body)));
+        ords.push(i as i32);
+    }
+    let client = pool.get().await?;
+    let stmt = client.prepare_cached(CREATE_MANY_SQL).await?;
+    let rows = client
+        .query(
+            &stmt,
+            &[
+                &authors,
+                &bodies,
+                &keys,
+                &requests,
+                &ords,
+                &POST_ID_EPOCH_MS,
+            ],
+        )
+        .await?;
+    for row in rows {
+        let i = row.get::<_, i32>(0) as usize;
+        let post = &posts[i];
+        outcomes[i] = match row.get::<_, Option<i64>>(3) {
+            Some(outbox_id) => BatchOutcome::Created(created(
+                post.author_id,
+                &post.body,
+                row.get(1),
+                row.get(2),
+                outbox_id,
+            )),
+            None => BatchOutcome::KeyTaken,
+        };
+    }
+    Ok(outcomes)
+}
+
+/// Answers a create whose key was taken: the first result, `ABORTED` for a different request
+/// under the same key, or — when the key is free after all (its first request failed) — a
+/// create of its own.
+pub async fn replay(pool: &Pool, post: &NewPost) -> ApiResult<Written<Post>> {
+    if let Some(RequestId(key)) = post.request_id {
+        let client = pool.get().await?;
+        let request = canonical_request(post.author_id, &post.body);
+        if let Some(first) = idempotency::first_result(&client, CREATE_POST, key, &request).await? {
+            return Ok(Written {
+                value: post_from_json(&first)?,
+                pending: None,
+            });
+        }
+    }
+    create(pool, post.author_id, &post.body, post.request_id).await
 }
 
 /// The first result of a CreatePost, as its idempotency key stored it.

@@ -421,3 +421,181 @@ async fn nodes_that_lost_their_scripts_are_warmed_all_the_same() {
     let post = app.create_post(author.user_id, "still warm").await;
     assert_eq!(app.timeline_ids(author.user_id).await, vec![post.post_id]);
 }
+
+/// One group-commit statement with every kind of post in it: each gets the answer it would get
+/// alone, and only the posts that should exist do.
+#[tokio::test]
+async fn a_group_commit_answers_each_post_as_if_it_were_alone() {
+    use shardfeed_ingest::domain::{PostBody, RequestId};
+    use shardfeed_ingest::store::posts::{create_many, replay, BatchOutcome, NewPost};
+
+    let app = TestApp::spawn().await;
+    let alice = app.create_user(&unique_handle("gc_a"), "A").await;
+    let bob = app.create_user(&unique_handle("gc_b"), "B").await;
+    let pool = shardfeed_core::postgres::pool(&app.settings.postgres).unwrap();
+    let new = |author_id: i64, body: &str, key: Option<uuid::Uuid>| NewPost {
+        author_id,
+        body: PostBody::parse(body).unwrap(),
+        request_id: key.map(RequestId),
+    };
+    // A key already used by a committed post, before the batch.
+    let earlier = uuid::Uuid::new_v4();
+    let first = replay(&pool, &new(alice.user_id, "earlier", Some(earlier)))
+        .await
+        .unwrap()
+        .value;
+    let twice = uuid::Uuid::new_v4();
+    let batch = vec![
+        new(alice.user_id, "no key", None),
+        new(bob.user_id, "with a key", Some(uuid::Uuid::new_v4())),
+        new(
+            i64::MAX - 7,
+            "nobody wrote this",
+            Some(uuid::Uuid::new_v4()),
+        ),
+        new(alice.user_id, "earlier", Some(earlier)),
+        new(alice.user_id, "earlier, but changed", Some(earlier)),
+        new(bob.user_id, "twice", Some(twice)),
+        new(bob.user_id, "twice", Some(twice)),
+        new(bob.user_id, "twice, but changed", Some(twice)),
+    ];
+    let outcomes = create_many(&pool, &batch).await.unwrap();
+    let kinds: Vec<&str> = outcomes
+        .iter()
+        .map(|o| match o {
+            BatchOutcome::Created(_) => "created",
+            BatchOutcome::AuthorMissing => "missing",
+            BatchOutcome::KeyTaken => "taken",
+        })
+        .collect();
+    assert_eq!(
+        kinds,
+        ["created", "created", "missing", "taken", "taken", "created", "taken", "taken"]
+    );
+    let created: Vec<_> = outcomes
+        .into_iter()
+        .filter_map(|o| match o {
+            BatchOutcome::Created(w) => Some(w),
+            _ => None,
+        })
+        .collect();
+    let ids: Vec<i64> = created.iter().map(|w| w.value.post_id).collect();
+    assert!(
+        created.iter().all(|w| w.pending.is_some()),
+        "each has an outbox row"
+    );
+    assert_eq!(
+        ids.iter().collect::<std::collections::HashSet<_>>().len(),
+        3,
+        "distinct ids: {ids:?}"
+    );
+    assert!(
+        ids.iter().all(|&id| id > first.post_id),
+        "ids follow creation order"
+    );
+
+    // The posts whose key was taken are answered after the commit, as retries.
+    let retry = replay(&pool, &batch[3]).await.unwrap();
+    assert_eq!(retry.value, first);
+    assert!(retry.pending.is_none(), "a retry changes nothing");
+    let err = replay(&pool, &batch[4])
+        .await
+        .err()
+        .expect("a changed body");
+    assert_eq!(err.code(), Code::Aborted);
+    let twice_post = replay(&pool, &batch[6]).await.unwrap().value;
+    assert_eq!(twice_post, created[2].value);
+    let err = replay(&pool, &batch[7])
+        .await
+        .err()
+        .expect("a changed body");
+    assert_eq!(err.code(), Code::Aborted);
+
+    let sql = app.sql().await;
+    let count = |query: &'static str| {
+        let sql = &sql;
+        async move { sql.query_one(query, &[]).await.unwrap().get::<_, i64>(0) }
+    };
+    assert_eq!(count("SELECT count(*) FROM posts").await, 4);
+    assert_eq!(
+        count("SELECT count(*) FROM idempotency_keys WHERE operation = 'CreatePost'").await,
+        3
+    );
+    assert_eq!(
+        count("SELECT count(*) FROM posts WHERE author_id NOT IN (SELECT user_id FROM users)")
+            .await,
+        0
+    );
+}
+
+/// Many concurrent creates through the service (so they share statements): every answer is
+/// right, every post is written once and reaches the cache.
+#[tokio::test]
+async fn concurrent_creates_share_commits_and_each_gets_its_own_answer() {
+    let app = TestApp::spawn().await;
+    let author = app.create_user(&unique_handle("gc_burst"), "Burst").await;
+    let shared_key = uuid::Uuid::new_v4().to_string();
+    let answers = join_all((0..96).map(|i| {
+        let mut posts = app.posts.clone();
+        let request = match i % 4 {
+            // Unknown author.
+            0 => CreatePostRequest {
+                author_id: i64::MAX - i,
+                body: format!("nobody {i}"),
+                request_id: uuid::Uuid::new_v4().to_string(),
+            },
+            // All retries of one request.
+            1 => CreatePostRequest {
+                author_id: author.user_id,
+                body: "the same one".into(),
+                request_id: shared_key.clone(),
+            },
+            _ => CreatePostRequest {
+                author_id: author.user_id,
+                body: format!("post {i}"),
+                request_id: if i % 4 == 2 {
+                    uuid::Uuid::new_v4().to_string()
+                } else {
+                    String::new()
+                },
+            },
+        };
+        async move { (i, posts.create_post(request).await) }
+    }))
+    .await;
+    let mut shared = Vec::new();
+    let mut mine = Vec::new();
+    for (i, answer) in answers {
+        match i % 4 {
+            0 => assert_eq!(answer.unwrap_err().code(), Code::NotFound),
+            1 => shared.push(answer.unwrap().into_inner().post.unwrap()),
+            _ => {
+                let post = answer.unwrap().into_inner().post.unwrap();
+                assert_eq!(post.body, format!("post {i}"));
+                assert_eq!(post.author_id, author.user_id);
+                mine.push(post.post_id);
+            }
+        }
+    }
+    assert!(shared.windows(2).all(|w| w[0] == w[1]), "{shared:?}");
+    mine.push(shared[0].post_id);
+    mine.sort_unstable();
+    mine.dedup();
+    assert_eq!(mine.len(), 49, "48 posts of their own and one shared");
+
+    let mut in_sql: Vec<i64> = app
+        .sql()
+        .await
+        .query("SELECT post_id FROM posts", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    in_sql.sort_unstable();
+    assert_eq!(in_sql, mine);
+    app.settled().await;
+    let mut cached = app.timeline_ids(author.user_id).await;
+    cached.sort_unstable();
+    assert_eq!(cached, mine);
+}
