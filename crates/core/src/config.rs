@@ -232,6 +232,20 @@ pub struct IngestSettings {
     pub group_commit_max_batch: usize,
     /// Group-commit statements in flight at once.
     pub group_commit_statements: usize,
+    /// How long a `request_id` is remembered (AIP-155); a retry later than this is a new
+    /// request. Expired keys are purged every `ingest.idempotency_purge_interval_secs`.
+    pub idempotency_key_ttl_secs: u64,
+    pub idempotency_purge_interval_secs: u64,
+}
+
+impl IngestSettings {
+    pub fn idempotency_key_ttl(&self) -> Duration {
+        Duration::from_secs(self.idempotency_key_ttl_secs)
+    }
+
+    pub fn idempotency_purge_interval(&self) -> Duration {
+        Duration::from_secs(self.idempotency_purge_interval_secs)
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -295,6 +309,8 @@ run_migrations = true
 group_commit_enabled = true
 group_commit_max_batch = 128
 group_commit_statements = 2
+idempotency_key_ttl_secs = 86400
+idempotency_purge_interval_secs = 60
 
 [aggregator]
 listen_addr = "127.0.0.1:50052"
@@ -451,6 +467,15 @@ impl Settings {
                 "ingest.group_commit_max_batch",
                 "and ingest.group_commit_statements must be at least 1",
             );
+        }
+        if self.ingest.idempotency_key_ttl_secs < 60 {
+            return bad(
+                "ingest.idempotency_key_ttl_secs",
+                "must be at least 60 (retries must find their key)",
+            );
+        }
+        if self.ingest.idempotency_purge_interval_secs == 0 {
+            return bad("ingest.idempotency_purge_interval_secs", "must be positive");
         }
         if self.outbox.fast_path_budget_ms == 0 {
             return bad("outbox.fast_path_budget_ms", "must be positive");

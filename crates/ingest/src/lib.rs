@@ -43,6 +43,7 @@ pub struct Application {
     outbox: OutboxSettings,
     warm_queue: WarmQueue,
     hotspot: shardfeed_core::config::HotspotSettings,
+    ingest: shardfeed_core::config::IngestSettings,
 }
 
 impl Application {
@@ -117,6 +118,7 @@ impl Application {
             outbox: settings.outbox,
             warm_queue,
             hotspot: settings.hotspot,
+            ingest: settings.ingest,
         })
     }
 
@@ -129,20 +131,28 @@ impl Application {
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
-        let (stop_copies, copies_stopped) = tokio::sync::watch::channel(false);
+        // Stops the background tasks that are not part of the cache sync.
+        let (stop_background, stopped) = tokio::sync::watch::channel(false);
         let copies = self.hotspot.key_replicas_enabled.then(|| {
             tokio::spawn(hot_copies::run(
                 self.writer.clone(),
                 self.hotspot.refresh(),
-                copies_stopped,
+                stopped.clone(),
             ))
         });
+        let purge = tokio::spawn(store::idempotency::purge_loop(
+            self.pool.clone(),
+            self.ingest.idempotency_key_ttl(),
+            self.ingest.idempotency_purge_interval(),
+            stopped,
+        ));
         let tasks = CacheSyncTasks::spawn(self.pool, self.writer, &self.outbox, self.warm_queue);
         let served = self.server.run(shutdown).await;
-        let _ = stop_copies.send(true);
+        let _ = stop_background.send(true);
         if let Some(copies) = copies {
             let _ = copies.await;
         }
+        let _ = purge.await;
         tasks.shutdown().await;
         served
     }

@@ -5,6 +5,9 @@
 //! with the same key fails that statement on the key's primary key — after waiting for the first
 //! to commit, when they race — and nothing of it is written; the caller then reads the first
 //! result here. So a retry, also a concurrent one, gets the first result.
+//!
+//! Keys are kept for `ingest.idempotency_key_ttl_secs` (a day by default) and then purged
+//! ([`purge_expired`]): a retry later than that is a new request.
 
 use deadpool_postgres::Client;
 use shardfeed_core::{ApiError, ApiResult};
@@ -45,4 +48,57 @@ pub async fn first_result(
         )));
     }
     Ok(Some(row.get(1)))
+}
+
+/// Deletes up to `limit` keys older than `ttl`, oldest first, skipping rows another replica is
+/// purging; returns how many it deleted.
+pub async fn purge_expired(
+    pool: &deadpool_postgres::Pool,
+    ttl: std::time::Duration,
+    limit: i64,
+) -> ApiResult<u64> {
+    let client = pool.get().await?;
+    Ok(client
+        .execute(
+            "DELETE FROM idempotency_keys WHERE ctid = ANY(ARRAY(
+                 SELECT ctid FROM idempotency_keys
+                 WHERE create_time < now() - make_interval(secs => $1)
+                 ORDER BY create_time
+                 LIMIT $2
+                 FOR UPDATE SKIP LOCKED))",
+            &[&ttl.as_secs_f64(), &limit],
+        )
+        .await?)
+}
+
+/// Purges expired keys every `interval` until `stop`, in batches so that no statement holds
+/// many locks or runs long.
+pub async fn purge_loop(
+    pool: deadpool_postgres::Pool,
+    ttl: std::time::Duration,
+    interval: std::time::Duration,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    const BATCH: i64 = 5000;
+    loop {
+        loop {
+            match purge_expired(&pool, ttl, BATCH).await {
+                Ok(n) if n as i64 == BATCH => continue,
+                Ok(n) => {
+                    if n > 0 {
+                        tracing::debug!(deleted = n, "purged expired idempotency keys");
+                    }
+                    break;
+                }
+                Err(error) => {
+                    tracing::warn!(%error, "purging expired idempotency keys failed; will retry");
+                    break;
+                }
+            }
+        }
+        tokio::select! {
+            _ = async { let _ = stop.wait_for(|s| *s).await; } => return,
+            _ = tokio::time::sleep(interval) => {}
+        }
+    }
 }

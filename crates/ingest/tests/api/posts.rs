@@ -599,3 +599,66 @@ async fn concurrent_creates_share_commits_and_each_gets_its_own_answer() {
     cached.sort_unstable();
     assert_eq!(cached, mine);
 }
+
+/// Keys are remembered for their TTL and purged after it: a retry after that is a new request.
+#[tokio::test]
+async fn expired_idempotency_keys_are_purged() {
+    use shardfeed_ingest::store::idempotency::purge_expired;
+
+    let app = TestApp::spawn().await;
+    let author = app.create_user(&unique_handle("ttl"), "Ttl").await;
+    let request = |key: &str| CreatePostRequest {
+        author_id: author.user_id,
+        body: "remembered".into(),
+        request_id: key.to_owned(),
+    };
+    let (old_key, new_key) = (
+        uuid::Uuid::new_v4().to_string(),
+        uuid::Uuid::new_v4().to_string(),
+    );
+    let mut posts = app.posts.clone();
+    let old = posts
+        .create_post(request(&old_key))
+        .await
+        .unwrap()
+        .into_inner()
+        .post
+        .unwrap();
+    let new = posts
+        .create_post(request(&new_key))
+        .await
+        .unwrap()
+        .into_inner()
+        .post
+        .unwrap();
+    let sql = app.sql().await;
+    sql.execute(
+        "UPDATE idempotency_keys SET create_time = now() - interval '2 days' WHERE request_id = $1",
+        &[&uuid::Uuid::parse_str(&old_key).unwrap()],
+    )
+    .await
+    .unwrap();
+
+    let pool = shardfeed_core::postgres::pool(&app.settings.postgres).unwrap();
+    let day = std::time::Duration::from_secs(86_400);
+    assert_eq!(purge_expired(&pool, day, 100).await.unwrap(), 1);
+    assert_eq!(purge_expired(&pool, day, 100).await.unwrap(), 0);
+
+    // The remembered key still answers with its post; the purged one is a new request.
+    let again = posts
+        .create_post(request(&new_key))
+        .await
+        .unwrap()
+        .into_inner()
+        .post
+        .unwrap();
+    assert_eq!(again, new);
+    let fresh = posts
+        .create_post(request(&old_key))
+        .await
+        .unwrap()
+        .into_inner()
+        .post
+        .unwrap();
+    assert_ne!(fresh.post_id, old.post_id);
+}
