@@ -74,6 +74,7 @@ impl Application {
                         settings.aggregator.node_timeout(),
                         rebuilder,
                         hot.clone(),
+                        read::home::HomeReader::body_cache(aggregator.body_cache_bytes),
                     ),
                     pool,
                     PageTokens::new(&settings.paging.token_secret),

@@ -266,6 +266,8 @@ pub struct AggregatorSettings {
     /// A newest-post time older than this is read again even if no announcement came: the
     /// bound on how late a new post can show in feeds when an announcement is lost.
     pub meta_cache_ttl_ms: u64,
+    /// Post bodies kept in memory (bodies never change), in bytes; 0 turns it off.
+    pub body_cache_bytes: usize,
 }
 
 impl AggregatorSettings {
@@ -319,6 +321,7 @@ max_concurrent_rebuilds = 8
 meta_cache_enabled = true
 meta_cache_bytes = 33554432
 meta_cache_ttl_ms = 1000
+body_cache_bytes = 67108864
 
 [cache]
 timeline_len = 800

@@ -220,6 +220,40 @@ impl<V> NearCache<V> {
         }
     }
 
+    /// [`get`](Self::get) of several keys under one lock: each hit counts as a use.
+    pub fn get_many(&self, keys: &[i64], now: Instant) -> Vec<Option<Arc<V>>> {
+        if self.capacity_bytes == 0 {
+            return vec![None; keys.len()];
+        }
+        let mut guard = self.lock();
+        let state = &mut *guard;
+        let mut expired = Vec::new();
+        let found: Vec<Option<Arc<V>>> = keys
+            .iter()
+            .map(|key| match state.entries.get_mut(key) {
+                Some(entry) if now.saturating_duration_since(entry.inserted_at) < self.ttl => {
+                    state.clock += 1;
+                    state.lru.remove(&entry.last_use);
+                    state.lru.insert(state.clock, *key);
+                    entry.last_use = state.clock;
+                    Some(Arc::clone(&entry.value))
+                }
+                Some(_) => {
+                    expired.push(*key);
+                    None
+                }
+                None => None,
+            })
+            .collect();
+        for key in expired {
+            state.remove(key);
+        }
+        let hits = found.iter().filter(|f| f.is_some()).count() as u64;
+        state.stats.hits += hits;
+        state.stats.misses += keys.len() as u64 - hits;
+        found
+    }
+
     /// Looks up several keys under one lock, without refreshing their recency (they then leave
     /// in insertion order, or with their TTL): for small values read in bulk, such as the
     /// newest-post times of a feed's hundred followees. Counts a hit or a miss per key.
@@ -413,6 +447,32 @@ mod tests {
             self.0 ^= self.0 << 17;
             self.0 % bound
         }
+    }
+
+    #[test]
+    fn get_many_reads_in_bulk_and_refreshes_recency() {
+        let start = Instant::now();
+        const TTL: Duration = Duration::from_secs(1);
+        let cache: NearCache<u8> = NearCache::new(3 * (ENTRY_OVERHEAD_BYTES + 1), TTL);
+        for key in 1..=3 {
+            assert!(cache.insert(key, Arc::new(key as u8), 1, cache.ticket(), start));
+        }
+        let got: Vec<Option<u8>> = cache
+            .get_many(&[1, 9, 3], start)
+            .into_iter()
+            .map(|v| v.map(|v| *v))
+            .collect();
+        assert_eq!(got, vec![Some(1), None, Some(3)]);
+        // Reading key 1 made it recent: key 2 is the first to go.
+        assert!(cache.insert(4, Arc::new(4), 1, cache.ticket(), start));
+        assert_eq!(
+            cache.peek_many(&[1, 2, 3, 4], start),
+            vec![Some(1), None, Some(3), Some(4)]
+        );
+        // Expired entries are misses and leave.
+        assert_eq!(cache.get_many(&[1], start + TTL).len(), 1);
+        assert!(cache.get_many(&[1], start + TTL)[0].is_none());
+        assert_eq!(cache.stats().entries, 2);
     }
 
     #[test]

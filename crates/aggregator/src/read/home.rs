@@ -17,13 +17,18 @@
 //! 4. Authors the cache cannot answer for (not loaded, evicted, page past the cached window,
 //!    node too slow or down) are read from PostgreSQL in one LATERAL top-k query.
 //! 5. Merge, keep page size + 1 (the extra one says whether another page exists).
-//! 6. Bodies: one `HMGET` per author on the page, pipelined per node; a body the cache lacks
-//!    comes from PostgreSQL.
+//! 6. Bodies: from memory when read before (a post's body never changes; whether the post is
+//!    still there is what the timeline read said), else one `HMGET` per author on the page,
+//!    pipelined per node; a body the cache lacks comes from PostgreSQL.
 //!
 //! If PostgreSQL fails too, the page is built from what answered and says so: `degraded` and
 //! the number of authors left out.
 
-use std::{collections::HashMap, time::Duration};
+use std::{
+    collections::HashMap,
+    sync::Arc,
+    time::{Duration, Instant},
+};
 
 use deadpool_postgres::Pool;
 use fred::{
@@ -42,7 +47,7 @@ use shardfeed_core::{
 };
 use shardfeed_proto::v1::Post;
 
-use crate::hot::{head::Head, Hotspots, Newest};
+use crate::hot::{head::Head, near_cache::NearCache, Hotspots, Newest};
 
 use super::{
     author::{cached_post, interpret, queue_timeline, Slice, META_FIELDS},
@@ -68,6 +73,17 @@ struct Candidate {
     post: Option<Post>,
 }
 
+/// How long a body stays in memory at most. Bodies never change, so this only bounds how long
+/// the text of a deleted post can linger in the process (it is never served: a deleted post is
+/// not in its author's timeline, so it never reaches the body lookup).
+pub const BODY_TTL: Duration = Duration::from_secs(600);
+
+/// What a cached body costs on top of its text: the `Post` and its timestamp.
+const BODY_OVERHEAD_BYTES: usize = std::mem::size_of::<Post>();
+
+/// Post bodies read before, by post id (see [`HomeReader::new`]).
+pub type Bodies = Arc<NearCache<Post>>;
+
 #[derive(Clone)]
 pub struct HomeReader {
     client: Client,
@@ -76,9 +92,11 @@ pub struct HomeReader {
     node_timeout: Duration,
     rebuilder: Rebuilder,
     hot: Hotspots,
+    bodies: Bodies,
 }
 
 impl HomeReader {
+    /// `bodies`: the in-process body cache, bounded in bytes (a zero budget turns it off).
     pub fn new(
         client: Client,
         layout: CacheLayout,
@@ -86,6 +104,7 @@ impl HomeReader {
         node_timeout: Duration,
         rebuilder: Rebuilder,
         hot: Hotspots,
+        bodies: Bodies,
     ) -> Self {
         Self {
             client,
@@ -94,7 +113,13 @@ impl HomeReader {
             node_timeout,
             rebuilder,
             hot,
+            bodies,
         }
+    }
+
+    /// A body cache of `bytes` at most.
+    pub fn body_cache(bytes: usize) -> Bodies {
+        Arc::new(NearCache::new(bytes, BODY_TTL))
     }
 
     /// Whom `user_id` follows. `NOT_FOUND` for an unknown user.
@@ -443,9 +468,22 @@ impl HomeReader {
             .collect()
     }
 
-    /// Bodies for the page: per author one `HMGET` of its posts on the page, pipelined per
-    /// node; whatever the cache lacks comes from PostgreSQL.
-    async fn fill_bodies(&self, page: Vec<Candidate>) -> ApiResult<Vec<Post>> {
+    /// Bodies for the page: from memory if read before, else per author one `HMGET` of its
+    /// posts on the page, pipelined per node; whatever the cache lacks comes from PostgreSQL.
+    async fn fill_bodies(&self, mut page: Vec<Candidate>) -> ApiResult<Vec<Post>> {
+        let now = Instant::now();
+        let ticket = self.bodies.ticket();
+        let unknown: Vec<i64> = page
+            .iter()
+            .filter(|c| c.post.is_none())
+            .map(|c| c.post_id)
+            .collect();
+        if !unknown.is_empty() {
+            let mut remembered = self.bodies.get_many(&unknown, now).into_iter();
+            for c in page.iter_mut().filter(|c| c.post.is_none()) {
+                c.post = remembered.next().flatten().map(|post| (*post).clone());
+            }
+        }
         let mut wanted: HashMap<i64, Vec<i64>> = HashMap::new();
         for c in page.iter().filter(|c| c.post.is_none()) {
             wanted.entry(c.author_id).or_default().push(c.post_id);
@@ -478,6 +516,11 @@ impl HomeReader {
             for post in postgres::posts_by_id(&self.pool, &missing).await? {
                 found.insert(post.post_id, post);
             }
+        }
+        for post in found.values() {
+            let bytes = post.body.len() + BODY_OVERHEAD_BYTES;
+            self.bodies
+                .insert(post.post_id, Arc::new(post.clone()), bytes, ticket, now);
         }
         // A post deleted since its id was read has no body anywhere: it drops out.
         Ok(page

@@ -433,3 +433,34 @@ async fn a_timeline_evicted_after_its_author_was_remembered_is_read_from_postgre
         truth[..20].to_vec()
     );
 }
+
+/// Bodies are kept in memory once read, but a post deleted since leaves every feed at once:
+/// whether a post is there is what its author's timeline says, read every time.
+#[tokio::test]
+async fn a_deleted_post_leaves_feeds_at_once_though_its_body_is_remembered() {
+    let mut h = Harness::start(800).await;
+    let reader = h.user(true).await;
+    let mut authors = Vec::new();
+    for i in 0..4 {
+        let a = h.user(true).await;
+        h.follow(reader, a, i + 1, true).await;
+        h.posts(a, 3, 1, true).await;
+        authors.push(a);
+    }
+    let truth = h.home_truth(reader).await;
+    // Twice: the second page's bodies all come from memory.
+    for _ in 0..2 {
+        assert_eq!(h.home_page(reader, 10, "").await.unwrap().0, truth[..10]);
+    }
+    let newest = truth[0];
+    let author = h
+        .sql
+        .query_one("SELECT author_id FROM posts WHERE post_id = $1", &[&newest])
+        .await
+        .unwrap()
+        .get(0);
+    h.delete_post(author, newest, true).await;
+    let after = h.home_truth(reader).await;
+    assert!(!after.contains(&newest));
+    assert_eq!(h.home_page(reader, 10, "").await.unwrap().0, after[..10]);
+}
