@@ -48,12 +48,16 @@ impl Application {
             redis.clone(),
             layout.clone(),
             settings.hotspot.clone(),
-            aggregator.meta_cache_enabled.then(|| {
-                (
-                    aggregator.meta_cache_bytes,
-                    std::time::Duration::from_millis(aggregator.meta_cache_ttl_ms),
-                )
-            }),
+            hot::Remembered {
+                newest_bytes: if aggregator.meta_cache_enabled {
+                    aggregator.meta_cache_bytes
+                } else {
+                    0
+                },
+                newest_ttl: std::time::Duration::from_millis(aggregator.meta_cache_ttl_ms),
+                following_bytes: aggregator.followee_cache_bytes,
+                following_ttl: std::time::Duration::from_millis(aggregator.followee_cache_ttl_ms),
+            },
         );
         let hot_tasks = hot.spawn();
         let mut server =

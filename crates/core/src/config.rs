@@ -268,6 +268,11 @@ pub struct AggregatorSettings {
     pub meta_cache_ttl_ms: u64,
     /// Post bodies kept in memory (bodies never change), in bytes; 0 turns it off.
     pub body_cache_bytes: usize,
+    /// Users' followee sets kept in memory, in bytes (0 turns it off): dropped when ingest
+    /// announces a follow change by the user (ingest counts a change as delivered only once
+    /// announced), and never older than `followee_cache_ttl_ms`.
+    pub followee_cache_bytes: usize,
+    pub followee_cache_ttl_ms: u64,
 }
 
 impl AggregatorSettings {
@@ -322,6 +327,8 @@ meta_cache_enabled = true
 meta_cache_bytes = 33554432
 meta_cache_ttl_ms = 1000
 body_cache_bytes = 67108864
+followee_cache_bytes = 33554432
+followee_cache_ttl_ms = 30000
 
 [cache]
 timeline_len = 800
@@ -479,6 +486,9 @@ impl Settings {
         }
         if self.ingest.idempotency_purge_interval_secs == 0 {
             return bad("ingest.idempotency_purge_interval_secs", "must be positive");
+        }
+        if self.aggregator.followee_cache_ttl_ms == 0 {
+            return bad("aggregator.followee_cache_ttl_ms", "must be positive");
         }
         if self.outbox.fast_path_budget_ms == 0 {
             return bad("outbox.fast_path_budget_ms", "must be positive");

@@ -171,10 +171,11 @@ async fn warm_batches(
         let delivered = delivered.clone();
         tokio::spawn(async move {
             let changes: Vec<CacheChange> = batch.iter().map(|w| w.change.clone()).collect();
-            let results = writer.apply_durably(&changes).await;
+            let mut results = writer.apply_durably(&changes).await;
             // Announced before any request is answered: a reader that hears of it drops its
-            // copy.
-            writer.announce_delivered(&changes, &results).await;
+            // copy. A change whose announcement fails counts as undelivered (the relay applies
+            // and announces it again).
+            writer.announce_delivered(&changes, &mut results).await;
             for (warm, result) in batch.into_iter().zip(results) {
                 if result.is_ok() {
                     let _ = delivered.send(warm.outbox_id);
@@ -283,8 +284,8 @@ pub async fn relay_once(
             Err(err) => failed.push((row.id, format!("undecodable change: {err}"))),
         }
     }
-    let results = writer.apply_durably(&changes).await;
-    writer.announce_delivered(&changes, &results).await;
+    let mut results = writer.apply_durably(&changes).await;
+    writer.announce_delivered(&changes, &mut results).await;
     let mut delivered = Vec::with_capacity(ids.len());
     for (id, result) in ids.into_iter().zip(results) {
         match result {

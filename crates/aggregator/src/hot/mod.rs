@@ -154,6 +154,9 @@ struct Inner {
     /// Authors' newest-post times (home feeds skip authors by them), dropped on the same
     /// announcements as the near-cache.
     newest: NearCache<Newest>,
+    /// Users' followee sets (home feeds start from them), dropped when ingest announces a
+    /// follow or unfollow by the user.
+    following: NearCache<Vec<i64>>,
     /// The in-memory caches are trusted only while the invalidation channel is subscribed.
     subscribed: AtomicBool,
     in_flight: Mutex<HashMap<i64, Load>>,
@@ -164,6 +167,27 @@ struct Inner {
     copy_reads: AtomicU64,
     /// Numbers the long lists passed to `record`, for sampling.
     sampled: AtomicU64,
+}
+
+/// What home feeds keep in memory of the cache, each dropped when ingest announces a change
+/// to its user and never older than its TTL. A zero budget turns one off.
+#[derive(Debug, Clone, Copy)]
+pub struct Remembered {
+    /// Authors' newest-post times, in bytes.
+    pub newest_bytes: usize,
+    pub newest_ttl: Duration,
+    /// Users' followee sets, in bytes.
+    pub following_bytes: usize,
+    pub following_ttl: Duration,
+}
+
+impl Inner {
+    /// Drops everything kept in memory of the cache (an announcement may have been missed).
+    fn forget_all(&self) {
+        self.near.invalidate_all();
+        self.newest.invalidate_all();
+        self.following.invalidate_all();
+    }
 }
 
 /// One home feed's followee list in this many is counted by detection (see
@@ -205,14 +229,13 @@ pub struct HotStats {
 }
 
 impl Hotspots {
-    /// `newest_cache`: the budget in bytes and the TTL of the newest-post times (`None`: off).
+    /// `memory`: the budgets and TTL of what home feeds keep of Redis in memory.
     pub fn new(
         client: Client,
         layout: CacheLayout,
         settings: HotspotSettings,
-        newest_cache: Option<(usize, Duration)>,
+        memory: Remembered,
     ) -> Self {
-        let (newest_bytes, newest_ttl) = newest_cache.unwrap_or((0, Duration::from_secs(1)));
         let near_bytes = if settings.near_cache_enabled {
             settings.near_cache_bytes
         } else {
@@ -224,7 +247,8 @@ impl Hotspots {
                 settings.half_life(),
             )),
             near: NearCache::new(near_bytes, settings.near_cache_ttl()),
-            newest: NearCache::new(newest_bytes, newest_ttl),
+            newest: NearCache::new(memory.newest_bytes, memory.newest_ttl),
+            following: NearCache::new(memory.following_bytes, memory.following_ttl),
             hot: RwLock::new(Arc::new(HashMap::new())),
             shared: RwLock::new(Arc::new(BTreeSet::new())),
             next_copy: AtomicU64::new(0),
@@ -275,6 +299,39 @@ impl Hotspots {
             return vec![None; authors.len()];
         }
         self.inner.newest.peek_many(authors, Instant::now())
+    }
+
+    /// `user_id`'s followees as last read, if still valid.
+    pub fn followees_of(&self, user_id: i64) -> Option<Arc<Vec<i64>>> {
+        if !self.inner.subscribed.load(Ordering::Acquire) {
+            return None;
+        }
+        self.inner.following.get(user_id, Instant::now())
+    }
+
+    /// A ticket to take before reading a followee set from Redis.
+    pub fn followees_ticket(&self) -> near_cache::Ticket {
+        self.inner.following.ticket()
+    }
+
+    /// Keeps a followee set read from Redis, unless a follow change by the user was announced
+    /// since `ticket`.
+    pub fn remember_followees(
+        &self,
+        user_id: i64,
+        followees: Vec<i64>,
+        ticket: near_cache::Ticket,
+    ) {
+        if self.inner.subscribed.load(Ordering::Acquire) {
+            let bytes = followees.len() * std::mem::size_of::<i64>();
+            self.inner.following.insert(
+                user_id,
+                Arc::new(followees),
+                bytes,
+                ticket,
+                Instant::now(),
+            );
+        }
     }
 
     /// A ticket to take before reading newest-post times from Redis.
@@ -580,7 +637,10 @@ impl Hotspots {
             })
         };
         let mut handles = vec![refresher];
-        if self.inner.settings.near_cache_enabled || self.inner.newest.capacity_bytes() > 0 {
+        if self.inner.settings.near_cache_enabled
+            || self.inner.newest.capacity_bytes() > 0
+            || self.inner.following.capacity_bytes() > 0
+        {
             let this = self.clone();
             handles.push(tokio::spawn(async move { this.listen().await }));
         }
@@ -599,16 +659,14 @@ impl Hotspots {
         subscriber.connect();
         loop {
             inner.subscribed.store(false, Ordering::Release);
-            inner.near.invalidate_all();
-            inner.newest.invalidate_all();
+            inner.forget_all();
             if subscriber.wait_for_connect().await.is_err() {
                 tokio::time::sleep(Duration::from_millis(500)).await;
                 continue;
             }
             match subscriber.subscribe(&channel).await {
                 Ok(()) => {
-                    inner.near.invalidate_all();
-                    inner.newest.invalidate_all();
+                    inner.forget_all();
                     inner.subscribed.store(true, Ordering::Release);
                 }
                 Err(error) => {
@@ -622,16 +680,16 @@ impl Hotspots {
                     message = messages.recv() => match message {
                         Ok(message) => {
                             if let Some(text) = message.value.as_str() {
-                                for author in shardfeed_core::cache::announce::decode(&text) {
-                                    inner.near.invalidate(author);
-                                    inner.newest.invalidate(author);
+                                for user in shardfeed_core::cache::announce::decode(&text) {
+                                    inner.near.invalidate(user);
+                                    inner.newest.invalidate(user);
+                                    inner.following.invalidate(user);
                                 }
                             }
                         }
                         // Fell behind: whatever was missed is unknown.
                         Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
-                            inner.near.invalidate_all();
-                            inner.newest.invalidate_all();
+                            inner.forget_all();
                         }
                         Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
                     },

@@ -3,7 +3,9 @@
 //!
 //! 0. Hot authors (see `crate::hot`) are answered from their timeline heads: the near-cache,
 //!    or one coalesced read, from a replica when configured. The rest as follows.
-//! 1. Followees from the cached set (`{u:F}:fol`), or PostgreSQL when it is not loaded.
+//! 1. Followees from memory when read lately (dropped when ingest announces a follow change
+//!    by the user, at most `aggregator.followee_cache_ttl_ms` old), else from the cached set
+//!    (`{u:F}:fol`), or PostgreSQL when it is not loaded.
 //! 2. Each followee's newest-post time, from memory: learnt from an earlier read of the
 //!    author's meta and kept until ingest announces a change to the author (at most
 //!    `aggregator.meta_cache_ttl_ms`).
@@ -122,26 +124,36 @@ impl HomeReader {
         Arc::new(NearCache::new(bytes, BODY_TTL))
     }
 
-    /// Whom `user_id` follows. `NOT_FOUND` for an unknown user.
-    pub async fn followees(&self, user_id: i64) -> ApiResult<Vec<i64>> {
+    /// Whom `user_id` follows: from memory when read lately (dropped when ingest announces a
+    /// follow change by the user), else from the cached set. `NOT_FOUND` for an unknown user.
+    pub async fn followees(&self, user_id: i64) -> ApiResult<Arc<Vec<i64>>> {
+        if let Some(followees) = self.hot.followees_of(user_id) {
+            return Ok(followees);
+        }
+        let ticket = self.hot.followees_ticket();
         self.hot.count_request(self.hot.owner(user_id).as_ref());
         let cached: Result<HashMap<String, String>, _> =
             self.client.hgetall(self.layout.following(user_id)).await;
         match cached {
-            Ok(set) if set.contains_key(FOLLOWING_LOADED) => Ok(set
-                .iter()
-                .filter(|(field, version)| {
-                    field.as_str() != FOLLOWING_LOADED && !version.starts_with('-')
-                })
-                .filter_map(|(field, _)| field.parse().ok())
-                .collect()),
+            Ok(set) if set.contains_key(FOLLOWING_LOADED) => {
+                let followees: Vec<i64> = set
+                    .iter()
+                    .filter(|(field, version)| {
+                        field.as_str() != FOLLOWING_LOADED && !version.starts_with('-')
+                    })
+                    .filter_map(|(field, _)| field.parse().ok())
+                    .collect();
+                self.hot
+                    .remember_followees(user_id, followees.clone(), ticket);
+                Ok(Arc::new(followees))
+            }
             Ok(_) => {
                 self.rebuilder.request(Target::Following, user_id);
-                postgres::followees(&self.pool, user_id).await
+                postgres::followees(&self.pool, user_id).await.map(Arc::new)
             }
             Err(err) => {
                 tracing::warn!(user_id, error = %err, "followee set unreadable; reading PostgreSQL");
-                postgres::followees(&self.pool, user_id).await
+                postgres::followees(&self.pool, user_id).await.map(Arc::new)
             }
         }
     }

@@ -24,14 +24,14 @@ impl Harness {
             .await
             .unwrap();
         if cached {
-            self.writer
-                .apply(&CacheChange::Followed {
-                    follower_id: follower,
-                    followee_id: followee,
-                    version,
-                })
-                .await
-                .unwrap();
+            // Applied and announced, as ingest does.
+            let change = CacheChange::Followed {
+                follower_id: follower,
+                followee_id: followee,
+                version,
+            };
+            self.writer.apply(&change).await.unwrap();
+            self.writer.announce([&change]).await.unwrap();
         }
     }
 
@@ -44,14 +44,13 @@ impl Harness {
             .await
             .unwrap();
         if cached {
-            self.writer
-                .apply(&CacheChange::Unfollowed {
-                    follower_id: follower,
-                    followee_id: followee,
-                    version,
-                })
-                .await
-                .unwrap();
+            let change = CacheChange::Unfollowed {
+                follower_id: follower,
+                followee_id: followee,
+                version,
+            };
+            self.writer.apply(&change).await.unwrap();
+            self.writer.announce([&change]).await.unwrap();
         }
     }
 
@@ -377,7 +376,7 @@ async fn an_author_skipped_by_its_remembered_newest_post_time_shows_once_it_post
         time_ms: h.next_ms,
         body: String::new(),
     };
-    h.writer.announce([&change]).await;
+    h.writer.announce([&change]).await.unwrap();
     let start = std::time::Instant::now();
     loop {
         let (page, _) = h.home_page(reader, 5, "").await.unwrap();
@@ -463,4 +462,60 @@ async fn a_deleted_post_leaves_feeds_at_once_though_its_body_is_remembered() {
     let after = h.home_truth(reader).await;
     assert!(!after.contains(&newest));
     assert_eq!(h.home_page(reader, 10, "").await.unwrap().0, after[..10]);
+}
+
+/// A reader's followee set is kept in memory once read: an announced follow change drops it at
+/// once, and even an unannounced one shows once the remembered set expires.
+#[tokio::test]
+async fn a_remembered_followee_set_follows_announced_and_unannounced_changes() {
+    let nodes = shardfeed_testkit::shared().redis.seed_nodes();
+    let mut h = Harness::start_configured(
+        800,
+        None,
+        &nodes,
+        &[("SHARDFEED_AGGREGATOR__FOLLOWEE_CACHE_TTL_MS", "1000")],
+    )
+    .await;
+    let reader = h.user(true).await;
+    let (old, new) = (h.user(true).await, h.user(true).await);
+    h.follow(reader, old, 1, true).await;
+    h.posts(old, 2, 1, true).await;
+    h.posts(new, 2, 1, true).await;
+    assert_eq!(h.home_feed_ids(reader).await, h.home_truth(reader).await);
+
+    // Followed, and announced as ingest does: the new author's posts show well within 500 ms.
+    h.follow(reader, new, 2, true).await;
+    let truth = h.home_truth(reader).await;
+    assert_eq!(truth.len(), 4);
+    let start = std::time::Instant::now();
+    while h.home_feed_ids(reader).await != truth {
+        assert!(
+            start.elapsed() < std::time::Duration::from_millis(500),
+            "the announced follow did not show"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+
+    // Unfollowed without an announcement: still there while remembered, gone once the
+    // remembered set expires (1 s here).
+    h.sql
+        .execute(
+            "DELETE FROM follows WHERE follower_id = $1 AND followee_id = $2",
+            &[&reader, &old],
+        )
+        .await
+        .unwrap();
+    h.writer
+        .apply(&CacheChange::Unfollowed {
+            follower_id: reader,
+            followee_id: old,
+            version: 3,
+        })
+        .await
+        .unwrap();
+    assert_eq!(h.home_feed_ids(reader).await, truth, "remembered");
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    let after = h.home_truth(reader).await;
+    assert_eq!(after.len(), 2);
+    assert_eq!(h.home_feed_ids(reader).await, after);
 }

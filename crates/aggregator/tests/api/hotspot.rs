@@ -163,7 +163,7 @@ async fn the_near_cache_shows_new_posts_within_the_bound_and_never_a_deleted_one
         body: String::new(),
     };
     let invalidations = hot(&h, 10).await.unwrap().near_cache.unwrap().invalidations;
-    h.writer.announce([&change]).await;
+    h.writer.announce([&change]).await.unwrap();
     let took = until(&h, author, |ids| ids.first() == Some(&new)).await;
     // The announcement itself reached the aggregator and dropped the entry.
     let deadline = Instant::now() + Duration::from_secs(5);
@@ -221,7 +221,7 @@ async fn the_near_cache_shows_new_posts_within_the_bound_and_never_a_deleted_one
         post_id: victim,
     };
     h.writer.apply(&delete).await.unwrap();
-    h.writer.announce([&delete]).await;
+    h.writer.announce([&delete]).await.unwrap();
     let took = until(&h, author, |ids| !ids.contains(&victim)).await;
     assert!(
         took <= Duration::from_secs(1),

@@ -1,6 +1,7 @@
 //! Announcements of delivered changes: after a batch of changes reaches the cluster, ingest
-//! publishes the ids of the authors whose timelines it altered on the `changes` channel, and
-//! every aggregator drops what it keeps of them in memory.
+//! publishes on the `changes` channel the ids of the users whose cached state it altered (the
+//! author of a timeline change, the follower of a follow change), and every aggregator drops
+//! what it keeps of them in memory.
 //!
 //! The message is the ids in decimal, comma-separated: small, and readable with
 //! `redis-cli SUBSCRIBE changes`. Pub/sub is at-most-once: a subscriber that reconnects has
@@ -9,11 +10,11 @@
 
 use super::CacheChange;
 
-/// The message announcing `changes`, or `None` when none of them alters a timeline.
+/// The message announcing `changes`, or `None` when none of them alters what readers keep.
 pub fn encode<'a>(changes: impl IntoIterator<Item = &'a CacheChange>) -> Option<String> {
     let mut authors: Vec<i64> = changes
         .into_iter()
-        .filter_map(CacheChange::timeline_author)
+        .filter_map(CacheChange::announced_user)
         .collect();
     if authors.is_empty() {
         return None;
@@ -42,7 +43,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn announces_each_changed_author_once() {
+    fn announces_each_changed_user_once() {
         let changes = [
             CacheChange::PostCreated {
                 author_id: 9,
@@ -62,9 +63,10 @@ mod tests {
             CacheChange::UserDeleted { user_id: 3 },
         ];
         let message = encode(&changes).unwrap();
-        assert_eq!(message, "3,9");
-        assert_eq!(decode(&message), vec![3, 9]);
-        assert_eq!(encode(&changes[1..2]), None, "a follow alters no timeline");
+        assert_eq!(message, "3,4,9");
+        assert_eq!(decode(&message), vec![3, 4, 9]);
+        assert_eq!(encode(&changes[1..2]).as_deref(), Some("4"), "the follower");
+        assert_eq!(encode(&[CacheChange::UserCreated { user_id: 8 }]), None);
         assert_eq!(decode("12,x,,7"), vec![12, 7]);
     }
 }

@@ -64,6 +64,17 @@ impl CacheChange {
             _ => None,
         }
     }
+
+    /// The user whose cached state readers keep in memory and must forget when the change
+    /// lands: the author of a timeline change (newest-post time, timeline head), the follower
+    /// of a follow change (followee set). What ingest announces (see [`super::announce`]).
+    pub fn announced_user(&self) -> Option<i64> {
+        match *self {
+            CacheChange::Followed { follower_id, .. }
+            | CacheChange::Unfollowed { follower_id, .. } => Some(follower_id),
+            _ => self.timeline_author(),
+        }
+    }
 }
 
 #[cfg(test)]

@@ -61,35 +61,48 @@ impl CacheWriter {
     }
 
     /// Announces delivered changes on the `changes` channel (see [`super::announce`]), so that
-    /// aggregators drop what they keep of the authors in memory. Best effort: readers bound
-    /// their staleness by a TTL too.
-    pub async fn announce<'a>(&self, delivered: impl IntoIterator<Item = &'a CacheChange>) {
+    /// aggregators drop what they keep of the users in memory. Fails when Redis does not take
+    /// the message: the caller then treats the changes as undelivered, and the outbox relay
+    /// applies and announces them again.
+    pub async fn announce<'a>(
+        &self,
+        delivered: impl IntoIterator<Item = &'a CacheChange>,
+    ) -> Result<(), Error> {
         let Some(message) = super::announce::encode(delivered) else {
-            return;
+            return Ok(());
         };
-        let published: Result<i64, Error> = self
+        let _: i64 = self
             .client
             .publish(self.layout.changes_channel(), message)
-            .await;
-        if let Err(error) = published {
-            tracing::debug!(%error, "could not announce delivered changes");
-        }
+            .await?;
+        Ok(())
     }
 
-    /// Announces the changes of a batch that were delivered (`results[i]` is `Ok`).
-    pub async fn announce_delivered<T, E>(
+    /// Announces the changes of a batch that were delivered (`results[i]` is `Ok`); if the
+    /// announcement fails, those results become that error.
+    pub async fn announce_delivered(
         &self,
         changes: &[CacheChange],
-        results: &[Result<T, E>],
+        results: &mut [Result<(), Error>],
     ) {
-        self.announce(
-            changes
-                .iter()
-                .zip(results)
-                .filter(|(_, r)| r.is_ok())
-                .map(|(c, _)| c),
-        )
-        .await;
+        let delivered: Vec<&CacheChange> = changes
+            .iter()
+            .zip(results.iter())
+            .filter(|(_, r)| r.is_ok())
+            .map(|(c, _)| c)
+            .collect();
+        let mut announced = self.announce(delivered.iter().copied()).await;
+        if announced.is_err() {
+            // Once more before leaving the changes to the relay: a blip should not cost a
+            // relay round.
+            announced = self.announce(delivered.iter().copied()).await;
+        }
+        if let Err(error) = announced {
+            tracing::warn!(%error, "could not announce delivered changes; the relay will redo them");
+            for result in results.iter_mut().filter(|r| r.is_ok()) {
+                *result = Err(error.clone());
+            }
+        }
     }
 
     /// Applies one change (to the author's timeline copies too, when it is mirrored).
