@@ -153,7 +153,7 @@ pub fn interpret(
     let before_id = Position::before_id(after);
     let mut ids: Vec<i64> = raw.iter().copied().filter(|id| *id < before_id).collect();
     ids.sort_unstable_by(|a, b| b.cmp(a));
-    if ids.len() <= size && raw.len() == fetch_len(size) {
+    if ids.len() <= size && raw.len() == fetch_len(size, after) {
         // Everything fetched was at or above the cursor: too many ties to page in the cache.
         return Slice::Miss;
     }
@@ -164,9 +164,12 @@ pub fn interpret(
     }
 }
 
-/// How many timeline entries to fetch for a page of `size`.
-pub fn fetch_len(size: usize) -> usize {
-    size + 1 + TIE_SLACK
+/// How many timeline entries to fetch for a page of `size`: the page and one more (is there a
+/// next page?), and after a cursor also room for posts that share its millisecond. A first page
+/// needs no slack: the newest `size + 1` entries by score are the newest `size + 1` ids (ids
+/// are time-ordered, and equal scores order members by id).
+pub fn fetch_len(size: usize, after: Option<Position>) -> usize {
+    size + 1 + if after.is_some() { TIE_SLACK } else { 0 }
 }
 
 /// A post body as the cache holds it (a `{u:A}:posts` field): `None` for a missing field, a
@@ -223,7 +226,7 @@ pub async fn queue_timeline(
             max,
             f64::NEG_INFINITY,
             false,
-            Some((0, fetch_len(size) as i64)),
+            Some((0, fetch_len(size, after) as i64)),
         )
         .await?;
     Ok(())
