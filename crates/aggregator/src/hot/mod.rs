@@ -319,18 +319,14 @@ impl Hotspots {
     pub fn remember_followees(
         &self,
         user_id: i64,
-        followees: Vec<i64>,
+        followees: Arc<Vec<i64>>,
         ticket: near_cache::Ticket,
     ) {
         if self.inner.subscribed.load(Ordering::Acquire) {
             let bytes = followees.len() * std::mem::size_of::<i64>();
-            self.inner.following.insert(
-                user_id,
-                Arc::new(followees),
-                bytes,
-                ticket,
-                Instant::now(),
-            );
+            self.inner
+                .following
+                .insert(user_id, followees, bytes, ticket, Instant::now());
         }
     }
 

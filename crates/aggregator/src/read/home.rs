@@ -136,16 +136,17 @@ impl HomeReader {
             self.client.hgetall(self.layout.following(user_id)).await;
         match cached {
             Ok(set) if set.contains_key(FOLLOWING_LOADED) => {
-                let followees: Vec<i64> = set
-                    .iter()
-                    .filter(|(field, version)| {
-                        field.as_str() != FOLLOWING_LOADED && !version.starts_with('-')
-                    })
-                    .filter_map(|(field, _)| field.parse().ok())
-                    .collect();
+                let followees: Arc<Vec<i64>> = Arc::new(
+                    set.iter()
+                        .filter(|(field, version)| {
+                            field.as_str() != FOLLOWING_LOADED && !version.starts_with('-')
+                        })
+                        .filter_map(|(field, _)| field.parse().ok())
+                        .collect(),
+                );
                 self.hot
-                    .remember_followees(user_id, followees.clone(), ticket);
-                Ok(Arc::new(followees))
+                    .remember_followees(user_id, Arc::clone(&followees), ticket);
+                Ok(followees)
             }
             Ok(_) => {
                 self.rebuilder.request(Target::Following, user_id);

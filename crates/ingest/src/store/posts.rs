@@ -92,13 +92,9 @@ pub async fn create(
             let (Some(id), Some(request)) = (key, canonical) else {
                 return Err(err.into());
             };
-            let first = idempotency::first_result(&client, CREATE_POST, id, &request)
+            return first_post(&client, id, &request)
                 .await?
-                .ok_or_else(|| ApiError::internal(anyhow::anyhow!("key conflict without a key")))?;
-            return Ok(Written {
-                value: post_from_json(&first)?,
-                pending: None,
-            });
+                .ok_or_else(|| ApiError::internal(anyhow::anyhow!("key conflict without a key")));
         }
         Err(err) => return Err(err.into()),
     };
@@ -256,14 +252,27 @@ pub async fn replay(pool: &Pool, post: &NewPost) -> ApiResult<Written<Post>> {
     if let Some(RequestId(key)) = post.request_id {
         let client = pool.get().await?;
         let request = canonical_request(post.author_id, &post.body);
-        if let Some(first) = idempotency::first_result(&client, CREATE_POST, key, &request).await? {
-            return Ok(Written {
-                value: post_from_json(&first)?,
-                pending: None,
-            });
+        if let Some(first) = first_post(&client, key, &request).await? {
+            return Ok(first);
         }
     }
     create(pool, post.author_id, &post.body, post.request_id).await
+}
+
+/// The first result stored under `key`, as the answer to a retry (it changes nothing), or
+/// `ABORTED` if `request` differs from the first one.
+async fn first_post(
+    client: &deadpool_postgres::Client,
+    key: uuid::Uuid,
+    request: &[u8],
+) -> ApiResult<Option<Written<Post>>> {
+    let Some(first) = idempotency::first_result(client, CREATE_POST, key, request).await? else {
+        return Ok(None);
+    };
+    Ok(Some(Written {
+        value: post_from_json(&first)?,
+        pending: None,
+    }))
 }
 
 /// The first result of a CreatePost, as its idempotency key stored it.

@@ -616,21 +616,21 @@ async fn expired_idempotency_keys_are_purged() {
         uuid::Uuid::new_v4().to_string(),
         uuid::Uuid::new_v4().to_string(),
     );
-    let mut posts = app.posts.clone();
-    let old = posts
-        .create_post(request(&old_key))
-        .await
-        .unwrap()
-        .into_inner()
-        .post
-        .unwrap();
-    let new = posts
-        .create_post(request(&new_key))
-        .await
-        .unwrap()
-        .into_inner()
-        .post
-        .unwrap();
+    let create = |key: &str| {
+        let mut posts = app.posts.clone();
+        let request = request(key);
+        async move {
+            posts
+                .create_post(request)
+                .await
+                .unwrap()
+                .into_inner()
+                .post
+                .unwrap()
+        }
+    };
+    let old = create(&old_key).await;
+    let new = create(&new_key).await;
     let sql = app.sql().await;
     sql.execute(
         "UPDATE idempotency_keys SET create_time = now() - interval '2 days' WHERE request_id = $1",
@@ -645,20 +645,6 @@ async fn expired_idempotency_keys_are_purged() {
     assert_eq!(purge_expired(&pool, day, 100).await.unwrap(), 0);
 
     // The remembered key still answers with its post; the purged one is a new request.
-    let again = posts
-        .create_post(request(&new_key))
-        .await
-        .unwrap()
-        .into_inner()
-        .post
-        .unwrap();
-    assert_eq!(again, new);
-    let fresh = posts
-        .create_post(request(&old_key))
-        .await
-        .unwrap()
-        .into_inner()
-        .post
-        .unwrap();
-    assert_ne!(fresh.post_id, old.post_id);
+    assert_eq!(create(&new_key).await, new);
+    assert_ne!(create(&old_key).await.post_id, old.post_id);
 }
