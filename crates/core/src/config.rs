@@ -191,6 +191,10 @@ impl RedisSettings {
     pub fn command_timeout(&self) -> Duration {
         Duration::from_millis(self.command_timeout_ms)
     }
+
+    pub fn connect_timeout(&self) -> Duration {
+        Duration::from_millis(self.connect_timeout_ms)
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]

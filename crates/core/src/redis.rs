@@ -19,6 +19,26 @@ pub fn connect(settings: &RedisSettings) -> anyhow::Result<Client> {
     Ok(client)
 }
 
+/// Like [`connect`], then gives the first connection up to `redis.connect_timeout_ms` before
+/// returning either way. For a service that works without Redis but should not start by
+/// handing its first requests' cache work to a slower path just because it has not connected
+/// yet.
+pub async fn connect_briefly_waiting(settings: &RedisSettings) -> anyhow::Result<Client> {
+    let client = connect(settings)?;
+    let waited = tokio::time::timeout(settings.connect_timeout(), client.wait_for_connect()).await;
+    match waited {
+        Ok(Ok(())) => {}
+        Ok(Err(error)) => {
+            tracing::warn!(%error, "the Redis Cluster is not reachable yet; starting without it")
+        }
+        Err(_) => tracing::warn!(
+            timeout_ms = settings.connect_timeout_ms,
+            "the Redis Cluster did not answer in time; starting without it"
+        ),
+    }
+    Ok(client)
+}
+
 /// Like [`connect`], then waits up to `timeout` for the first connection.
 pub async fn connect_and_wait(
     settings: &RedisSettings,
@@ -54,7 +74,7 @@ fn builder(settings: &RedisSettings) -> anyhow::Result<Builder> {
         ..Default::default()
     };
     let command_timeout = settings.command_timeout();
-    let connect_timeout = Duration::from_millis(settings.connect_timeout_ms);
+    let connect_timeout = settings.connect_timeout();
     let mut builder = Builder::from_config(config);
     builder
         .with_connection_config(|c| {

@@ -47,16 +47,18 @@ pub struct Application {
 }
 
 impl Application {
-    /// Applies migrations (unless `ingest.run_migrations` is off), builds the pool, starts
-    /// connecting to the Redis Cluster (writes succeed while it is down: the outbox catches the
-    /// cache up) and binds `ingest.listen_addr`.
+    /// Applies migrations (unless `ingest.run_migrations` is off), builds the pool, connects
+    /// to the Redis Cluster (waiting at most `redis.connect_timeout_ms`: writes succeed while it
+    /// is down, and the outbox catches the cache up) and binds `ingest.listen_addr`.
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
         if settings.ingest.run_migrations {
             let applied = postgres::run_migrations(settings.postgres.url()).await?;
             tracing::info!(?applied, "migrations up to date");
         }
         let pool = postgres::pool(&settings.postgres)?;
-        let redis = redis::connect(&settings.redis)?;
+        // Writes do not need Redis, but the fast path skips a client that has not connected:
+        // give it a moment, so the first writes after a start are warmed at once.
+        let redis = redis::connect_briefly_waiting(&settings.redis).await?;
         let writer = CacheWriter::new(
             redis,
             CacheLayout::new(settings.redis.namespace.clone()),

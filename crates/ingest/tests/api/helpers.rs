@@ -191,16 +191,32 @@ impl TestApp {
     /// up after `outbox.fast_path_budget_ms`, and a loaded machine can take longer), so a test
     /// that looks at the cache after a write waits for this rather than for luck.
     pub async fn settled(&self) {
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        self.settled_within(Duration::from_secs(20)).await;
+    }
+
+    /// [`Self::settled`] with a deadline of `timeout`; a failure lists the rows left.
+    pub async fn settled_within(&self, timeout: Duration) {
+        let deadline = tokio::time::Instant::now() + timeout;
         loop {
-            let depth = self.outbox_depth().await;
-            if depth == 0 {
+            if self.outbox_depth().await == 0 {
                 return;
             }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "{depth} outbox row(s) still undelivered after 20 s"
-            );
+            if tokio::time::Instant::now() >= deadline {
+                let rows: Vec<String> = self
+                    .sql()
+                    .await
+                    .query(
+                        "SELECT format('%s %s attempts=%s error=%s', id, change, attempts, last_error)
+                         FROM outbox ORDER BY id",
+                        &[],
+                    )
+                    .await
+                    .expect("list the outbox")
+                    .iter()
+                    .map(|row| row.get(0))
+                    .collect();
+                panic!("outbox rows still undelivered after {timeout:?}: {rows:#?}");
+            }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }

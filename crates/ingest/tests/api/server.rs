@@ -98,6 +98,7 @@ async fn ingest_applies_migrations_at_start_up_when_asked() {
             ("SHARDFEED_INGEST__RUN_MIGRATIONS".into(), run.into()),
         ];
         env.push(("SHARDFEED_REDIS__NODES".into(), "127.0.0.1:1".into()));
+        env.push(("SHARDFEED_REDIS__CONNECT_TIMEOUT_MS".into(), "100".into()));
         shardfeed_core::Settings::load_from(None, env).unwrap()
     };
     let users_table_exists = || async {
