@@ -1,8 +1,9 @@
 //! Keeping the Redis Cluster in step with PostgreSQL: the fast path (right after commit) and
 //! the relay (whatever the fast path left in the outbox).
 //!
-//! The fast path applies a committed change at once: requests hand their changes to one
-//! warming task, which applies whatever has queued up as one batch (scripts pipelined per node,
+//! The fast path applies a committed change at once: requests (and a group commit, for all
+//! the posts of its statement as one unit) hand their changes to one warming task, which
+//! applies whatever has queued up as one batch (scripts pipelined per node,
 //! then one `WAIT` per node for the whole batch) and answers each request. Delivered outbox rows
 //! go to a task that deletes them in batches (one small transaction per batch, not one per
 //! request). If Redis does not take the change, or the process dies first, the row stays and
@@ -25,11 +26,11 @@ use crate::store::outbox;
 /// Changes waiting for the warming task; past this the fast path leaves them to the relay.
 const WARM_QUEUE: usize = 8192;
 
-/// One committed change on its way to Redis, and who waits for it.
+/// Committed changes on their way to Redis (one request's, or one group commit's), and who
+/// waits for them.
 struct Warm {
-    outbox_id: i64,
-    change: CacheChange,
-    done: oneshot::Sender<Result<(), String>>,
+    items: Vec<(i64, CacheChange)>,
+    done: oneshot::Sender<Vec<Result<(), String>>>,
 }
 
 /// Applies committed changes right away; shared by every handler.
@@ -69,30 +70,32 @@ impl CacheSync {
     /// Applies the change of a committed write. Never fails the request: PostgreSQL already
     /// holds the truth and the outbox row guarantees delivery.
     pub async fn after_commit(&self, pending: Option<(i64, CacheChange)>) {
-        let Some((outbox_id, change)) = pending else {
-            return;
-        };
-        if !self.fast_path || !self.writer.client().is_connected() {
+        if let Some(pending) = pending {
+            self.after_commit_all(vec![pending]).await;
+        }
+    }
+
+    /// Applies the changes of committed writes (outbox id, change) as one unit: they go to
+    /// Redis in the same batch. Returns once they are delivered, or once the relay has them to
+    /// deliver (Redis not connected, the warming task saturated, an error, or no answer within
+    /// `outbox.fast_path_budget_ms`).
+    pub async fn after_commit_all(&self, items: Vec<(i64, CacheChange)>) {
+        if items.is_empty() || !self.fast_path || !self.writer.client().is_connected() {
             return;
         }
+        let ids: Vec<i64> = items.iter().map(|(id, _)| *id).collect();
         let (done, answer) = oneshot::channel();
-        let queued = self.warm.try_send(Warm {
-            outbox_id,
-            change,
-            done,
-        });
-        if queued.is_err() {
-            return; // the warming task is saturated: the relay will deliver this one
+        if self.warm.try_send(Warm { items, done }).is_err() {
+            return; // the warming task is saturated: the relay will deliver these
         }
         // A node in trouble must not slow acknowledged writes down by more than this.
-        let outcome = match tokio::time::timeout(self.budget, answer).await {
-            Ok(Ok(result)) => result,
-            Ok(Err(_)) => Err("the warming task stopped".to_owned()),
-            Err(_) => Err(format!("no answer within {:?}", self.budget)),
+        let outcomes = match tokio::time::timeout(self.budget, answer).await {
+            Ok(Ok(results)) => results,
+            Ok(Err(_)) => vec![Err("the warming task stopped".to_owned()); ids.len()],
+            Err(_) => vec![Err(format!("no answer within {:?}", self.budget)); ids.len()],
         };
-        match outcome {
-            Ok(()) => {}
-            Err(error) => {
+        for (outbox_id, outcome) in ids.into_iter().zip(outcomes) {
+            if let Err(error) = outcome {
                 tracing::warn!(
                     outbox_id,
                     error,
@@ -163,24 +166,36 @@ async fn warm_batches(
         let Ok(slot) = slots.clone().acquire_owned().await else {
             return;
         };
-        let mut batch = Vec::with_capacity(256);
-        if queue.recv_many(&mut batch, 256).await == 0 {
+        let mut units = Vec::with_capacity(64);
+        if queue.recv_many(&mut units, 64).await == 0 {
             return;
         }
         let writer = writer.clone();
         let delivered = delivered.clone();
         tokio::spawn(async move {
-            let changes: Vec<CacheChange> = batch.iter().map(|w| w.change.clone()).collect();
+            let changes: Vec<CacheChange> = units
+                .iter()
+                .flat_map(|unit| unit.items.iter().map(|(_, change)| change.clone()))
+                .collect();
             let mut results = writer.apply_durably(&changes).await;
             // Announced before any request is answered: a reader that hears of it drops its
             // copy. A change whose announcement fails counts as undelivered (the relay applies
             // and announces it again).
             writer.announce_delivered(&changes, &mut results).await;
-            for (warm, result) in batch.into_iter().zip(results) {
-                if result.is_ok() {
-                    let _ = delivered.send(warm.outbox_id);
-                }
-                let _ = warm.done.send(result.map_err(|e| e.to_string()));
+            let mut results = results.into_iter();
+            for unit in units {
+                let outcomes: Vec<Result<(), String>> = unit
+                    .items
+                    .iter()
+                    .zip(results.by_ref())
+                    .map(|((outbox_id, _), result)| {
+                        if result.is_ok() {
+                            let _ = delivered.send(*outbox_id);
+                        }
+                        result.map_err(|e| e.to_string())
+                    })
+                    .collect();
+                let _ = unit.done.send(outcomes);
             }
             drop(slot);
         });

@@ -9,7 +9,10 @@
 //! request still gets the answer it would get alone — its post, `NOT_FOUND`, the first result
 //! of its `request_id` or `ABORTED` — and is acknowledged only after the commit that holds it.
 //!
-//! A request whose caller has gone (deadline, cancellation) before its batch starts is not
+//! The writer also applies each committed post to the cache (the fast path of
+//! [`CacheSync`]): a batch's posts go to Redis together, as one unit, once its statement has
+//! committed and freed its slot for the next batch; each request is answered after that. A
+//! request whose caller has gone (deadline, cancellation) before its batch starts is not
 //! written. If PostgreSQL refuses a batch statement, its posts are retried one by one, so a
 //! post fails only for a reason of its own; an outage fails the whole batch with `UNAVAILABLE`.
 
@@ -20,22 +23,26 @@ use shardfeed_core::{ApiError, ApiResult};
 use shardfeed_proto::v1::Post;
 use tokio::sync::{mpsc, oneshot, Semaphore};
 
-use crate::store::posts::{self, BatchOutcome, NewPost, Written};
+use crate::{
+    cache_sync::CacheSync,
+    store::posts::{self, BatchOutcome, NewPost, Written},
+};
 
 /// Posts waiting for a statement; past this a create is written on its own.
 const QUEUE: usize = 16 * 1024;
 
-type Answer = oneshot::Sender<ApiResult<Written<Post>>>;
+type Answer = oneshot::Sender<ApiResult<Post>>;
 
 struct Job {
     post: NewPost,
     done: Answer,
 }
 
-/// Writes posts, batching concurrent ones. Cheap to clone.
+/// Writes posts, batching concurrent ones, and applies them to the cache. Cheap to clone.
 #[derive(Clone)]
 pub struct PostWriter {
     pool: Pool,
+    cache: CacheSync,
     /// `None`: group commit is off, every create is its own transaction.
     queue: Option<mpsc::Sender<Job>>,
 }
@@ -53,28 +60,34 @@ pub struct GroupCommit {
 impl PostWriter {
     /// The writer and, when group commit is on, its batching task (which ends when every clone
     /// of the writer is gone).
-    pub fn new(pool: Pool, group: GroupCommit) -> Self {
+    pub fn new(pool: Pool, cache: CacheSync, group: GroupCommit) -> Self {
         if !group.enabled {
-            return Self { pool, queue: None };
+            return Self {
+                pool,
+                cache,
+                queue: None,
+            };
         }
         let (queue, jobs) = mpsc::channel(QUEUE);
-        tokio::spawn(batches(pool.clone(), jobs, group));
+        tokio::spawn(batches(pool.clone(), cache.clone(), jobs, group));
         Self {
             pool,
+            cache,
             queue: Some(queue),
         }
     }
 
-    /// Creates one post; returns once the transaction that holds it has committed.
-    pub async fn create(&self, post: NewPost) -> ApiResult<Written<Post>> {
+    /// Creates one post; returns once the transaction that holds it has committed and the
+    /// fast path has applied it to the cache (or left it to the relay).
+    pub async fn create(&self, post: NewPost) -> ApiResult<Post> {
         let Some(queue) = &self.queue else {
-            return create_alone(&self.pool, &post).await;
+            return self.create_alone(&post).await;
         };
         let (done, answer) = oneshot::channel();
         match queue.try_send(Job { post, done }) {
             Ok(()) => {}
             Err(mpsc::error::TrySendError::Full(job) | mpsc::error::TrySendError::Closed(job)) => {
-                return create_alone(&self.pool, &job.post).await;
+                return self.create_alone(&job.post).await;
             }
         }
         answer.await.unwrap_or_else(|_| {
@@ -85,12 +98,20 @@ impl PostWriter {
     }
 }
 
+impl PostWriter {
+    async fn create_alone(&self, post: &NewPost) -> ApiResult<Post> {
+        let written = create_alone(&self.pool, post).await?;
+        self.cache.after_commit(written.pending).await;
+        Ok(written.value)
+    }
+}
+
 async fn create_alone(pool: &Pool, post: &NewPost) -> ApiResult<Written<Post>> {
     posts::create(pool, post.author_id, &post.body, post.request_id).await
 }
 
 /// Takes whatever has queued whenever a statement slot is free.
-async fn batches(pool: Pool, mut jobs: mpsc::Receiver<Job>, group: GroupCommit) {
+async fn batches(pool: Pool, cache: CacheSync, mut jobs: mpsc::Receiver<Job>, group: GroupCommit) {
     let slots = Arc::new(Semaphore::new(group.statements.max(1)));
     let max_batch = group.max_batch.max(1);
     loop {
@@ -107,55 +128,54 @@ async fn batches(pool: Pool, mut jobs: mpsc::Receiver<Job>, group: GroupCommit) 
             continue;
         }
         let pool = pool.clone();
+        let cache = cache.clone();
         tokio::spawn(async move {
-            commit(&pool, batch).await;
+            let (answers, posts): (Vec<Answer>, Vec<NewPost>) =
+                batch.into_iter().map(|job| (job.done, job.post)).unzip();
+            let mut results = commit(&pool, &posts).await;
+            // The next batch may start while this one's posts go to Redis.
             drop(slot);
+            let pending = results
+                .iter_mut()
+                .filter_map(|result| result.as_mut().ok().and_then(|w| w.pending.take()))
+                .collect();
+            cache.after_commit_all(pending).await;
+            for (answer, result) in answers.into_iter().zip(results) {
+                let _ = answer.send(result.map(|written| written.value));
+            }
         });
     }
 }
 
-/// Writes one batch and answers each of its requests.
-async fn commit(pool: &Pool, batch: Vec<Job>) {
-    let (posts, answers): (Vec<NewPost>, Vec<Answer>) =
-        batch.into_iter().map(|job| (job.post, job.done)).unzip();
+/// Writes one batch: each post's result, in order.
+async fn commit(pool: &Pool, posts: &[NewPost]) -> Vec<ApiResult<Written<Post>>> {
     if posts.len() == 1 {
-        let _ = answers
-            .into_iter()
-            .next()
-            .expect("one answer")
-            .send(create_alone(pool, &posts[0]).await);
-        return;
+        return vec![create_alone(pool, &posts[0]).await];
     }
-    match posts::create_many(pool, &posts).await {
+    match posts::create_many(pool, posts).await {
         Ok(outcomes) => {
-            let mut replays = Vec::new();
-            for ((post, answer), outcome) in posts.iter().zip(answers).zip(outcomes) {
-                match outcome {
-                    BatchOutcome::Created(written) => {
-                        let _ = answer.send(Ok(written));
-                    }
-                    BatchOutcome::AuthorMissing => {
-                        let _ = answer.send(Err(ApiError::not_found(format!(
+            // A post whose key was taken is answered now, after the commit, so that a key
+            // claimed earlier in this batch is visible.
+            let answers = posts
+                .iter()
+                .zip(outcomes)
+                .map(|(post, outcome)| async move {
+                    match outcome {
+                        BatchOutcome::Created(written) => Ok(written),
+                        BatchOutcome::AuthorMissing => Err(ApiError::not_found(format!(
                             "user {} does not exist",
                             post.author_id
-                        ))));
+                        ))),
+                        BatchOutcome::KeyTaken => posts::replay(pool, post).await,
                     }
-                    BatchOutcome::KeyTaken => replays.push((post, answer)),
-                }
-            }
-            // After the commit, so a key claimed earlier in this batch is visible.
-            futures::future::join_all(replays.into_iter().map(|(post, answer)| async move {
-                let _ = answer.send(posts::replay(pool, post).await);
-            }))
-            .await;
+                });
+            futures::future::join_all(answers).await
         }
         // The store is out of reach (or the statement was cancelled): every post of the batch
         // gets the error, as each would have alone. Retrying could write a post twice when the
         // commit happened but its answer was lost.
         Err(err @ (ApiError::Unavailable { .. } | ApiError::DeadlineExceeded)) => {
-            for answer in answers {
-                let _ = answer.send(Err(copy_of(&err)));
-            }
+            posts.iter().map(|_| Err(copy_of(&err))).collect()
         }
         // PostgreSQL refused the statement (a deadlock victim, say): nothing of it was written,
         // so each post is retried alone and fails, if at all, for a reason of its own.
@@ -165,10 +185,7 @@ async fn commit(pool: &Pool, batch: Vec<Job>) {
                 error = %err,
                 "a group commit failed; writing its posts one by one"
             );
-            futures::future::join_all(posts.iter().zip(answers).map(|(post, answer)| async move {
-                let _ = answer.send(create_alone(pool, post).await);
-            }))
-            .await;
+            futures::future::join_all(posts.iter().map(|post| create_alone(pool, post))).await
         }
     }
 }

@@ -96,6 +96,7 @@ impl Application {
                     pool.clone(),
                     PostWriter::new(
                         pool.clone(),
+                        cache.clone(),
                         GroupCommit {
                             enabled: settings.ingest.group_commit_enabled,
                             max_batch: settings.ingest.group_commit_max_batch,

@@ -57,12 +57,9 @@ impl PostService for Posts {
             body,
             request_id,
         };
-        let written = deadline.run(self.writer.create(post)).await??;
-        // Committed: from here on the post is acknowledged whatever Redis does.
-        self.cache.after_commit(written.pending).await;
-        Ok(Response::new(CreatePostResponse {
-            post: Some(written.value),
-        }))
+        // Committed and applied to the cache (or left to the relay): acknowledged.
+        let post = deadline.run(self.writer.create(post)).await??;
+        Ok(Response::new(CreatePostResponse { post: Some(post) }))
     }
 
     #[tracing::instrument(skip_all, fields(post_id = request.get_ref().post_id))]
