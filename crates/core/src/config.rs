@@ -234,7 +234,8 @@ pub struct IngestSettings {
     pub group_commit_enabled: bool,
     /// Posts in one group-commit statement at most.
     pub group_commit_max_batch: usize,
-    /// Group-commit statements in flight at once.
+    /// Group-commit statements in flight at once. One gives the largest batches (the posts
+    /// that queue while it commits); more let a slow statement not hold the others back.
     pub group_commit_statements: usize,
     /// How long a `request_id` is remembered (AIP-155); a retry later than this is a new
     /// request. Expired keys are purged every `ingest.idempotency_purge_interval_secs`.
@@ -319,7 +320,7 @@ listen_addr = "127.0.0.1:50051"
 run_migrations = true
 group_commit_enabled = true
 group_commit_max_batch = 128
-group_commit_statements = 2
+group_commit_statements = 1
 idempotency_key_ttl_secs = 86400
 idempotency_purge_interval_secs = 60
 
