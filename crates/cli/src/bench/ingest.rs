@@ -2,6 +2,10 @@
 //! real client calls it (a fresh idempotency key per call, a few shared HTTP/2 connections), and
 //! in the same run the floor: the bare single-row INSERT transaction straight against the same
 //! PostgreSQL, at the same concurrency and for the same duration.
+//!
+//! The two phases alternate for `--rounds` rounds (gRPC, bare, gRPC, bare, …), so a machine
+//! whose speed drifts during the run shifts both sides alike; each round gives a ratio, and the
+//! figures reported are those of the round with the median ratio.
 
 use std::collections::BTreeMap;
 use std::str::FromStr;
@@ -54,11 +58,16 @@ pub struct IngestBenchArgs {
     /// Seconds of load before measuring, per phase (not recorded).
     #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u64).range(0..=600))]
     warmup_secs: u64,
-    /// Seconds measured, per phase.
-    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    /// Seconds measured, per phase and round.
+    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u64).range(1..=3600))]
     duration_secs: u64,
-    /// Concurrent workers, each issuing one request after the other (closed loop).
-    #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u32).range(1..=4096))]
+    /// Rounds of the two phases, one after the other; the round with the median ratio is
+    /// reported.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=99))]
+    rounds: u32,
+    /// Concurrent workers, each issuing one request after the other (closed loop). The bare
+    /// floor opens one PostgreSQL connection per worker.
+    #[arg(long, default_value_t = 128, value_parser = clap::value_parser!(u32).range(1..=4096))]
     concurrency: u32,
     /// HTTP/2 connections to the ingest service, shared round-robin by the workers.
     #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=256))]
@@ -139,8 +148,22 @@ pub async fn run(args: IngestBenchArgs) -> anyhow::Result<()> {
         _ = tokio::signal::ctrl_c() => Err(anyhow!("interrupted")),
     };
     clean_up(&channels, created).await;
-    let (grpc, bare) = outcome?;
-    report(&args, grpc.as_ref(), bare.as_ref())
+    report(&args, &outcome?)
+}
+
+/// One round: each phase's figures (`None` for a phase not run).
+struct Round {
+    grpc: Option<Summary>,
+    bare: Option<Summary>,
+}
+
+impl Round {
+    fn ratio(&self) -> Option<f64> {
+        match (&self.grpc, &self.bare) {
+            (Some(g), Some(b)) if b.ops_per_s > 0.0 => Some(g.ops_per_s / b.ops_per_s),
+            _ => None,
+        }
+    }
 }
 
 async fn run_phases(
@@ -149,11 +172,10 @@ async fn run_phases(
     channels: &[Channel],
     postgres: Option<(tokio_postgres::Config, tokio_postgres::Client)>,
     created: &mut Created,
-) -> anyhow::Result<(Option<Summary>, Option<Summary>)> {
+) -> anyhow::Result<Vec<Round>> {
     let concurrency = args.concurrency as usize;
     let body_bytes = args.body_bytes as usize;
 
-    let mut grpc = None;
     let authors: Arc<[i64]> = if args.only.grpc() {
         create_users(channels, args.authors as usize, created).await?;
         Arc::from(created.users.clone())
@@ -161,52 +183,89 @@ async fn run_phases(
         // The floor alone needs no real users: its table has no foreign key.
         (1..=i64::from(args.authors)).collect()
     };
-
     if args.only.grpc() {
         first_create_post(channels, &args.ingest, authors[0], body_bytes).await?;
-        eprintln!(
-            "bench ingest: {GRPC_LABEL}: {concurrency} workers over {} channel(s)",
-            channels.len()
-        );
-        let ops: Vec<CreatePost> = (0..concurrency)
-            .map(|i| CreatePost {
-                client: PostServiceClient::new(channels[i % channels.len()].clone()),
-                authors: authors.clone(),
-                rng: StdRng::from_entropy(),
-                body_bytes,
-            })
-            .collect();
-        grpc = Some(closed_loop(GRPC_LABEL, ops, timing).await?);
     }
-
-    let mut bare = None;
-    if let Some((config, admin)) = postgres {
-        let next_post_id = Arc::new(AtomicI64::new(create_bare_table(admin, created).await?));
-        eprintln!(
-            "bench ingest: {BARE_LABEL}: {concurrency} workers, one PostgreSQL connection each"
-        );
-        let mut ops = Vec::with_capacity(concurrency);
-        for _ in 0..concurrency {
-            let client = connect_postgres(&config).await?;
-            let insert = client
-                .prepare(&format!(
-                    "INSERT INTO {BARE_TABLE} (author_id, post_id, body, create_time) \
-                     VALUES ($1, $2, $3, now())"
-                ))
-                .await
-                .context("preparing the bare INSERT")?;
-            ops.push(BareInsert {
-                client,
-                insert,
-                authors: authors.clone(),
-                next_post_id: next_post_id.clone(),
-                rng: StdRng::from_entropy(),
-                body_bytes,
-            });
+    let bare_floor = match postgres {
+        Some((config, admin)) => {
+            let next_post_id = Arc::new(AtomicI64::new(create_bare_table(admin, created).await?));
+            Some((config, next_post_id))
         }
-        bare = Some(closed_loop(BARE_LABEL, ops, timing).await?);
+        None => None,
+    };
+
+    let mut rounds = Vec::with_capacity(args.rounds as usize);
+    for round in 1..=args.rounds {
+        let mut grpc = None;
+        if args.only.grpc() {
+            eprintln!(
+                "bench ingest: round {round}/{}: {GRPC_LABEL}: {concurrency} workers over {} \
+                 channel(s)",
+                args.rounds,
+                channels.len()
+            );
+            let ops: Vec<CreatePost> = (0..concurrency)
+                .map(|i| CreatePost {
+                    client: PostServiceClient::new(channels[i % channels.len()].clone()),
+                    authors: authors.clone(),
+                    rng: StdRng::from_entropy(),
+                    body_bytes,
+                })
+                .collect();
+            grpc = Some(closed_loop(GRPC_LABEL, ops, timing).await?);
+        }
+        let mut bare = None;
+        if let Some((config, next_post_id)) = &bare_floor {
+            eprintln!(
+                "bench ingest: round {round}/{}: {BARE_LABEL}: {concurrency} workers, one \
+                 PostgreSQL connection each",
+                args.rounds
+            );
+            let mut ops = Vec::with_capacity(concurrency);
+            for _ in 0..concurrency {
+                let client = connect_postgres(config).await?;
+                let insert = client
+                    .prepare(&format!(
+                        "INSERT INTO {BARE_TABLE} (author_id, post_id, body, create_time) \
+                         VALUES ($1, $2, $3, now())"
+                    ))
+                    .await
+                    .context("preparing the bare INSERT")?;
+                ops.push(BareInsert {
+                    client,
+                    insert,
+                    authors: authors.clone(),
+                    next_post_id: next_post_id.clone(),
+                    rng: StdRng::from_entropy(),
+                    body_bytes,
+                });
+            }
+            bare = Some(closed_loop(BARE_LABEL, ops, timing).await?);
+        }
+        let round = Round { grpc, bare };
+        if let Some(ratio) = round.ratio() {
+            eprintln!(
+                "bench ingest: round ratio {:.1}% of the bare-insert rate",
+                ratio * 100.0
+            );
+        }
+        rounds.push(round);
     }
-    Ok((grpc, bare))
+    Ok(rounds)
+}
+
+/// The round with the median ratio (the lower middle one of an even count), or the median
+/// round by posts/s when only one phase ran.
+fn median_round(rounds: &[Round]) -> Option<&Round> {
+    let key = |r: &Round| {
+        r.ratio()
+            .or_else(|| r.grpc.as_ref().map(|s| s.ops_per_s))
+            .or_else(|| r.bare.as_ref().map(|s| s.ops_per_s))
+            .unwrap_or(0.0)
+    };
+    let mut sorted: Vec<&Round> = rounds.iter().collect();
+    sorted.sort_by(|a, b| key(a).total_cmp(&key(b)));
+    sorted.get((sorted.len().max(1) - 1) / 2).copied()
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -510,51 +569,68 @@ async fn clean_up(channels: &[Channel], created: Created) {
     }
 }
 
-fn report(
-    args: &IngestBenchArgs,
-    grpc: Option<&Summary>,
-    bare: Option<&Summary>,
-) -> anyhow::Result<()> {
-    let ratio = match (grpc, bare) {
-        (Some(g), Some(b)) if b.ops_per_s > 0.0 => Some(g.ops_per_s / b.ops_per_s),
-        _ => None,
-    };
+fn report(args: &IngestBenchArgs, rounds: &[Round]) -> anyhow::Result<()> {
+    let median = median_round(rounds).context("no round ran")?;
+    let (grpc, bare) = (median.grpc.as_ref(), median.bare.as_ref());
+    let ratio = median.ratio();
+    let ratios: Vec<f64> = rounds.iter().filter_map(Round::ratio).collect();
 
     println!();
     println!(
         "shardfeed bench ingest: concurrency {}, {} HTTP/2 channel(s), {} authors, {}-byte bodies, \
-         warm-up {} s, measured {} s per phase",
+         warm-up {} s, measured {} s per phase, {} round(s)",
         args.concurrency,
         args.channels,
         args.authors,
         args.body_bytes,
         args.warmup_secs,
-        args.duration_secs
+        args.duration_secs,
+        args.rounds
     );
     println!();
     let mut table = Table::summary_headers("", &["vs bare"]);
-    if let Some(g) = grpc {
-        let vs = ratio.map_or("-".to_owned(), |r| format!("{:.1}%", r * 100.0));
-        table.summary_row(g, &[vs]);
-    }
-    if let Some(b) = bare {
-        table.summary_row(b, &["100%".to_owned()]);
+    for (i, round) in rounds.iter().enumerate() {
+        let tag = |s: &Summary| {
+            let mut s = s.clone();
+            if rounds.len() > 1 {
+                s.label = format!("{} (round {})", s.label, i + 1);
+            }
+            s
+        };
+        if let Some(g) = &round.grpc {
+            let vs = round
+                .ratio()
+                .map_or("-".to_owned(), |r| format!("{:.1}%", r * 100.0));
+            table.summary_row(&tag(g), &[vs]);
+        }
+        if let Some(b) = &round.bare {
+            table.summary_row(&tag(b), &["100%".to_owned()]);
+        }
     }
     print!("{}", table.render());
     println!();
     if let Some(r) = ratio {
+        let each: Vec<String> = ratios
+            .iter()
+            .map(|r| format!("{:.1}%", r * 100.0))
+            .collect();
         println!(
-            "shardfeed / bare: {:.1}% of the bare-insert rate (target >= {:.0}%: {})",
+            "shardfeed / bare: {:.1}% of the bare-insert rate, the median of {} round(s): {} \
+             (target >= {:.0}%: {})",
             r * 100.0,
+            ratios.len(),
+            each.join(", "),
             TARGET_RATIO * 100.0,
             if r >= TARGET_RATIO { "met" } else { "NOT met" }
         );
     }
-    let error_lines: Vec<String> = grpc
-        .into_iter()
-        .chain(bare)
-        .flat_map(Summary::error_lines)
-        .collect();
+    // Every round counts for errors, not only the median one.
+    let phases = || {
+        rounds
+            .iter()
+            .flat_map(|r| r.grpc.iter().chain(r.bare.iter()))
+    };
+    let error_lines: Vec<String> = phases().flat_map(Summary::error_lines).collect();
     if !error_lines.is_empty() {
         println!("errors:");
         for line in &error_lines {
@@ -587,7 +663,9 @@ fn report(
         bare_requests: bare.map(|s| s.requests),
         bare_errors: bare.map(|s| s.errors),
         ratio: ratio.map(|r| round(r, 3)),
+        round_ratios: ratios.iter().map(|r| round(*r, 3)).collect(),
         target_ratio: TARGET_RATIO,
+        rounds: args.rounds,
         concurrency: args.concurrency,
         channels: args.channels,
         authors: args.authors,
@@ -599,11 +677,7 @@ fn report(
     let summary = serde_json::to_string(&summary).context("encoding the JSON summary")?;
     println!("{summary}");
 
-    let failures: Vec<String> = grpc
-        .into_iter()
-        .chain(bare)
-        .filter_map(Summary::failure)
-        .collect();
+    let failures: Vec<String> = phases().filter_map(Summary::failure).collect();
     if !failures.is_empty() {
         bail!("the run does not count: {}", failures.join("; "));
     }
@@ -629,8 +703,11 @@ struct JsonSummary {
     bare_max_ms: Option<f64>,
     bare_requests: Option<u64>,
     bare_errors: Option<u64>,
+    /// The median of `round_ratios`.
     ratio: Option<f64>,
+    round_ratios: Vec<f64>,
     target_ratio: f64,
+    rounds: u32,
     concurrency: u32,
     channels: u32,
     authors: u32,

@@ -45,8 +45,7 @@ const CREATE_SQL: &str = "
     ), k AS (
         INSERT INTO idempotency_keys (operation, request_id, request, response)
         SELECT 'CreatePost', $4, $5,
-               jsonb_build_object('post_id', post_id, 'author_id', author_id,
-                                  'body', body, 'time_ms', time_ms)
+               jsonb_build_object('post_id', post_id, 'author_id', author_id, 'time_ms', time_ms)
         FROM p
         WHERE $4::uuid IS NOT NULL
     )
@@ -92,7 +91,7 @@ pub async fn create(
             let (Some(id), Some(request)) = (key, canonical) else {
                 return Err(err.into());
             };
-            return first_post(&client, id, &request)
+            return first_post(&client, id, &request, body)
                 .await?
                 .ok_or_else(|| ApiError::internal(anyhow::anyhow!("key conflict without a key")));
         }
@@ -170,8 +169,7 @@ const CREATE_MANY_SQL: &str = "
     ), k AS (
         INSERT INTO idempotency_keys (operation, request_id, request, response)
         SELECT 'CreatePost', request_id, request,
-               jsonb_build_object('post_id', post_id, 'author_id', author_id,
-                                  'body', body, 'time_ms', time_ms)
+               jsonb_build_object('post_id', post_id, 'author_id', author_id, 'time_ms', time_ms)
         FROM ids
         WHERE request_id IS NOT NULL
         ORDER BY request_id
@@ -252,7 +250,7 @@ pub async fn replay(pool: &Pool, post: &NewPost) -> ApiResult<Written<Post>> {
     if let Some(RequestId(key)) = post.request_id {
         let client = pool.get().await?;
         let request = canonical_request(post.author_id, &post.body);
-        if let Some(first) = first_post(&client, key, &request).await? {
+        if let Some(first) = first_post(&client, key, &request, &post.body).await? {
             return Ok(first);
         }
     }
@@ -265,18 +263,21 @@ async fn first_post(
     client: &deadpool_postgres::Client,
     key: uuid::Uuid,
     request: &[u8],
+    body: &PostBody,
 ) -> ApiResult<Option<Written<Post>>> {
     let Some(first) = idempotency::first_result(client, CREATE_POST, key, request).await? else {
         return Ok(None);
     };
     Ok(Some(Written {
-        value: post_from_json(&first)?,
+        value: post_from_json(&first, body)?,
         pending: None,
     }))
 }
 
-/// The first result of a CreatePost, as its idempotency key stored it.
-fn post_from_json(value: &serde_json::Value) -> ApiResult<Post> {
+/// The first result of a CreatePost, as its idempotency key stored it. The body is not stored
+/// there (the post's row and the key's `request` hold it already): a retry's request equals the
+/// first one, so its `body` is the first one's.
+fn post_from_json(value: &serde_json::Value, body: &PostBody) -> ApiResult<Post> {
     let field = |name: &str| {
         value.get(name).ok_or_else(|| {
             ApiError::internal(anyhow::anyhow!("stored CreatePost result lacks {name}"))
@@ -290,7 +291,7 @@ fn post_from_json(value: &serde_json::Value) -> ApiResult<Post> {
     Ok(Post {
         post_id: int("post_id")?,
         author_id: int("author_id")?,
-        body: field("body")?.as_str().unwrap_or_default().to_owned(),
+        body: body.as_str().to_owned(),
         create_time: Some(timestamp_from_ms(int("time_ms")?)),
     })
 }
