@@ -815,6 +815,53 @@ mod tests {
         assert_eq!(ok, None);
     }
 
+    fn phase(ops_per_s: f64) -> Summary {
+        Summary {
+            label: String::new(),
+            requests: 1,
+            errors: 0,
+            errors_by_kind: BTreeMap::new(),
+            ops_per_s,
+            p50_ms: 1.0,
+            p90_ms: 1.0,
+            p99_ms: 1.0,
+            max_ms: 1.0,
+        }
+    }
+
+    fn round_of(grpc: Option<f64>, bare: Option<f64>) -> Round {
+        Round {
+            grpc: grpc.map(phase),
+            bare: bare.map(phase),
+        }
+    }
+
+    #[test]
+    fn the_round_with_the_median_ratio_is_reported() {
+        let rounds = [
+            round_of(Some(75.0), Some(100.0)),
+            round_of(Some(140.0), Some(200.0)),
+            round_of(Some(73.0), Some(100.0)),
+        ];
+        let median = median_round(&rounds).unwrap();
+        assert_eq!(median.ratio(), Some(0.73));
+        // An even count: the lower middle one, so a lucky round cannot tip it.
+        let two = [
+            round_of(Some(80.0), Some(100.0)),
+            round_of(Some(60.0), Some(100.0)),
+        ];
+        assert_eq!(median_round(&two).unwrap().ratio(), Some(0.6));
+        // One phase alone: the median by its rate.
+        let grpc_only = [
+            round_of(Some(9.0), None),
+            round_of(Some(7.0), None),
+            round_of(Some(8.0), None),
+        ];
+        let median = median_round(&grpc_only).unwrap();
+        assert_eq!(median.grpc.as_ref().unwrap().ops_per_s, 8.0);
+        assert!(median_round(&[]).is_none());
+    }
+
     #[test]
     fn bodies_have_the_asked_length_and_are_valid_posts() {
         let mut rng = StdRng::seed_from_u64(1);
