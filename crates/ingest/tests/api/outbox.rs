@@ -157,6 +157,46 @@ async fn rows_that_commit_out_of_id_order_are_all_delivered() {
 }
 
 /// A server on a Redis Cluster of the test's own, which the test may break.
+/// A 6-node cluster of the test's own (for tests that stop nodes).
+async fn own_cluster() -> RedisCluster {
+    tokio::task::spawn_blocking(RedisCluster::start)
+        .await
+        .unwrap()
+        .unwrap()
+}
+
+/// `count` users to post as.
+async fn writers(app: &TestApp, prefix: &str, count: usize) -> Vec<i64> {
+    let mut authors = Vec::new();
+    for i in 0..count {
+        let handle = unique_handle(&format!("{prefix}{i}"));
+        authors.push(app.create_user(&handle, "Writer").await.user_id);
+    }
+    authors
+}
+
+/// Waits until every acknowledged `(author, post)` is in its author's cached timeline.
+async fn every_acknowledged_post_is_cached(app: &TestApp, authors: &[i64], acked: &[(i64, i64)]) {
+    eventually(
+        Duration::from_secs(30),
+        "every acknowledged post is in its timeline",
+        || async {
+            let mut missing = 0;
+            for author in authors {
+                let Ok(cached) = app.try_timeline_ids(*author).await else {
+                    return false; // that node is still failing over
+                };
+                missing += acked
+                    .iter()
+                    .filter(|(a, p)| a == author && !cached.contains(p))
+                    .count();
+            }
+            missing == 0
+        },
+    )
+    .await;
+}
+
 async fn spawn_on_own_cluster(cluster: &RedisCluster) -> TestApp {
     let db = TestDb::new().await.unwrap();
     let nodes = cluster.seed_nodes().join(",");
@@ -168,10 +208,7 @@ async fn spawn_on_own_cluster(cluster: &RedisCluster) -> TestApp {
 
 #[tokio::test]
 async fn writes_succeed_while_redis_is_down_and_reach_it_when_it_returns() {
-    let cluster = tokio::task::spawn_blocking(RedisCluster::start)
-        .await
-        .unwrap()
-        .unwrap();
+    let cluster = own_cluster().await;
     let app = spawn_on_own_cluster(&cluster).await;
     let author = app.create_user(&unique_handle("outage"), "Outage").await;
 
@@ -207,19 +244,9 @@ async fn writes_succeed_while_redis_is_down_and_reach_it_when_it_returns() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_master_killed_during_writes_loses_no_acknowledged_post() {
-    let cluster = tokio::task::spawn_blocking(RedisCluster::start)
-        .await
-        .unwrap()
-        .unwrap();
+    let cluster = own_cluster().await;
     let app = spawn_on_own_cluster(&cluster).await;
-    let mut authors = Vec::new();
-    for i in 0..12 {
-        authors.push(
-            app.create_user(&unique_handle(&format!("w{i}")), "Writer")
-                .await
-                .user_id,
-        );
-    }
+    let authors = writers(&app, "w", 12).await;
     let victim = cluster.masters().unwrap()[0].clone();
 
     // Four writers, 40 posts each, round-robin over the authors; a master dies a third of the way.
@@ -258,22 +285,65 @@ async fn a_master_killed_during_writes_loses_no_acknowledged_post() {
     let cluster_ref = &cluster;
     tokio::task::block_in_place(|| cluster_ref.wait_until_healthy(Duration::from_secs(30)))
         .expect("a replica took over");
-    eventually(
-        Duration::from_secs(30),
-        "every acknowledged post is in its timeline",
-        || async {
-            let mut missing = 0;
-            for author in &authors {
-                let Ok(cached) = app.try_timeline_ids(*author).await else {
-                    return false; // that node is still failing over
-                };
-                missing += acked
-                    .iter()
-                    .filter(|(a, p)| a == author && !cached.contains(p))
-                    .count();
+    every_acknowledged_post_is_cached(&app, &authors, &acked).await;
+}
+
+/// A master frozen (SIGSTOP) long enough for its replica to take over, then thawed: it rejoins
+/// as a replica and the client must move to the new master. The service keeps answering every
+/// write within its budget the whole time, and every acknowledged post reaches the cache.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_master_frozen_until_it_fails_over_leaves_the_service_answering() {
+    let cluster = own_cluster().await;
+    let app = spawn_on_own_cluster(&cluster).await;
+    let authors = writers(&app, "f", 6).await;
+    let victim = cluster.masters().unwrap()[0].clone();
+    let stop = std::sync::atomic::AtomicBool::new(false);
+
+    // Two writers, one post after the other, until a while after the thaw; no call may take
+    // longer than the fast-path budget and the request timeout allow.
+    let writers = (0..2).map(|w| {
+        let mut posts = app.posts.clone();
+        let authors = authors.clone();
+        let stop = &stop;
+        async move {
+            let mut acked = Vec::new();
+            let mut i = 0;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let author_id = authors[(w + 2 * i) % authors.len()];
+                let call = posts.create_post(CreatePostRequest {
+                    author_id,
+                    body: format!("writer {w} post {i}"),
+                    request_id: String::new(),
+                });
+                let post = tokio::time::timeout(Duration::from_secs(10), call)
+                    .await
+                    .unwrap_or_else(|_| panic!("writer {w}: post {i} not answered within 10 s"))
+                    .expect("PostgreSQL is up: every write is acknowledged")
+                    .into_inner()
+                    .post
+                    .unwrap();
+                acked.push((author_id, post.post_id));
+                i += 1;
+                tokio::time::sleep(Duration::from_millis(20)).await;
             }
-            missing == 0
-        },
-    )
-    .await;
+            acked
+        }
+    });
+    let cluster_ref = &cluster;
+    let freezer = async {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        cluster_ref.pause_node(&victim).unwrap();
+        // Longer than cluster-node-timeout (3 s): the replica takes over.
+        tokio::time::sleep(Duration::from_secs(6)).await;
+        cluster_ref.resume_node(&victim).unwrap();
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    };
+    let (acked, ()) = tokio::join!(join_all(writers), freezer);
+    let acked: Vec<(i64, i64)> = acked.into_iter().flatten().collect();
+    assert!(acked.len() >= 20, "only {} posts acknowledged", acked.len());
+
+    tokio::task::block_in_place(|| cluster_ref.wait_until_healthy(Duration::from_secs(30)))
+        .expect("the cluster recovered");
+    every_acknowledged_post_is_cached(&app, &authors, &acked).await;
 }
