@@ -141,13 +141,19 @@ impl TestApp {
     }
 
     pub async fn create_post(&self, author_id: i64, body: &str) -> Post {
+        self.send_create_post(CreatePostRequest {
+            author_id,
+            body: body.into(),
+            request_id: String::new(),
+        })
+        .await
+    }
+
+    /// Sends `request` as is; the post of a successful answer.
+    pub async fn send_create_post(&self, request: CreatePostRequest) -> Post {
         self.posts
             .clone()
-            .create_post(CreatePostRequest {
-                author_id,
-                body: body.into(),
-                request_id: String::new(),
-            })
+            .create_post(request)
             .await
             .expect("create post")
             .into_inner()

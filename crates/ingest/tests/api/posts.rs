@@ -212,20 +212,7 @@ async fn request_id_makes_create_post_idempotent() {
         request_id: uuid::Uuid::new_v4().to_string(),
     };
     // Concurrent duplicates: one post, the same answer for all.
-    let answers = join_all((0..8).map(|_| {
-        let mut posts = app.posts.clone();
-        let request = request.clone();
-        async move {
-            posts
-                .create_post(request)
-                .await
-                .unwrap()
-                .into_inner()
-                .post
-                .unwrap()
-        }
-    }))
-    .await;
+    let answers = join_all((0..8).map(|_| app.send_create_post(request.clone()))).await;
     assert!(answers.windows(2).all(|w| w[0] == w[1]), "{answers:?}");
     let retry = app
         .posts
@@ -616,19 +603,7 @@ async fn expired_idempotency_keys_are_purged() {
         uuid::Uuid::new_v4().to_string(),
         uuid::Uuid::new_v4().to_string(),
     );
-    let create = |key: &str| {
-        let mut posts = app.posts.clone();
-        let request = request(key);
-        async move {
-            posts
-                .create_post(request)
-                .await
-                .unwrap()
-                .into_inner()
-                .post
-                .unwrap()
-        }
-    };
+    let create = |key: &str| app.send_create_post(request(key));
     let old = create(&old_key).await;
     let new = create(&new_key).await;
     let sql = app.sql().await;
