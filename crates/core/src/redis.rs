@@ -25,16 +25,11 @@ pub fn connect(settings: &RedisSettings) -> anyhow::Result<Client> {
 /// yet.
 pub async fn connect_briefly_waiting(settings: &RedisSettings) -> anyhow::Result<Client> {
     let client = connect(settings)?;
-    let waited = tokio::time::timeout(settings.connect_timeout(), client.wait_for_connect()).await;
-    match waited {
-        Ok(Ok(())) => {}
-        Ok(Err(error)) => {
-            tracing::warn!(%error, "the Redis Cluster is not reachable yet; starting without it")
-        }
-        Err(_) => tracing::warn!(
-            timeout_ms = settings.connect_timeout_ms,
-            "the Redis Cluster did not answer in time; starting without it"
-        ),
+    if let Err(error) = first_connection(&client, settings.connect_timeout()).await {
+        tracing::warn!(
+            error = format!("{error:#}"),
+            "starting without the Redis Cluster"
+        );
     }
     Ok(client)
 }
@@ -45,11 +40,16 @@ pub async fn connect_and_wait(
     timeout: Duration,
 ) -> anyhow::Result<Client> {
     let client = connect(settings)?;
+    first_connection(&client, timeout).await?;
+    Ok(client)
+}
+
+/// Waits up to `timeout` for `client`'s first connection.
+async fn first_connection(client: &Client, timeout: Duration) -> anyhow::Result<()> {
     tokio::time::timeout(timeout, client.wait_for_connect())
         .await
         .context("timed out connecting to the Redis Cluster")?
-        .context("connecting to the Redis Cluster")?;
-    Ok(client)
+        .context("connecting to the Redis Cluster")
 }
 
 fn builder(settings: &RedisSettings) -> anyhow::Result<Builder> {

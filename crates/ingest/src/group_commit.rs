@@ -96,9 +96,8 @@ impl PostWriter {
             )))
         })
     }
-}
 
-impl PostWriter {
+    /// One post in its own transaction, then its fast path.
     async fn create_alone(&self, post: &NewPost) -> ApiResult<Post> {
         let written = create_alone(&self.pool, post).await?;
         self.cache.after_commit(written.pending).await;

@@ -36,7 +36,7 @@ use tonic::{transport::Channel, Code};
 
 use super::ingest::{connect_postgres, describe_postgres, pg_error, postgres_config};
 use super::load::{closed_loop, Op, Timing, OP_TIMEOUT};
-use super::stats::{round, OpError, Summary, Table};
+use super::stats::{median_by, round, OpError, Summary, Table};
 
 /// Post ids (migrations/V2): `((time_ms - EPOCH) << 22) | (seq mod 2^22)`.
 const POST_ID_EPOCH_MS: i64 = 1_577_836_800_000;
@@ -657,12 +657,7 @@ fn round_ratio((ours, naive): &(Summary, Summary)) -> Option<f64> {
 
 /// The unloaded round with the median ratio (the lower middle one of an even count).
 fn median_unloaded(rounds: &[(Summary, Summary)]) -> Option<&(Summary, Summary)> {
-    let mut sorted: Vec<&(Summary, Summary)> = rounds.iter().collect();
-    sorted.sort_by(|a, b| {
-        let key = |r: &(Summary, Summary)| round_ratio(r).unwrap_or(0.0);
-        key(a).total_cmp(&key(b))
-    });
-    sorted.get((sorted.len().max(1) - 1) / 2).copied()
+    median_by(rounds, |r| round_ratio(r).unwrap_or(0.0))
 }
 
 // ---------------------------------------------------------------------------------------------

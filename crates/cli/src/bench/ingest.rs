@@ -26,7 +26,7 @@ use tokio_postgres::{NoTls, Statement};
 use tonic::{transport::Channel, Code};
 
 use super::load::{closed_loop, Op, Timing, OP_TIMEOUT};
-use super::stats::{round, OpError, Summary, Table};
+use super::stats::{median_by, round, OpError, Summary, Table};
 
 /// The floor's table: created by the bench, dropped at the end.
 const BARE_TABLE: &str = "bench_bare_posts";
@@ -257,15 +257,12 @@ async fn run_phases(
 /// The round with the median ratio (the lower middle one of an even count), or the median
 /// round by posts/s when only one phase ran.
 fn median_round(rounds: &[Round]) -> Option<&Round> {
-    let key = |r: &Round| {
+    median_by(rounds, |r| {
         r.ratio()
             .or_else(|| r.grpc.as_ref().map(|s| s.ops_per_s))
             .or_else(|| r.bare.as_ref().map(|s| s.ops_per_s))
             .unwrap_or(0.0)
-    };
-    let mut sorted: Vec<&Round> = rounds.iter().collect();
-    sorted.sort_by(|a, b| key(a).total_cmp(&key(b)));
-    sorted.get((sorted.len().max(1) - 1) / 2).copied()
+    })
 }
 
 // ---------------------------------------------------------------------------------------------

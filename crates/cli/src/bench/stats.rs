@@ -164,6 +164,14 @@ pub fn percentile(sorted: &[u64], q: f64) -> Option<u64> {
     Some(sorted[rank.clamp(1, sorted.len()) - 1])
 }
 
+/// The item with the median `key` — the lower middle one of an even count, so one lucky round
+/// cannot tip it; `None` when there are none. For picking the round a repeated bench reports.
+pub fn median_by<T>(items: &[T], key: impl Fn(&T) -> f64) -> Option<&T> {
+    let mut sorted: Vec<&T> = items.iter().collect();
+    sorted.sort_by(|a, b| key(a).total_cmp(&key(b)));
+    sorted.get(sorted.len().saturating_sub(1) / 2).copied()
+}
+
 pub fn ns_to_ms(ns: u64) -> f64 {
     ns as f64 / 1e6
 }
