@@ -153,6 +153,10 @@ save ""
 # (docs/cache.md explains why readers tolerate a partly evicted author).
 maxmemory 512mb
 maxmemory-policy volatile-lru
+# Masters ping replicas every second (default 10 s). Until a new cluster's first ping its
+# replication offsets are 0, and nodes leave such replicas out of CLUSTER SLOTS: a service
+# connecting then would send no read to a replica until its next topology refresh.
+repl-ping-replica-period 1
 EOF
   log "redis $port: starting"
   redis-server "$dir/redis.conf" || die "redis-server on port $port failed to start (log: $SF_LOG_DIR/redis-$port.log)"

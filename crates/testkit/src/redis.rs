@@ -187,7 +187,11 @@ fn launch(dir: &Path, port: u16) -> Result<Child, LaunchError> {
             .arg("--logfile")
             .arg(&log_path)
             // Replicas would otherwise wait 5 s before their first sync.
-            .args(["--repl-diskless-sync-delay", "0"]);
+            .args(["--repl-diskless-sync-delay", "0"])
+            // A master pings its replicas every 10 s by default. Until the first ping a new
+            // cluster's replication offsets are 0, and nodes leave replicas at offset 0 out of
+            // CLUSTER SLOTS (see `check_slots_list_replicas`).
+            .args(["--repl-ping-replica-period", "1"]);
         spawner::spawn(cmd, libc::SIGKILL).context("running redis-server (is it on PATH?)")
     };
     let mut child = spawn().map_err(LaunchError::Failed)?;
@@ -250,7 +254,8 @@ impl RedisCluster {
         let healthy = wait_until(CLUSTER_TIMEOUT, || {
             let result = cluster
                 .check_health()
-                .and_then(|view| check_topology(&view, masters, replicas_per_master));
+                .and_then(|view| check_topology(&view, masters, replicas_per_master))
+                .and_then(|()| cluster.check_slots_list_replicas(replicas_per_master));
             let ok = result.is_ok();
             last_err = result.err();
             Ok(ok)
@@ -413,6 +418,31 @@ impl RedisCluster {
     }
 
     /// One pass of the health check; returns the first live node's view of the cluster.
+    /// Every live node lists `replicas` replicas for every slot range in `CLUSTER SLOTS`, the
+    /// view clients route by. A node leaves out a replica until gossip has brought it that
+    /// replica's replication offset, a moment after the replica is in sync; a client that
+    /// connects before would route no read to that replica until its next topology refresh.
+    fn check_slots_list_replicas(&self, replicas: usize) -> anyhow::Result<()> {
+        for node in self.nodes.iter().filter(|node| node.is_live()) {
+            let addr = node.addr();
+            let Reply::Array(Some(ranges)) = resp::call(&addr, &["CLUSTER", "SLOTS"])? else {
+                bail!("{addr} answered CLUSTER SLOTS with something else than an array");
+            };
+            for range in ranges {
+                // [start, end, master, replica, ...]
+                let listed = match range {
+                    Reply::Array(Some(entries)) => entries.len().saturating_sub(3),
+                    other => bail!("{addr}: unexpected CLUSTER SLOTS entry {other:?}"),
+                };
+                ensure!(
+                    listed == replicas,
+                    "{addr} lists {listed} of {replicas} replicas for a slot range in CLUSTER SLOTS"
+                );
+            }
+        }
+        Ok(())
+    }
+
     fn check_health(&self) -> anyhow::Result<Vec<ClusterNode>> {
         let live: Vec<&RedisNode> = self.nodes.iter().filter(|node| node.is_live()).collect();
         ensure!(!live.is_empty(), "no node is running");
