@@ -35,6 +35,20 @@ impl Application {
     /// `aggregator.listen_addr`.
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
         let redis = redis::connect(&settings.redis)?;
+        // Feed reads go to a client per node (see `read::nodes`), connected to the masters
+        // as soon as the cluster client knows them.
+        let nodes = read::nodes::NodeClients::new(settings.redis.clone(), redis.clone());
+        {
+            let (redis, nodes) = (redis.clone(), nodes.clone());
+            tokio::spawn(async move {
+                if fred::interfaces::ClientLike::wait_for_connect(&redis)
+                    .await
+                    .is_ok()
+                {
+                    nodes.connect_masters();
+                }
+            });
+        }
         let pool = postgres::pool(&settings.postgres)?;
         let layout = CacheLayout::new(settings.redis.namespace.clone());
         let rebuilder = read::rebuild::Rebuilder::new(
@@ -67,12 +81,12 @@ impl Application {
             .add_service(
                 FeedServiceServer::new(api::feed::Feeds::new(
                     read::author::AuthorReader::new(
-                        redis.clone(),
+                        nodes.clone(),
                         layout.clone(),
                         rebuilder.clone(),
                     ),
                     read::home::HomeReader::new(
-                        redis.clone(),
+                        nodes.clone(),
                         layout,
                         pool.clone(),
                         settings.aggregator.node_timeout(),

@@ -52,6 +52,22 @@ async fn first_connection(client: &Client, timeout: Duration) -> anyhow::Result<
         .context("connecting to the Redis Cluster")
 }
 
+/// A client of one node only (no cluster routing), configured like the cluster client, and
+/// connecting in the background. For reads that must not wait on the other nodes: fred's
+/// cluster client drives every node from one task, and while it reconnects after a node died
+/// (until the failover completes), the commands for the healthy nodes wait too.
+pub fn connect_node(settings: &RedisSettings, node: Server) -> anyhow::Result<Client> {
+    let config = Config {
+        server: ServerConfig::Centralized { server: node },
+        ..Default::default()
+    };
+    let client = configured(Builder::from_config(config), settings)
+        .build()
+        .context("building a Redis node client")?;
+    client.connect();
+    Ok(client)
+}
+
 fn builder(settings: &RedisSettings) -> anyhow::Result<Builder> {
     let hosts = settings
         .nodes
@@ -73,9 +89,13 @@ fn builder(settings: &RedisSettings) -> anyhow::Result<Builder> {
         },
         ..Default::default()
     };
+    Ok(configured(Builder::from_config(config), settings))
+}
+
+/// Timeouts, retries and reconnection, the same for every client.
+fn configured(mut builder: Builder, settings: &RedisSettings) -> Builder {
     let command_timeout = settings.command_timeout();
     let connect_timeout = settings.connect_timeout();
-    let mut builder = Builder::from_config(config);
     builder
         .with_connection_config(|c| {
             c.connection_timeout = connect_timeout;
@@ -95,5 +115,5 @@ fn builder(settings: &RedisSettings) -> anyhow::Result<Builder> {
             p.default_command_timeout = command_timeout;
         })
         .set_policy(ReconnectPolicy::new_exponential(0, 50, 2_000, 2));
-    Ok(builder)
+    builder
 }

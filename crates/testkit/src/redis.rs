@@ -317,6 +317,33 @@ impl RedisCluster {
             .collect())
     }
 
+    /// A manual failover: `CLUSTER FAILOVER` on a replica of `master`, which takes over its
+    /// slots with no connection lost (unlike a killed master). Returns the new master once every
+    /// node agrees and the cluster is healthy.
+    pub fn fail_over(&self, master: &str) -> anyhow::Result<String> {
+        let view = parse_cluster_nodes(&resp::call_text(master, &["CLUSTER", "NODES"])?);
+        let master_id = view
+            .iter()
+            .find(|n| n.addr == master)
+            .map(|n| n.id.clone())
+            .with_context(|| format!("{master} is not in its own CLUSTER NODES"))?;
+        let replica = view
+            .iter()
+            .find(|n| n.master_id.as_deref() == Some(master_id.as_str()) && !n.failing())
+            .map(|n| n.addr.clone())
+            .with_context(|| format!("{master} has no replica to fail over to"))?;
+        let answer = resp::call_text(&replica, &["CLUSTER", "FAILOVER"])?;
+        ensure!(
+            answer == "OK",
+            "{replica} answered CLUSTER FAILOVER with {answer}"
+        );
+        wait_until(CLUSTER_TIMEOUT, || {
+            Ok(self.masters()?.contains(&replica) && self.check_health().is_ok())
+        })
+        .with_context(|| format!("{replica} did not take over from {master}"))?;
+        Ok(replica)
+    }
+
     /// How many times `addr` has executed `command` (lower case), per `INFO commandstats`.
     pub fn command_calls(&self, addr: &str, command: &str) -> anyhow::Result<u64> {
         let info = resp::call_text(addr, &["INFO", "commandstats"])?;

@@ -4,7 +4,7 @@
 use fred::{
     clients::{Client, Pipeline},
     error::Error,
-    interfaces::{ClientLike, HashesInterface, SortedSetsInterface},
+    interfaces::{HashesInterface, SortedSetsInterface},
     types::Value,
 };
 use prost::Message;
@@ -16,6 +16,7 @@ use shardfeed_proto::v1::Post;
 
 use super::{
     cursor::Position,
+    nodes::NodeClients,
     rebuild::{Rebuilder, Target},
 };
 
@@ -41,18 +42,19 @@ pub enum CachedPage {
     Gone,
 }
 
-/// Reads authors' timelines from the cluster.
+/// Reads authors' timelines from the cluster, through the client of the author's node (see
+/// `super::nodes`).
 #[derive(Clone)]
 pub struct AuthorReader {
-    client: Client,
+    nodes: NodeClients,
     layout: CacheLayout,
     rebuilder: Rebuilder,
 }
 
 impl AuthorReader {
-    pub fn new(client: Client, layout: CacheLayout, rebuilder: Rebuilder) -> Self {
+    pub fn new(nodes: NodeClients, layout: CacheLayout, rebuilder: Rebuilder) -> Self {
         Self {
-            client,
+            nodes,
             layout,
             rebuilder,
         }
@@ -66,10 +68,11 @@ impl AuthorReader {
         size: usize,
     ) -> Result<CachedPage, Error> {
         // Both keys share the author's slot: one pipeline, one round trip.
-        let pipeline = self.client.pipeline();
+        let pipeline = self.nodes.for_key(&self.layout.meta(author_id)).pipeline();
         queue_slice(&pipeline, &self.layout, author_id, after, size).await?;
         let mut replies = pipeline.try_all::<Value>().await.into_iter();
-        let (ids, complete) = match take_slice(&mut replies, after, size)? {
+        let slice = take_slice(&mut replies, after, size).inspect_err(|_| self.nodes.read_failed());
+        let (ids, complete) = match slice? {
             Slice::Gone => return Ok(CachedPage::Gone),
             Slice::Miss => return Ok(CachedPage::Miss),
             Slice::NotLoaded => {
@@ -83,7 +86,8 @@ impl AuthorReader {
         let more_cached = ids.len() > size;
         ids.truncate(size);
 
-        let posts = match self.bodies(author_id, &ids).await? {
+        let bodies = self.bodies(author_id, &ids).await;
+        let posts = match bodies.inspect_err(|_| self.nodes.read_failed())? {
             Some(posts) => posts,
             None => return Ok(CachedPage::Miss),
         };
@@ -107,15 +111,9 @@ impl AuthorReader {
             return Ok(Some(Vec::new()));
         }
         let fields: Vec<String> = ids.iter().map(i64::to_string).collect();
-        let values: Vec<Value> = self
-            .client
-            .hmget(self.layout.posts(author_id), fields)
-            .await?;
+        let key = self.layout.posts(author_id);
+        let values: Vec<Value> = self.nodes.for_key(&key).hmget(key, fields).await?;
         Ok(all_cached_posts(values))
-    }
-
-    pub fn is_connected(&self) -> bool {
-        self.client.is_connected()
     }
 }
 

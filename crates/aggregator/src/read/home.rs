@@ -34,8 +34,7 @@ use std::{
 
 use deadpool_postgres::Pool;
 use fred::{
-    clients::Client,
-    interfaces::{ClusterInterface, HashesInterface},
+    interfaces::HashesInterface,
     types::{config::Server, Value},
     util::redis_keyslot,
 };
@@ -50,6 +49,8 @@ use shardfeed_core::{
 use shardfeed_proto::v1::Post;
 
 use crate::hot::{head::Head, near_cache::NearCache, Hotspots, Newest};
+
+use super::nodes::NodeClients;
 
 use super::{
     author::{cached_post, interpret, queue_timeline, Slice, META_FIELDS},
@@ -88,7 +89,7 @@ pub type Bodies = Arc<NearCache<Post>>;
 
 #[derive(Clone)]
 pub struct HomeReader {
-    client: Client,
+    nodes: NodeClients,
     layout: CacheLayout,
     pool: Pool,
     node_timeout: Duration,
@@ -100,7 +101,7 @@ pub struct HomeReader {
 impl HomeReader {
     /// `bodies`: the in-process body cache, bounded in bytes (a zero budget turns it off).
     pub fn new(
-        client: Client,
+        nodes: NodeClients,
         layout: CacheLayout,
         pool: Pool,
         node_timeout: Duration,
@@ -109,7 +110,7 @@ impl HomeReader {
         bodies: Bodies,
     ) -> Self {
         Self {
-            client,
+            nodes,
             layout,
             pool,
             node_timeout,
@@ -132,8 +133,9 @@ impl HomeReader {
         }
         let ticket = self.hot.followees_ticket();
         self.hot.count_request(self.hot.owner(user_id).as_ref());
+        let key = self.layout.following(user_id);
         let cached: Result<HashMap<String, String>, _> =
-            self.client.hgetall(self.layout.following(user_id)).await;
+            self.nodes.for_key(&key).hgetall(&key).await;
         match cached {
             Ok(set) if set.contains_key(FOLLOWING_LOADED) => {
                 let followees: Arc<Vec<i64>> = Arc::new(
@@ -153,6 +155,7 @@ impl HomeReader {
                 postgres::followees(&self.pool, user_id).await.map(Arc::new)
             }
             Err(err) => {
+                self.nodes.read_failed();
                 tracing::warn!(user_id, error = %err, "followee set unreadable; reading PostgreSQL");
                 postgres::followees(&self.pool, user_id).await.map(Arc::new)
             }
@@ -317,7 +320,9 @@ impl HomeReader {
                 let known = &known;
                 async move {
                     self.hot.count_request(node.as_ref());
-                    let slices = self.read_node(&authors, known, after, size).await;
+                    let slices = self
+                        .read_node(node.as_ref(), &authors, known, after, size)
+                        .await;
                     (node, authors, slices)
                 }
             });
@@ -358,6 +363,7 @@ impl HomeReader {
                     }
                 }
                 Err(err) => {
+                    self.nodes.read_failed();
                     tracing::warn!(node = ?node, authors = authors.len(), error = %err,
                         "node did not answer its feed batch; reading its authors from PostgreSQL");
                     from_postgres.extend(authors);
@@ -405,7 +411,7 @@ impl HomeReader {
     where
         F: Fn(&i64) -> String,
     {
-        let routing = self.client.cached_cluster_state();
+        let routing = self.nodes.routing();
         let mut groups: HashMap<Option<Server>, Vec<i64>> = HashMap::new();
         for id in ids {
             let server = routing
@@ -424,13 +430,14 @@ impl HomeReader {
     /// slice and what to remember of it.
     async fn read_node(
         &self,
+        node: Option<&Server>,
         authors: &[i64],
         known: &HashMap<i64, Ranked>,
         after: Option<Position>,
         size: usize,
     ) -> anyhow::Result<Vec<(Slice, Option<Newest>)>> {
         let remembered = |author: &i64| after.is_none().then(|| known.get(author)).flatten();
-        let pipeline = self.client.pipeline();
+        let pipeline = self.nodes.on(node).pipeline();
         for author in authors {
             if remembered(author).is_none() {
                 let _: () = pipeline
@@ -510,7 +517,11 @@ impl HomeReader {
                 let wanted = &wanted;
                 async move {
                     self.hot.count_request(node.as_ref());
-                    self.read_bodies(&group, wanted).await
+                    let read = self.read_bodies(node.as_ref(), &group, wanted).await;
+                    if read.is_err() {
+                        self.nodes.read_failed();
+                    }
+                    read
                 }
             });
         for posts in futures::future::join_all(batches)
@@ -544,10 +555,11 @@ impl HomeReader {
 
     async fn read_bodies(
         &self,
+        node: Option<&Server>,
         authors: &[i64],
         wanted: &HashMap<i64, Vec<i64>>,
     ) -> anyhow::Result<Vec<Post>> {
-        let pipeline = self.client.pipeline();
+        let pipeline = self.nodes.on(node).pipeline();
         for author in authors {
             let fields: Vec<String> = wanted[author].iter().map(i64::to_string).collect();
             let _: () = pipeline.hmget(self.layout.posts(*author), fields).await?;

@@ -9,5 +9,6 @@
 pub mod author;
 pub mod cursor;
 pub mod home;
+pub mod nodes;
 pub mod postgres;
 pub mod rebuild;

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use fred::{interfaces::ClusterInterface, util::redis_keyslot};
-use shardfeed_proto::v1::GetHomeFeedRequest;
+use shardfeed_proto::v1::{GetHomeFeedRequest, GetHomeFeedResponse};
 use shardfeed_testkit::RedisCluster;
 
 use crate::timeline::Harness;
@@ -65,8 +65,20 @@ async fn a_master_killed_mid_walk_yields_the_exact_feed() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn with_a_node_and_postgres_down_the_feed_is_flagged_degraded() {
+/// A reader following 12 cached authors, served by an aggregator whose PostgreSQL never
+/// answers; `victim`, a master holding some of those authors but not the reader's followee set
+/// (else the feed cannot even start: UNAVAILABLE), and how many authors it holds; and the whole
+/// feed, read while every node answered.
+struct NoPostgres {
+    cluster: RedisCluster,
+    h: Harness,
+    reader: i64,
+    victim: String,
+    on_victim: usize,
+    full: Vec<i64>,
+}
+
+async fn without_postgres() -> NoPostgres {
     let cluster = tokio::task::spawn_blocking(RedisCluster::start)
         .await
         .unwrap()
@@ -84,22 +96,10 @@ async fn with_a_node_and_postgres_down_the_feed_is_flagged_degraded() {
     .await;
     let (reader, authors) = world(&mut h, 12).await;
     // Healthy: the whole feed from the cache alone.
-    let full = h
-        .feeds
-        .clone()
-        .get_home_feed(GetHomeFeedRequest {
-            user_id: reader,
-            page_size: 100,
-            page_token: String::new(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let full = home(&h, reader).await.unwrap();
     assert!(!full.degraded);
     assert_eq!(full.posts.len(), 48);
 
-    // A master that does not hold the reader's own followee set (else the feed cannot even
-    // start: UNAVAILABLE), but holds some followed authors.
     let routing = h
         .writer
         .client()
@@ -127,10 +127,18 @@ async fn with_a_node_and_postgres_down_the_feed_is_flagged_degraded() {
         .iter()
         .filter(|a| owner(h.writer.layout().meta(**a)) == victim)
         .count();
-    cluster.pause_node(&victim).unwrap();
-    let started = std::time::Instant::now();
-    let partial = h
-        .feeds
+    NoPostgres {
+        cluster,
+        h,
+        reader,
+        victim,
+        on_victim,
+        full: full.posts.iter().map(|p| p.post_id).collect(),
+    }
+}
+
+async fn home(h: &Harness, reader: i64) -> Result<GetHomeFeedResponse, tonic::Status> {
+    h.feeds
         .clone()
         .get_home_feed(GetHomeFeedRequest {
             user_id: reader,
@@ -138,30 +146,87 @@ async fn with_a_node_and_postgres_down_the_feed_is_flagged_degraded() {
             page_token: String::new(),
         })
         .await
-        .unwrap()
-        .into_inner();
-    cluster.resume_node(&victim).unwrap();
-    assert!(
-        started.elapsed() < Duration::from_secs(5),
-        "answered within the deadline"
-    );
+        .map(|r| r.into_inner())
+}
+
+/// The page leaves out exactly the victim's authors, and what it returns is the full feed
+/// without them, in order.
+fn assert_only_the_victims_authors_left_out(w: &NoPostgres, partial: &GetHomeFeedResponse) {
     assert!(
         partial.degraded,
         "a node and PostgreSQL down: the feed must say so"
     );
-    assert_eq!(partial.authors_omitted as usize, on_victim);
+    assert_eq!(
+        partial.authors_omitted as usize, w.on_victim,
+        "only the authors of the node that is down are left out"
+    );
     assert_eq!(
         partial.posts.len(),
         48 - 4 * partial.authors_omitted as usize
     );
-    // What it did return is right: a subset of the full feed, in order.
-    let full_ids: Vec<i64> = full.posts.iter().map(|p| p.post_id).collect();
     let got: Vec<i64> = partial.posts.iter().map(|p| p.post_id).collect();
-    let mut in_full = full_ids
+    let mut in_full = w
+        .full
         .iter()
         .filter(|id| got.contains(id))
         .copied()
         .collect::<Vec<_>>();
     in_full.truncate(got.len());
     assert_eq!(got, in_full);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_a_node_and_postgres_down_the_feed_is_flagged_degraded() {
+    let w = without_postgres().await;
+    w.cluster.pause_node(&w.victim).unwrap();
+    let started = std::time::Instant::now();
+    let partial = home(&w.h, w.reader).await.unwrap();
+    w.cluster.resume_node(&w.victim).unwrap();
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "answered within the deadline"
+    );
+    assert_only_the_victims_authors_left_out(&w, &partial);
+}
+
+/// A killed master (its connections reset at once) must not hold up the reads of the others
+/// while the client reconnects: the healthy nodes' authors still come from the cache.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_master_holds_up_no_other_node() {
+    let w = without_postgres().await;
+    w.cluster.kill_node(&w.victim).unwrap();
+    // The aggregator's cluster client sees the connection reset and starts reconnecting
+    // within milliseconds; a read already under way then waits for it (and goes to
+    // PostgreSQL), the next ones do not. Failover takes the cluster node timeout (3 s) and
+    // more: these reads come before it.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    for _ in 0..3 {
+        let partial = home(&w.h, w.reader).await.unwrap();
+        assert_only_the_victims_authors_left_out(&w, &partial);
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    w.cluster.restart_node(&w.victim).unwrap();
+}
+
+/// A manual failover moves the victim's slots with no connection lost: the node clients keep
+/// reading the old master, which now answers `MOVED`. That failed read refreshes the slot map,
+/// and the feed is whole again from the cache (PostgreSQL is down here, so only the cache can
+/// make it whole).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_manual_failover_the_feed_is_whole_again() {
+    let w = without_postgres().await;
+    let new_master = tokio::task::block_in_place(|| w.cluster.fail_over(&w.victim)).unwrap();
+    assert_ne!(new_master, w.victim);
+    let mut whole = None;
+    for attempt in 0..20 {
+        let page = home(&w.h, w.reader).await.unwrap();
+        if !page.degraded {
+            whole = Some((attempt, page));
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let (_, page) = whole.expect("the feed never came whole again after the failover");
+    let got: Vec<i64> = page.posts.iter().map(|p| p.post_id).collect();
+    assert_eq!(got, w.full);
 }
