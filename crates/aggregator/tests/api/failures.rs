@@ -22,6 +22,45 @@ async fn world(h: &mut Harness, n: usize) -> (i64, Vec<i64>) {
     (reader, authors)
 }
 
+/// Every post of `user`'s feed, walked page by page with PostgreSQL up (so never degraded);
+/// `kill`: before page `n`, kill the `m`-th master of `cluster`.
+async fn walk(
+    h: &Harness,
+    user: i64,
+    page_size: i32,
+    kill: Option<(usize, &RedisCluster, usize)>,
+) -> Vec<i64> {
+    let mut walked = Vec::new();
+    let mut token = String::new();
+    let mut page = 0;
+    loop {
+        if let Some((n, cluster, m)) = kill {
+            if page == n {
+                let victim = cluster.masters().unwrap()[m].clone();
+                cluster.kill_node(&victim).unwrap();
+            }
+        }
+        let r = h
+            .feeds
+            .clone()
+            .get_home_feed(GetHomeFeedRequest {
+                user_id: user,
+                page_size,
+                page_token: token.clone(),
+            })
+            .await
+            .expect("PostgreSQL answers for the dead node's authors")
+            .into_inner();
+        assert!(!r.degraded, "PostgreSQL is up: nothing may be left out");
+        walked.extend(r.posts.iter().map(|p| p.post_id));
+        page += 1;
+        if r.next_page_token.is_empty() {
+            return walked;
+        }
+        token = r.next_page_token;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_master_killed_mid_walk_yields_the_exact_feed() {
     let cluster = tokio::task::spawn_blocking(RedisCluster::start)
@@ -32,33 +71,7 @@ async fn a_master_killed_mid_walk_yields_the_exact_feed() {
     let (reader, _) = world(&mut h, 12).await;
     let truth = h.home_truth(reader).await;
 
-    let mut walked = Vec::new();
-    let mut token = String::new();
-    let mut page = 0;
-    loop {
-        if page == 2 {
-            let victim = cluster.masters().unwrap()[0].clone();
-            cluster.kill_node(&victim).unwrap();
-        }
-        let r = h
-            .feeds
-            .clone()
-            .get_home_feed(GetHomeFeedRequest {
-                user_id: reader,
-                page_size: 5,
-                page_token: token.clone(),
-            })
-            .await
-            .expect("PostgreSQL answers for the dead node's authors")
-            .into_inner();
-        assert!(!r.degraded, "PostgreSQL is up: nothing may be left out");
-        walked.extend(r.posts.iter().map(|p| p.post_id));
-        page += 1;
-        if r.next_page_token.is_empty() {
-            break;
-        }
-        token = r.next_page_token;
-    }
+    let walked = walk(&h, reader, 5, Some((2, &cluster, 0))).await;
     assert_eq!(
         walked, truth,
         "no post lost or repeated across the failover"
@@ -173,6 +186,35 @@ fn assert_only_the_victims_authors_left_out(w: &NoPostgres, partial: &GetHomeFee
         .collect::<Vec<_>>();
     in_full.truncate(got.len());
     assert_eq!(got, in_full);
+}
+
+/// The random world of `home::every_page_of_every_feed_matches_the_sql_truth`, every user's
+/// feed walked page by page, and a master killed a third of the way through.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_feed_of_a_random_world_stays_exact_across_a_killed_master() {
+    let cluster = tokio::task::spawn_blocking(RedisCluster::start)
+        .await
+        .unwrap()
+        .unwrap();
+    let mut h = Harness::start_on(800, None, &cluster.seed_nodes()).await;
+    let users = crate::home::random_world(&mut h, 29).await;
+    let mut killed_at = None;
+    for (i, &user) in users.iter().enumerate() {
+        let truth = h.home_truth(user).await;
+        // Between the first and second page of the first feed of more than one page past a
+        // third of the users.
+        let kill = (killed_at.is_none() && i >= users.len() / 3 && truth.len() > 3)
+            .then_some((1, &cluster, 1));
+        if kill.is_some() {
+            killed_at = Some(user);
+        }
+        let walked = walk(&h, user, 3, kill).await;
+        assert_eq!(
+            walked, truth,
+            "user {user} (master killed at {killed_at:?})"
+        );
+    }
+    assert!(killed_at.is_some(), "no feed of more than one page");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
