@@ -247,7 +247,15 @@ impl HomeReader {
         if hot.is_empty() {
             return (Vec::new(), cold);
         }
-        let heads = futures::future::join_all(hot.iter().map(|a| self.hot.head(*a))).await;
+        // Bounded like a node's batch: a head read stuck behind a reconnecting cluster client
+        // falls back to the ordinary path instead of waiting for the command timeout.
+        let heads = futures::future::join_all(hot.iter().map(|a| async move {
+            match tokio::time::timeout(self.node_timeout, self.hot.head(*a)).await {
+                Ok(head) => head.map_err(anyhow::Error::from),
+                Err(_) => Err(anyhow::anyhow!("no answer within {:?}", self.node_timeout)),
+            }
+        }))
+        .await;
         let mut candidates = Vec::new();
         for (author, head) in hot.into_iter().zip(heads) {
             let head = match head {
