@@ -5,9 +5,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use fred::prelude::*;
-use fred::types::config::{
-    ClusterDiscoveryPolicy, Server, ServerConfig, TcpConfig, UnresponsiveConfig,
-};
+use fred::types::config::{ClusterDiscoveryPolicy, Server, ServerConfig, UnresponsiveConfig};
 
 use crate::config::RedisSettings;
 
@@ -100,12 +98,6 @@ fn configured(mut builder: Builder, settings: &RedisSettings) -> Builder {
     let connect_timeout = settings.connect_timeout();
     builder
         .with_connection_config(|c| {
-            // Small pipelined requests go out at once, not held back by Nagle's algorithm
-            // until the previous segment is acknowledged.
-            c.tcp = TcpConfig {
-                nodelay: Some(true),
-                ..Default::default()
-            };
             c.connection_timeout = connect_timeout;
             c.internal_command_timeout = command_timeout.max(Duration::from_millis(500));
             // Retry a command across a failover (MOVED/ASK/reconnect) a few times, within the
