@@ -68,11 +68,17 @@ impl Feeds {
         if !self.hot.is_hot(author_id) {
             return None;
         }
-        let head = match self.hot.head(author_id).await {
-            Ok(Some(head)) => head,
-            Ok(None) => return None,
-            Err(err) => {
+        // Bounded like a node's batch (see `HomeReader::page`).
+        let head = tokio::time::timeout(self.home.node_timeout(), self.hot.head(author_id));
+        let head = match head.await {
+            Ok(Ok(Some(head))) => head,
+            Ok(Ok(None)) => return None,
+            Ok(Err(err)) => {
                 tracing::debug!(author_id, error = %err, "hot read failed; ordinary path");
+                return None;
+            }
+            Err(_) => {
+                tracing::debug!(author_id, "hot read timed out; ordinary path");
                 return None;
             }
         };

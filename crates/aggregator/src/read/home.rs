@@ -120,6 +120,11 @@ impl HomeReader {
         }
     }
 
+    /// How long one node may take for its part of a page (`aggregator.node_timeout_ms`).
+    pub fn node_timeout(&self) -> Duration {
+        self.node_timeout
+    }
+
     /// A body cache of `bytes` at most.
     pub fn body_cache(bytes: usize) -> Bodies {
         Arc::new(NearCache::new(bytes, BODY_TTL))
