@@ -35,17 +35,28 @@ impl Application {
     /// `aggregator.listen_addr`.
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
         let redis = redis::connect(&settings.redis)?;
-        // Feed reads go to a client per node (see `read::nodes`), connected to the masters
-        // as soon as the cluster client knows them.
+        // Feed reads go to a client per node while the cluster client reconnects (see
+        // `read::nodes`): connected to the masters as soon as the cluster client knows them,
+        // and again whenever its view of the cluster changes.
         let nodes = read::nodes::NodeClients::new(settings.redis.clone(), redis.clone());
         {
             let (redis, nodes) = (redis.clone(), nodes.clone());
+            let mut changes = fred::interfaces::EventInterface::cluster_change_rx(&redis);
             tokio::spawn(async move {
                 if fred::interfaces::ClientLike::wait_for_connect(&redis)
                     .await
-                    .is_ok()
+                    .is_err()
                 {
-                    nodes.connect_masters();
+                    return;
+                }
+                nodes.connect_masters();
+                loop {
+                    match changes.recv().await {
+                        Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
+                            nodes.connect_masters()
+                        }
+                        Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+                    }
                 }
             });
         }

@@ -64,6 +64,7 @@ impl NodeClients {
         }
         match redis::connect_node(&self.inner.settings, node.clone()) {
             Ok(client) => {
+                self.drop_former_masters(&mut clients);
                 clients.insert(node.clone(), client.clone());
                 client
             }
@@ -73,6 +74,25 @@ impl NodeClients {
                 self.inner.cluster.clone()
             }
         }
+    }
+
+    /// Closes the clients of nodes that no longer own slots (a master failed over, removed):
+    /// a client of a node that is gone for good would otherwise keep reconnecting forever.
+    fn drop_former_masters(&self, clients: &mut HashMap<Server, Client>) {
+        let Some(routing) = self.routing() else {
+            return;
+        };
+        let masters = routing.unique_primary_nodes();
+        clients.retain(|node, client| {
+            if masters.contains(node) {
+                return true;
+            }
+            let client = client.clone();
+            tokio::spawn(async move {
+                let _ = client.quit().await;
+            });
+            false
+        });
     }
 
     /// The cluster client's slot map, if it has one yet.
@@ -101,12 +121,14 @@ impl NodeClients {
         self.on(owner.as_ref())
     }
 
-    /// Connects to every master of the current slot map ahead of the first reads.
+    /// Connects to every master of the current slot map ahead of the reads that may need
+    /// them, and closes the clients of former masters.
     pub fn connect_masters(&self) {
-        if let Some(routing) = self.inner.cluster.cached_cluster_state() {
+        if let Some(routing) = self.routing() {
             for node in routing.unique_primary_nodes() {
                 self.client(&node);
             }
+            self.drop_former_masters(&mut lock(&self.inner.clients));
         }
     }
 
