@@ -26,7 +26,8 @@ use shardfeed_proto::v1::{
 pub struct Application {
     server: GrpcServer,
     /// Hot-set refresh and change subscriber: stopped with the server.
-    hot_tasks: Vec<tokio::task::JoinHandle<()>>,
+    /// Background tasks, stopped when the service stops.
+    tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
 impl Application {
@@ -36,30 +37,9 @@ impl Application {
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
         let redis = redis::connect(&settings.redis)?;
         // Feed reads go to a client per node while the cluster client reconnects (see
-        // `read::nodes`): connected to the masters as soon as the cluster client knows them,
-        // and again whenever its view of the cluster changes.
+        // `read::nodes`).
         let nodes = read::nodes::NodeClients::new(settings.redis.clone(), redis.clone());
-        {
-            let (redis, nodes) = (redis.clone(), nodes.clone());
-            let mut changes = fred::interfaces::EventInterface::cluster_change_rx(&redis);
-            tokio::spawn(async move {
-                if fred::interfaces::ClientLike::wait_for_connect(&redis)
-                    .await
-                    .is_err()
-                {
-                    return;
-                }
-                nodes.connect_masters();
-                loop {
-                    match changes.recv().await {
-                        Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
-                            nodes.connect_masters()
-                        }
-                        Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
-                    }
-                }
-            });
-        }
+        let topology_task = nodes.follow_topology();
         let pool = postgres::pool(&settings.postgres)?;
         let layout = CacheLayout::new(settings.redis.namespace.clone());
         let rebuilder = read::rebuild::Rebuilder::new(
@@ -84,7 +64,8 @@ impl Application {
                 following_ttl: std::time::Duration::from_millis(aggregator.followee_cache_ttl_ms),
             },
         );
-        let hot_tasks = hot.spawn();
+        let mut tasks = hot.spawn();
+        tasks.push(topology_task);
         let mut server =
             GrpcServer::bind(settings.aggregator.listen_addr, settings.grpc.clone()).await?;
         let limit = server.max_message_bytes();
@@ -119,7 +100,7 @@ impl Application {
                     .max_encoding_message_size(limit),
             )
             .add_probe("Redis Cluster", shardfeed_core::server::redis_probe(redis));
-        Ok(Self { server, hot_tasks })
+        Ok(Self { server, tasks })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
@@ -132,7 +113,7 @@ impl Application {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
         let result = self.server.run(shutdown).await;
-        for task in self.hot_tasks {
+        for task in self.tasks {
             task.abort();
         }
         result

@@ -50,11 +50,10 @@ use shardfeed_proto::v1::Post;
 
 use crate::hot::{head::Head, near_cache::NearCache, Hotspots, Newest};
 
-use super::nodes::NodeClients;
-
 use super::{
     author::{cached_post, interpret, queue_timeline, Slice, META_FIELDS},
     cursor::Position,
+    nodes::NodeClients,
     postgres,
     rebuild::{Rebuilder, Target},
 };

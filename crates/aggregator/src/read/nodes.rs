@@ -22,11 +22,12 @@ use std::{
 
 use fred::{
     clients::Client,
-    interfaces::{ClientLike, ClusterInterface},
+    interfaces::{ClientLike, ClusterInterface, EventInterface},
     types::config::Server,
     util::redis_keyslot,
 };
 use shardfeed_core::{config::RedisSettings, redis};
+use tokio::{sync::broadcast::error::RecvError, task::JoinHandle};
 
 /// How often a failed read may ask for a fresh slot map.
 const RESYNC_INTERVAL: Duration = Duration::from_secs(1);
@@ -121,9 +122,28 @@ impl NodeClients {
         self.on(owner.as_ref())
     }
 
+    /// Keeps a client connected to every master: once the cluster client has connected, and
+    /// again at every change to the cluster it reports.
+    pub fn follow_topology(&self) -> JoinHandle<()> {
+        let nodes = self.clone();
+        let mut changes = self.inner.cluster.cluster_change_rx();
+        tokio::spawn(async move {
+            if nodes.inner.cluster.wait_for_connect().await.is_err() {
+                return;
+            }
+            loop {
+                nodes.connect_masters();
+                match changes.recv().await {
+                    Ok(_) | Err(RecvError::Lagged(_)) => {}
+                    Err(RecvError::Closed) => return,
+                }
+            }
+        })
+    }
+
     /// Connects to every master of the current slot map ahead of the reads that may need
     /// them, and closes the clients of former masters.
-    pub fn connect_masters(&self) {
+    fn connect_masters(&self) {
         if let Some(routing) = self.routing() {
             for node in routing.unique_primary_nodes() {
                 self.client(&node);
