@@ -234,9 +234,18 @@ impl RedisCluster {
         RedisCluster::start_with(3, 1)
     }
 
+    /// [`RedisCluster::start`] off the async runtime's threads (it blocks for seconds), for
+    /// tests that need a cluster of their own to break.
+    pub async fn start_async() -> anyhow::Result<RedisCluster> {
+        tokio::task::spawn_blocking(RedisCluster::start)
+            .await
+            .context("the cluster start-up task panicked")?
+    }
+
     /// `masters` masters (at least 3: `redis-cli --cluster create` wants a majority to survive
     /// one failure) with `replicas_per_master` replicas each. Returns once every node reports
-    /// `cluster_state:ok` and every replica is in sync with its master.
+    /// `cluster_state:ok`, every replica is attached to its master, and every node lists every
+    /// replica in `CLUSTER SLOTS`.
     pub fn start_with(masters: usize, replicas_per_master: usize) -> anyhow::Result<RedisCluster> {
         ensure!(
             masters >= 3,
@@ -444,11 +453,11 @@ impl RedisCluster {
         }
     }
 
-    /// One pass of the health check; returns the first live node's view of the cluster.
     /// Every live node lists `replicas` replicas for every slot range in `CLUSTER SLOTS`, the
-    /// view clients route by. A node leaves out a replica until gossip has brought it that
-    /// replica's replication offset, a moment after the replica is in sync; a client that
-    /// connects before would route no read to that replica until its next topology refresh.
+    /// view clients route by. A node leaves out a replica whose replication offset it knows as
+    /// 0: until the master's first ping to its replicas, and until gossip has carried the new
+    /// offset; a client that connects before would route no read to that replica until its
+    /// next topology refresh.
     fn check_slots_list_replicas(&self, replicas: usize) -> anyhow::Result<()> {
         for node in self.nodes.iter().filter(|node| node.is_live()) {
             let addr = node.addr();
@@ -470,6 +479,7 @@ impl RedisCluster {
         Ok(())
     }
 
+    /// One pass of the health check; returns the first live node's view of the cluster.
     fn check_health(&self) -> anyhow::Result<Vec<ClusterNode>> {
         let live: Vec<&RedisNode> = self.nodes.iter().filter(|node| node.is_live()).collect();
         ensure!(!live.is_empty(), "no node is running");

@@ -65,7 +65,6 @@ impl NodeClients {
         }
         match redis::connect_node(&self.inner.settings, node.clone()) {
             Ok(client) => {
-                self.drop_former_masters(&mut clients);
                 clients.insert(node.clone(), client.clone());
                 client
             }
@@ -111,7 +110,7 @@ impl NodeClients {
         }
     }
 
-    /// The client for `key`, as [`Self::on`] its owner.
+    /// The client for `key`, as [`Self::on`] its owner (looked up only when it matters).
     pub fn for_key(&self, key: &str) -> Client {
         if self.inner.cluster.is_connected() {
             return self.inner.cluster.clone();
@@ -119,7 +118,10 @@ impl NodeClients {
         let owner = self
             .routing()
             .and_then(|routing| routing.get_server(redis_keyslot(key.as_bytes())).cloned());
-        self.on(owner.as_ref())
+        match owner {
+            Some(node) => self.client(&node),
+            None => self.inner.cluster.clone(),
+        }
     }
 
     /// Keeps a client connected to every master: once the cluster client has connected, and

@@ -63,10 +63,7 @@ async fn walk(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_master_killed_mid_walk_yields_the_exact_feed() {
-    let cluster = tokio::task::spawn_blocking(RedisCluster::start)
-        .await
-        .unwrap()
-        .unwrap();
+    let cluster = RedisCluster::start_async().await.unwrap();
     let mut h = Harness::start_on(800, None, &cluster.seed_nodes()).await;
     let (reader, _) = world(&mut h, 12).await;
     let truth = h.home_truth(reader).await;
@@ -92,10 +89,7 @@ struct NoPostgres {
 }
 
 async fn without_postgres() -> NoPostgres {
-    let cluster = tokio::task::spawn_blocking(RedisCluster::start)
-        .await
-        .unwrap()
-        .unwrap();
+    let cluster = RedisCluster::start_async().await.unwrap();
     let dead_pg = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -192,10 +186,7 @@ fn assert_only_the_victims_authors_left_out(w: &NoPostgres, partial: &GetHomeFee
 /// feed walked page by page, and a master killed a third of the way through.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_feed_of_a_random_world_stays_exact_across_a_killed_master() {
-    let cluster = tokio::task::spawn_blocking(RedisCluster::start)
-        .await
-        .unwrap()
-        .unwrap();
+    let cluster = RedisCluster::start_async().await.unwrap();
     let mut h = Harness::start_on(800, None, &cluster.seed_nodes()).await;
     let users = crate::home::random_world(&mut h, 29).await;
     let mut killed_at = None;

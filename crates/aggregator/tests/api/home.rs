@@ -295,13 +295,7 @@ async fn every_feed_stays_exact_while_posts_arrive_mid_walk() {
                 // author whose timeline is not loaded stays not loaded (the script does not
                 // mark it), one the aggregator has rebuilt meanwhile gets the post.
                 let post_id = h.post_at(author, h.next_ms, seq, true).await;
-                let change = CacheChange::PostCreated {
-                    author_id: author,
-                    post_id,
-                    time_ms: h.next_ms,
-                    body: String::new(),
-                };
-                h.writer.announce([&change]).await.unwrap();
+                h.announce_post(author, post_id, h.next_ms).await;
             }
             let (ids, next) = h.home_page(user, 3, &token).await.unwrap();
             walked.extend(ids);
@@ -426,13 +420,7 @@ async fn an_author_skipped_by_its_remembered_newest_post_time_shows_once_it_post
     // remembered time would expire (1 s).
     h.next_ms += 1;
     let announced = h.post_at(authors[0], h.next_ms, 0, true).await;
-    let change = shardfeed_core::cache::CacheChange::PostCreated {
-        author_id: authors[0],
-        post_id: announced,
-        time_ms: h.next_ms,
-        body: String::new(),
-    };
-    h.writer.announce([&change]).await.unwrap();
+    h.announce_post(authors[0], announced, h.next_ms).await;
     let start = std::time::Instant::now();
     loop {
         let (page, _) = h.home_page(reader, 5, "").await.unwrap();

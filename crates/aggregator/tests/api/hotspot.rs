@@ -156,14 +156,8 @@ async fn the_near_cache_shows_new_posts_within_the_bound_and_never_a_deleted_one
     // A new post, announced as ingest announces it: shows within the bound.
     h.next_ms += 1;
     let new = h.post_at(author, h.next_ms, 0, true).await;
-    let change = CacheChange::PostCreated {
-        author_id: author,
-        post_id: new,
-        time_ms: h.next_ms,
-        body: String::new(),
-    };
     let invalidations = hot(&h, 10).await.unwrap().near_cache.unwrap().invalidations;
-    h.writer.announce([&change]).await.unwrap();
+    h.announce_post(author, new, h.next_ms).await;
     let took = until(&h, author, |ids| ids.first() == Some(&new)).await;
     // The announcement itself reached the aggregator and dropped the entry.
     let deadline = Instant::now() + Duration::from_secs(5);

@@ -182,6 +182,18 @@ impl Harness {
         post_id
     }
 
+    /// Announces post `post_id` of `author` (at `time_ms`) as ingest does once it is in the
+    /// cache: the aggregator drops what it remembers of the author.
+    pub(crate) async fn announce_post(&self, author: i64, post_id: i64, time_ms: i64) {
+        let change = CacheChange::PostCreated {
+            author_id: author,
+            post_id,
+            time_ms,
+            body: String::new(),
+        };
+        self.writer.announce([&change]).await.unwrap();
+    }
+
     /// The SQL ground truth: live posts, newest first, ties by id descending.
     pub(crate) async fn truth(&self, author: i64) -> Vec<i64> {
         self.sql

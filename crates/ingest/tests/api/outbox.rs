@@ -159,10 +159,7 @@ async fn rows_that_commit_out_of_id_order_are_all_delivered() {
 /// A server on a Redis Cluster of the test's own, which the test may break.
 /// A 6-node cluster of the test's own (for tests that stop nodes).
 async fn own_cluster() -> RedisCluster {
-    tokio::task::spawn_blocking(RedisCluster::start)
-        .await
-        .unwrap()
-        .unwrap()
+    RedisCluster::start_async().await.unwrap()
 }
 
 /// `count` users to post as.
