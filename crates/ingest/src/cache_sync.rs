@@ -289,8 +289,14 @@ pub async fn relay_once(
     let mut ids = Vec::with_capacity(pending.len());
     let mut changes = Vec::with_capacity(pending.len());
     let mut failed = Vec::new();
+    let mut skipped = Vec::new();
     for row in &pending {
         match &row.change {
+            // Only the request that created the user marks its keys complete: replayed later,
+            // after the keys expired or were lost, it would mark an empty timeline complete
+            // while PostgreSQL holds posts. Left to the relay, the user is rebuilt on its first
+            // read instead.
+            Ok(CacheChange::UserCreated { .. }) => skipped.push(row.id),
             Ok(change) => {
                 ids.push(row.id);
                 changes.push(change.clone());
@@ -301,7 +307,7 @@ pub async fn relay_once(
     }
     let mut results = writer.apply_durably(&changes).await;
     writer.announce_delivered(&changes, &mut results).await;
-    let mut delivered = Vec::with_capacity(ids.len());
+    let mut delivered = skipped;
     for (id, result) in ids.into_iter().zip(results) {
         match result {
             Ok(()) => delivered.push(id),

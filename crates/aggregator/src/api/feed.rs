@@ -133,8 +133,11 @@ impl Feeds {
                 let more = posts.len() > size;
                 (posts, more)
             }
-            CachedPage::Miss => {
+            miss @ (CachedPage::Miss | CachedPage::NotLoaded) => {
                 postgres::require_user(&self.pool, author_id).await?;
+                if miss == CachedPage::NotLoaded {
+                    self.reader.rebuild(author_id);
+                }
                 let before = Position::before_id(after);
                 let posts =
                     postgres::timeline_page(&self.pool, author_id, before, size as i64 + 1).await?;

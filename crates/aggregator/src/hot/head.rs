@@ -80,12 +80,12 @@ pub async fn load(
     keys: &AuthorKeys,
     len: usize,
 ) -> Result<Option<Head>, Error> {
-    let (flags, raw) = match source {
+    let (flags, card, raw) = match source {
         Source::Primary(client) => read_ids(client.pipeline(), keys, len).await?,
         Source::Replica(replicas) => read_ids(replicas.pipeline(), keys, len).await?,
     };
     // The head is the first page of `len` posts, judged like any other page.
-    let (mut ids, complete) = match interpret(&flags, &raw, None, len) {
+    let (mut ids, complete) = match interpret(&flags, Some(card), &raw, None, len) {
         Slice::Gone => return Ok(Some(Head::Gone)),
         Slice::NotLoaded | Slice::Miss => return Ok(None),
         Slice::Ids { ids, complete } => (ids, complete),
@@ -107,15 +107,16 @@ pub async fn load(
     Ok(all_cached_posts(values).map(|posts| Head::Posts { posts, complete }))
 }
 
-/// The meta flags and the newest `len + 1` ids, in one round trip.
+/// The meta flags, the timeline's size and the newest `len + 1` ids, in one round trip.
 async fn read_ids<C: HashesInterface + SortedSetsInterface>(
     pipeline: Pipeline<C>,
     keys: &AuthorKeys,
     len: usize,
-) -> Result<(Vec<Option<String>>, Vec<i64>), Error> {
+) -> Result<(Vec<Option<String>>, i64, Vec<i64>), Error> {
     let _: () = pipeline
         .hmget(keys.meta.clone(), META_FIELDS.to_vec())
         .await?;
+    let _: () = pipeline.zcard(keys.timeline.clone()).await?;
     let _: () = pipeline
         .zrevrangebyscore(
             keys.timeline.clone(),
@@ -128,8 +129,9 @@ async fn read_ids<C: HashesInterface + SortedSetsInterface>(
     let mut replies = pipeline.try_all::<Value>().await.into_iter();
     let missing = || Error::new(ErrorKind::Protocol, "a reply is missing");
     let flags: Vec<Option<String>> = replies.next().ok_or_else(missing)??.convert()?;
+    let card: i64 = replies.next().ok_or_else(missing)??.convert()?;
     let raw: Vec<i64> = replies.next().ok_or_else(missing)??.convert()?;
-    Ok((flags, raw))
+    Ok((flags, card, raw))
 }
 
 #[cfg(test)]

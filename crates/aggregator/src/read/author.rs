@@ -35,9 +35,12 @@ pub enum CachedPage {
         posts: Vec<Post>,
         continue_below: i64,
     },
-    /// The cache cannot be trusted for this author: not loaded, evicted in part, or the page
-    /// falls among many posts of one millisecond. Read PostgreSQL.
+    /// The page falls among many posts of one millisecond: read PostgreSQL.
     Miss,
+    /// The cache cannot be trusted for this author (not loaded, or a key lost on its own):
+    /// read PostgreSQL, and rebuild the author once PostgreSQL says it exists
+    /// ([`AuthorReader::rebuild`]).
+    NotLoaded,
     /// The user was deleted.
     Gone,
 }
@@ -75,10 +78,7 @@ impl AuthorReader {
         let (ids, complete) = match slice? {
             Slice::Gone => return Ok(CachedPage::Gone),
             Slice::Miss => return Ok(CachedPage::Miss),
-            Slice::NotLoaded => {
-                self.rebuilder.request(Target::Timeline, author_id);
-                return Ok(CachedPage::Miss);
-            }
+            Slice::NotLoaded => return Ok(CachedPage::NotLoaded),
             Slice::Ids { ids, complete } => (ids, complete),
         };
         let mut ids = ids;
@@ -89,7 +89,9 @@ impl AuthorReader {
         let bodies = self.bodies(author_id, &ids).await;
         let posts = match bodies.inspect_err(|_| self.nodes.read_failed())? {
             Some(posts) => posts,
-            None => return Ok(CachedPage::Miss),
+            // The timeline lists a post whose body is gone: a key was lost on its own (or a
+            // delete is landing right now).
+            None => return Ok(CachedPage::NotLoaded),
         };
         if more_cached || complete {
             return Ok(CachedPage::Hit {
@@ -102,6 +104,12 @@ impl AuthorReader {
             posts,
             continue_below,
         })
+    }
+
+    /// Rebuilds `author_id`'s timeline in the background (see [`Rebuilder::request`]): after a
+    /// [`CachedPage::NotLoaded`], once the user is known to exist.
+    pub fn rebuild(&self, author_id: i64) {
+        self.rebuilder.request(Target::Timeline, author_id);
     }
 
     /// The cached posts `ids`, in that order; `None` if any is missing or a tombstone (the
@@ -121,7 +129,8 @@ impl AuthorReader {
 #[derive(Debug, PartialEq, Eq)]
 pub enum Slice {
     Gone,
-    /// The author's timeline is not in the cache (never cached, expired, evicted).
+    /// The author's timeline is not in the cache (never cached, expired, evicted), or its keys
+    /// disagree (one of them was lost on its own): rebuild it.
     NotLoaded,
     /// Loaded, but this page cannot be answered from it (too many posts of one millisecond).
     Miss,
@@ -133,10 +142,13 @@ pub enum Slice {
     },
 }
 
-/// Reads the replies to `HMGET meta loaded complete gone` and
-/// `ZREVRANGEBYSCORE tl <cursor time> -inf LIMIT 0 <size + 1 + slack>`.
+/// Reads the replies to `HMGET meta loaded complete gone count`, `ZCARD tl` (`card`; `None`
+/// when the meta was not read but remembered) and
+/// `ZREVRANGEBYSCORE tl <cursor time> -inf LIMIT 0 <size + 1 + slack>`. A timeline whose size
+/// is not the meta's count lost a key on its own since the meta was written: not loaded.
 pub fn interpret(
     flags: &[Option<String>],
+    card: Option<i64>,
     raw: &[i64],
     after: Option<Position>,
     size: usize,
@@ -147,6 +159,12 @@ pub fn interpret(
     }
     if !flag(0) {
         return Slice::NotLoaded;
+    }
+    if let Some(card) = card {
+        let count = flags.get(3).and_then(|f| f.as_deref()?.parse::<i64>().ok());
+        if count != Some(card) {
+            return Slice::NotLoaded;
+        }
     }
     let before_id = Position::before_id(after);
     let mut ids: Vec<i64> = raw.iter().copied().filter(|id| *id < before_id).collect();
@@ -191,10 +209,10 @@ pub fn all_cached_posts(values: Vec<Value>) -> Option<Vec<Post>> {
 }
 
 /// The fields of `HMGET meta …` that [`interpret`] reads, in its order.
-pub const META_FIELDS: [&str; 3] = [meta::LOADED, meta::COMPLETE, meta::GONE];
+pub const META_FIELDS: [&str; 4] = [meta::LOADED, meta::COMPLETE, meta::GONE, meta::COUNT];
 
-/// Queues on `pipeline` the two commands of one author's slice: `HMGET meta` and the timeline
-/// read of [`queue_timeline`].
+/// Queues on `pipeline` the three commands of one author's slice: `HMGET meta`, `ZCARD tl`
+/// (checked against the meta's count) and the timeline read of [`queue_timeline`].
 pub async fn queue_slice(
     pipeline: &Pipeline<Client>,
     layout: &CacheLayout,
@@ -205,6 +223,7 @@ pub async fn queue_slice(
     let _: () = pipeline
         .hmget(layout.meta(author_id), META_FIELDS.to_vec())
         .await?;
+    let _: () = pipeline.zcard(layout.timeline(author_id)).await?;
     queue_timeline(pipeline, layout, author_id, after, size).await
 }
 
@@ -230,7 +249,7 @@ pub async fn queue_timeline(
     Ok(())
 }
 
-/// Reads the two replies [`queue_slice`] queued.
+/// Reads the three replies [`queue_slice`] queued.
 pub fn take_slice(
     replies: &mut impl Iterator<Item = Result<Value, Error>>,
     after: Option<Position>,
@@ -238,6 +257,7 @@ pub fn take_slice(
 ) -> Result<Slice, Error> {
     let missing = || Error::new(fred::error::ErrorKind::Protocol, "a reply is missing");
     let flags: Vec<Option<String>> = replies.next().ok_or_else(missing)??.convert()?;
+    let card: i64 = replies.next().ok_or_else(missing)??.convert()?;
     let raw: Vec<i64> = replies.next().ok_or_else(missing)??.convert()?;
-    Ok(interpret(&flags, &raw, after, size))
+    Ok(interpret(&flags, Some(card), &raw, after, size))
 }

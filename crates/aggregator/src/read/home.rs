@@ -34,7 +34,7 @@ use std::{
 
 use deadpool_postgres::Pool;
 use fred::{
-    interfaces::HashesInterface,
+    interfaces::{HashesInterface, SortedSetsInterface},
     types::{config::Server, Value},
     util::redis_keyslot,
 };
@@ -155,8 +155,10 @@ impl HomeReader {
                 Ok(followees)
             }
             Ok(_) => {
+                // Rebuilt only once PostgreSQL says the user exists: unknown ids take no slot.
+                let followees = postgres::followees(&self.pool, user_id).await?;
                 self.rebuilder.request(Target::Following, user_id);
-                postgres::followees(&self.pool, user_id).await.map(Arc::new)
+                Ok(Arc::new(followees))
             }
             Err(err) => {
                 self.nodes.read_failed();
@@ -231,11 +233,11 @@ impl HomeReader {
         candidates.sort_unstable_by_key(|c| std::cmp::Reverse(c.post_id));
         let more = candidates.len() > size;
         candidates.truncate(size);
-        let posts = self.fill_bodies(candidates).await?;
+        let (posts, bodiless) = self.fill_bodies(candidates).await;
         Ok(HomePage {
             posts,
             more,
-            authors_omitted,
+            authors_omitted: authors_omitted + bodiless,
         })
     }
 
@@ -458,6 +460,7 @@ impl HomeReader {
                         [META_FIELDS.as_slice(), &[meta::NEWEST_MS]].concat(),
                     )
                     .await?;
+                let _: () = pipeline.zcard(self.layout.timeline(*author)).await?;
             }
             queue_timeline(&pipeline, &self.layout, *author, after, size).await?;
         }
@@ -479,14 +482,15 @@ impl HomeReader {
                         Some(if known.complete { "1" } else { "0" }.to_owned()),
                         None,
                     ];
-                    return Ok((interpret(&flags, &raw, after, size), None));
+                    return Ok((interpret(&flags, None, &raw, after, size), None));
                 }
                 let mut flags: Vec<Option<String>> =
                     replies.next().ok_or_else(missing)??.convert()?;
+                let card: i64 = replies.next().ok_or_else(missing)??.convert()?;
                 let raw: Vec<i64> = replies.next().ok_or_else(missing)??.convert()?;
                 let newest_ms: Option<i64> = flags.pop().flatten().and_then(|v| v.parse().ok());
                 let complete = flags.get(1).and_then(|f| f.as_deref()) == Some("1");
-                let slice = interpret(&flags, &raw, after, size);
+                let slice = interpret(&flags, Some(card), &raw, after, size);
                 let newest = match &slice {
                     Slice::Gone => Some(Newest::Gone),
                     Slice::NotLoaded => None,
@@ -501,8 +505,11 @@ impl HomeReader {
     }
 
     /// Bodies for the page: from memory if read before, else per author one `HMGET` of its
-    /// posts on the page, pipelined per node; whatever the cache lacks comes from PostgreSQL.
-    async fn fill_bodies(&self, mut page: Vec<Candidate>) -> ApiResult<Vec<Post>> {
+    /// posts on the page, pipelined per node; whatever the cache lacks comes from PostgreSQL,
+    /// and its author is rebuilt (a timeline entry without a body means a key was lost). If
+    /// PostgreSQL does not answer either, those posts are left out: returns the page and how
+    /// many authors lost posts that way.
+    async fn fill_bodies(&self, mut page: Vec<Candidate>) -> (Vec<Post>, usize) {
         let now = Instant::now();
         let ticket = self.bodies.ticket();
         let unknown: Vec<i64> = page
@@ -533,24 +540,37 @@ impl HomeReader {
                     if read.is_err() {
                         self.nodes.read_failed();
                     }
-                    read
+                    (group, read)
                 }
             });
-        for posts in futures::future::join_all(batches)
-            .await
-            .into_iter()
-            .flatten()
-        {
-            found.extend(posts.into_iter().map(|p| (p.post_id, p)));
+        let mut unread = std::collections::HashSet::new();
+        for (group, read) in futures::future::join_all(batches).await {
+            match read {
+                Ok(posts) => found.extend(posts.into_iter().map(|p| (p.post_id, p))),
+                Err(_) => unread.extend(group),
+            }
         }
-        let missing: Vec<i64> = page
+        let missing: Vec<&Candidate> = page
             .iter()
             .filter(|c| c.post.is_none() && !found.contains_key(&c.post_id))
-            .map(|c| c.post_id)
             .collect();
+        let mut bodiless = 0;
         if !missing.is_empty() {
-            for post in postgres::posts_by_id(&self.pool, &missing).await? {
-                found.insert(post.post_id, post);
+            let mut authors: Vec<i64> = missing.iter().map(|c| c.author_id).collect();
+            authors.sort_unstable();
+            authors.dedup();
+            // An author whose node answered without the body lost a key: rebuild it.
+            for author in authors.iter().filter(|a| !unread.contains(*a)) {
+                self.rebuilder.request(Target::Timeline, *author);
+            }
+            let ids: Vec<i64> = missing.iter().map(|c| c.post_id).collect();
+            match postgres::posts_by_id(&self.pool, &ids).await {
+                Ok(posts) => found.extend(posts.into_iter().map(|p| (p.post_id, p))),
+                Err(err) => {
+                    tracing::warn!(authors = authors.len(), error = %err,
+                        "bodies missing from the cache and PostgreSQL did not answer; the page leaves them out");
+                    bodiless = authors.len();
+                }
             }
         }
         for post in found.values() {
@@ -559,10 +579,11 @@ impl HomeReader {
                 .insert(post.post_id, Arc::new(post.clone()), bytes, ticket, now);
         }
         // A post deleted since its id was read has no body anywhere: it drops out.
-        Ok(page
+        let posts = page
             .into_iter()
             .filter_map(|c| c.post.or_else(|| found.remove(&c.post_id)))
-            .collect())
+            .collect();
+        (posts, bodiless)
     }
 
     async fn read_bodies(

@@ -111,7 +111,9 @@ pub async fn posts_by_id(pool: &Pool, post_ids: &[i64]) -> ApiResult<Vec<Post>> 
 }
 
 /// What PostgreSQL holds for `author_id` for the cache: the newest `timeline_len` live posts,
-/// the tombstones among them, and whether that is all. `None` if the user does not exist.
+/// the newest `timeline_len` deleted posts among them, and the floor below which the snapshot
+/// says nothing (none when it holds every live post; raised to the oldest deleted post sent
+/// when more were deleted than that). `None` if the user does not exist.
 pub async fn author_snapshot(
     pool: &Pool,
     author_id: i64,
@@ -142,24 +144,42 @@ pub async fn author_snapshot(
         .take(timeline_len as usize)
         .map(post_from_row)
         .collect();
-    let oldest = if complete {
-        0
+    let mut floor = if complete {
+        None
     } else {
-        posts.last().map_or(0, |p| p.post_id)
+        posts.last().map(|p| p.post_id)
     };
-    let tombstones = client
-        .query(
+    let deleted_stmt = client
+        .prepare_cached(
             "SELECT post_id FROM posts
-             WHERE author_id = $1 AND delete_time IS NOT NULL AND post_id >= $2",
-            &[&author_id, &oldest],
+             WHERE author_id = $1 AND delete_time IS NOT NULL AND post_id >= $2
+             ORDER BY post_id DESC
+             LIMIT $3",
+        )
+        .await?;
+    let deleted: Vec<i64> = client
+        .query(
+            &deleted_stmt,
+            &[&author_id, &floor.unwrap_or(0), &(timeline_len + 1)],
         )
         .await?
         .iter()
         .map(|r| r.get(0))
         .collect();
+    let mut deleted = deleted;
+    if deleted.len() as i64 > timeline_len {
+        // More deletions than the cache keeps: what lies below the oldest one kept is left to
+        // PostgreSQL.
+        deleted.truncate(timeline_len as usize);
+        floor = floor.max(deleted.last().copied());
+    }
+    let posts = match floor {
+        Some(floor) => posts.into_iter().filter(|p| p.post_id >= floor).collect(),
+        None => posts,
+    };
     Ok(Some(shardfeed_core::cache::AuthorSnapshot {
         posts,
-        tombstones,
-        complete,
+        deleted,
+        floor,
     }))
 }

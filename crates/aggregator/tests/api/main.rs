@@ -6,6 +6,7 @@ use std::time::Duration;
 use shardfeed_aggregator::Application;
 use shardfeed_core::Settings;
 
+mod expiry;
 mod failures;
 mod home;
 mod hotspot;

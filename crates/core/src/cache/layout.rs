@@ -4,10 +4,15 @@
 //!
 //! | key | type | content |
 //! |---|---|---|
-//! | `{u:42}:tl` | sorted set | score = post time (ms since the Unix epoch), member = post id; the newest `cache.timeline_len` posts |
-//! | `{u:42}:posts` | hash | post id → prost-encoded `shardfeed.v1.Post`, or [`TOMBSTONE`] for a deleted post |
-//! | `{u:42}:meta` | hash | `loaded` (1 once the timeline can be trusted), `complete` (1 while it holds every live post of the author, 0 once older ones were trimmed), `newest_ms`, `count`, `gone` (1 once the user is deleted) |
+//! | `{u:42}:tl` | sorted set | score = post time (ms since the Unix epoch), member = post id; the newest `cache.timeline_len` live posts |
+//! | `{u:42}:posts` | hash | post id → prost-encoded `shardfeed.v1.Post`: the body of every post in `tl`, and nothing else |
+//! | `{u:42}:del` | sorted set | score = post time, member = post id: deleted posts at or above the floor, at most `cache.timeline_len` (tombstones) |
+//! | `{u:42}:meta` | hash | `loaded` (1 once the timeline can be trusted), `complete` (1 while it holds every live post of the author), `floor`/`floor_ms` (when not complete: the post below which the cache knows nothing), `newest_ms`, `count` (entries of `tl` and of `posts`), `dels` (entries of `del`), `gone` (1 once the user is deleted) |
 //! | `{u:42}:fol` | hash | followee id → edge version (positive: following; negative: unfollowed), and `_loaded` |
+//!
+//! The four keys of an author always carry one expiry time, set together by every script, and
+//! `count`/`dels` let scripts and readers notice that one of them went missing on its own
+//! (eviction, an operator): see `docs/cache.md`.
 //!
 //! Key replication of hot authors: copy `n` of author 42's timeline lives under the hash tag
 //! `{u:42~n}` (`{u:42~3}:tl`, `:posts`, `:meta`, same content and scripts as the original),
@@ -20,7 +25,7 @@
 //! An optional namespace is put in front of every key, outside the hash tag, so that several
 //! deployments or test runs can share a cluster.
 
-/// The value stored in `{u:A}:posts` for a deleted post.
+/// The value an older layout stored in `{u:A}:posts` for a deleted post; never a body.
 pub const TOMBSTONE: &str = "~";
 
 /// Meta fields of an author.
@@ -29,6 +34,9 @@ pub mod meta {
     pub const COMPLETE: &str = "complete";
     pub const NEWEST_MS: &str = "newest_ms";
     pub const COUNT: &str = "count";
+    pub const DELS: &str = "dels";
+    pub const FLOOR: &str = "floor";
+    pub const FLOOR_MS: &str = "floor_ms";
     pub const GONE: &str = "gone";
 }
 
@@ -47,6 +55,20 @@ pub struct AuthorKeys {
     pub timeline: String,
     pub posts: String,
     pub meta: String,
+    pub deleted: String,
+}
+
+impl AuthorKeys {
+    /// The four keys in the order every timeline script takes them: `tl`, `posts`, `meta`,
+    /// `del`.
+    pub fn script_keys(&self) -> Vec<String> {
+        vec![
+            self.timeline.clone(),
+            self.posts.clone(),
+            self.meta.clone(),
+            self.deleted.clone(),
+        ]
+    }
 }
 
 impl CacheLayout {
@@ -77,6 +99,10 @@ impl CacheLayout {
         self.key(author_id, "meta")
     }
 
+    pub fn deleted(&self, author_id: i64) -> String {
+        self.key(author_id, "del")
+    }
+
     pub fn following(&self, user_id: i64) -> String {
         self.key(user_id, "fol")
     }
@@ -104,6 +130,7 @@ impl CacheLayout {
             timeline: key("tl"),
             posts: key("posts"),
             meta: key("meta"),
+            deleted: key("del"),
         }
     }
 
@@ -112,6 +139,7 @@ impl CacheLayout {
             timeline: self.timeline(author_id),
             posts: self.posts(author_id),
             meta: self.meta(author_id),
+            deleted: self.deleted(author_id),
         }
     }
 }
@@ -156,6 +184,7 @@ mod tests {
             layout.timeline(42),
             layout.posts(42),
             layout.meta(42),
+            layout.deleted(42),
             layout.following(42),
         ];
         for key in &keys {

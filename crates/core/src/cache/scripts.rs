@@ -6,97 +6,192 @@ use std::sync::LazyLock;
 
 /// A script's source and its SHA1, the name `EVALSHA` calls it by.
 pub struct LuaScript {
-    pub source: &'static str,
+    pub source: String,
     pub sha1: String,
 }
 
 impl LuaScript {
-    fn new(source: &'static str) -> Self {
+    fn new(source: &str) -> Self {
         let sha1 = fred::types::scripts::Script::from_lua(source)
             .sha1()
             .to_string();
-        Self { source, sha1 }
+        Self {
+            source: source.to_owned(),
+            sha1,
+        }
+    }
+
+    /// A timeline script: [`PRELUDE`] and then `body`.
+    fn timeline(body: &str) -> Self {
+        Self::new(&format!("{PRELUDE}{body}"))
     }
 }
 
-/// KEYS: timeline, posts, meta. ARGV: post_id, time_ms, encoded post, timeline_len, ttl_ms.
-/// Returns 1 when the post was added, 0 when it was already there, deleted, too old for a full
-/// timeline, or its author is gone.
+/// What every timeline script shares: the four keys of one author (`KEYS[1..4]`: `tl`, `posts`,
+/// `meta`, `del`), how post ids compare, the floor, the self-check and the common tail that
+/// trims, writes the meta and renews the expiry of the four keys together.
 ///
-/// The hottest script of the write path, kept to few writes (each one is replicated): one
-/// `HSET` of the meta fields that changed, one `HDEL` for the posts trimmed off the timeline,
-/// and the keys' TTL renewed only once less than half of it is left (the reads that decide
-/// this are not replicated).
-const POST_CREATED_LUA: &str = r#"
-if redis.call('HGET', KEYS[3], 'gone') == '1' then return 0 end
-if redis.call('HEXISTS', KEYS[2], ARGV[1]) == 1 then return 0 end
-local len = tonumber(ARGV[4])
-local score = tonumber(ARGV[2])
-local card = redis.call('ZCARD', KEYS[1])
-if card >= len then
-  local lowest = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
-  if lowest[2] and score < tonumber(lowest[2]) then return 0 end
+/// The invariants the scripts keep for a loaded author (see `docs/cache.md`):
+/// - `posts` holds the body of every entry of `tl` and nothing else; `meta.count` is the size
+///   of both, `meta.dels` the size of `del`. A key that went missing on its own (evicted,
+///   deleted by an operator) breaks one of these equations: the next script that sees it marks
+///   the author not loaded, so readers rebuild it from PostgreSQL.
+/// - Above the floor (all of it while `complete`), `tl` holds exactly the author's live posts
+///   and `del` the deleted ones (at most `timeline_len` of each); below it the cache holds
+///   nothing and a change there is dropped: PostgreSQL answers for those posts.
+/// - The four keys carry one expiry time: whenever one of them has less than half its TTL left,
+///   or none (a key created since), all four get a full one, at the same instant.
+const PRELUDE: &str = r#"
+local TL, POSTS, META, DEL = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+
+-- Post ids have up to 19 digits, more than a Lua number holds exactly: compared as strings.
+local function id_lt(a, b)
+  if #a ~= #b then return #a < #b end
+  return a < b
 end
-redis.call('ZADD', KEYS[1], score, ARGV[1])
-redis.call('HSET', KEYS[2], ARGV[1], ARGV[3])
-card = card + 1
-local meta = {}
-if card > len then
-  local dropped = redis.call('ZRANGE', KEYS[1], 0, card - len - 1)
-  redis.call('ZREMRANGEBYRANK', KEYS[1], 0, card - len - 1)
-  redis.call('HDEL', KEYS[2], unpack(dropped))
-  card = len
-  -- Older posts now live only in PostgreSQL.
-  if redis.call('HGET', KEYS[3], 'complete') ~= '0' then
-    meta[#meta + 1] = 'complete'
-    meta[#meta + 1] = '0'
+
+-- (ms, id) lies below the floor (floor_ms, floor_id); nothing does when there is no floor.
+local function below(ms, id, floor_ms, floor_id)
+  if not floor_id then return false end
+  if ms ~= floor_ms then return ms < floor_ms end
+  return id_lt(id, floor_id)
+end
+
+local function chunked(cmd, key, list)
+  for i = 1, #list, 500 do
+    redis.call(cmd, key, unpack(list, i, math.min(i + 499, #list)))
   end
 end
-local newest = tonumber(redis.call('HGET', KEYS[3], 'newest_ms') or '0')
-if score > newest then
-  meta[#meta + 1] = 'newest_ms'
-  meta[#meta + 1] = ARGV[2]
+
+-- Removes the members of the sorted set `key` below the floor; returns them.
+local function drop_below(key, floor_ms, floor_id)
+  local out = {}
+  local low = redis.call('ZRANGEBYSCORE', key, '-inf', floor_ms, 'WITHSCORES')
+  for i = 1, #low, 2 do
+    if below(tonumber(low[i + 1]), low[i], floor_ms, floor_id) then out[#out + 1] = low[i] end
+  end
+  chunked('ZREM', key, out)
+  return out
 end
-meta[#meta + 1] = 'count'
-meta[#meta + 1] = card
-redis.call('HSET', KEYS[3], unpack(meta))
-local ttl = tonumber(ARGV[5])
-for i = 1, 3 do
-  if redis.call('PTTL', KEYS[i]) < ttl / 2 then redis.call('PEXPIRE', KEYS[i], ttl) end
+
+local function state()
+  local m = redis.call('HMGET', META, 'gone', 'loaded', 'complete', 'count', 'dels', 'floor', 'floor_ms')
+  local floor = m[6]
+  if floor == '' then floor = false end
+  return {
+    gone = m[1] == '1', loaded = m[2] == '1', complete = m[3],
+    count = tonumber(m[4] or '-1'), dels = tonumber(m[5] or '0'),
+    floor = floor or nil, floor_ms = tonumber(m[7] or '0'),
+  }
 end
+
+-- A loaded author's keys agree with its meta: none went missing on its own.
+local function intact(s)
+  return redis.call('ZCARD', TL) == s.count and redis.call('HLEN', POSTS) == s.count
+    and redis.call('ZCARD', DEL) == s.dels
+end
+
+local function renew(ttl, force)
+  local keys = {TL, POSTS, META, DEL}
+  if not force then
+    for _, k in ipairs(keys) do
+      local left = redis.call('PTTL', k)
+      if left == -1 or (left >= 0 and left < ttl / 2) then force = true break end
+    end
+  end
+  if force then
+    for _, k in ipairs(keys) do redis.call('PEXPIRE', k, ttl) end
+  end
+end
+
+-- Trims `tl` and `del` to `len` entries each, raising the floor past what is dropped, writes
+-- the meta (marking the author not loaded when `broken`) and renews the expiry.
+local function settle(s, len, ttl, broken, force_ttl)
+  local card = redis.call('ZCARD', TL)
+  if card > len then
+    local dropped = redis.call('ZRANGE', TL, 0, card - len - 1)
+    redis.call('ZREMRANGEBYRANK', TL, 0, card - len - 1)
+    chunked('HDEL', POSTS, dropped)
+    local low = redis.call('ZRANGE', TL, 0, 0, 'WITHSCORES')
+    s.floor, s.floor_ms = low[1], tonumber(low[2])
+    drop_below(DEL, s.floor_ms, s.floor)
+  end
+  local dels = redis.call('ZCARD', DEL)
+  if dels > len then
+    redis.call('ZREMRANGEBYRANK', DEL, 0, dels - len - 1)
+    local low = redis.call('ZRANGE', DEL, 0, 0, 'WITHSCORES')
+    local low_ms = tonumber(low[2])
+    if not s.floor or below(s.floor_ms, s.floor, low_ms, low[1]) then
+      s.floor, s.floor_ms = low[1], low_ms
+      chunked('HDEL', POSTS, drop_below(TL, s.floor_ms, s.floor))
+    end
+  end
+  local top = redis.call('ZRANGE', TL, -1, -1, 'WITHSCORES')
+  local fields = {'count', redis.call('ZCARD', TL), 'dels', redis.call('ZCARD', DEL), 'newest_ms', top[2] or '0'}
+  if s.floor then
+    for _, v in ipairs({'complete', '0', 'floor', s.floor, 'floor_ms', s.floor_ms}) do fields[#fields + 1] = v end
+  end
+  if broken then
+    fields[#fields + 1] = 'loaded'
+    fields[#fields + 1] = '0'
+  end
+  redis.call('HSET', META, unpack(fields))
+  renew(ttl, force_ttl)
+end
+"#;
+
+/// KEYS: tl, posts, meta, del. ARGV: post_id, time_ms, encoded post, timeline_len, ttl_ms.
+/// Returns 1 when the post was added, 0 when it was already there, deleted, below the floor, or
+/// its author is gone.
+const POST_CREATED_LUA: &str = r#"
+local s = state()
+if s.gone then return 0 end
+local id, ms, len, ttl = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[4]), tonumber(ARGV[5])
+if redis.call('HEXISTS', POSTS, id) == 1 or redis.call('ZSCORE', DEL, id) then return 0 end
+local broken = s.loaded and not intact(s)
+if below(ms, id, s.floor_ms, s.floor) then
+  if broken then redis.call('HSET', META, 'loaded', '0') end
+  return 0
+end
+redis.call('ZADD', TL, ms, id)
+redis.call('HSET', POSTS, id, ARGV[3])
+settle(s, len, ttl, broken, false)
 return 1
 "#;
 
-/// KEYS: timeline, posts, meta. ARGV: post_id, ttl_ms. Leaves a tombstone so that a late create
-/// of the same post is ignored.
+/// KEYS: tl, posts, meta, del. ARGV: post_id, time_ms, timeline_len, ttl_ms. Removes the post and
+/// records it in `del` (above the floor), so that a late create of it is ignored.
 const POST_DELETED_LUA: &str = r#"
-if redis.call('HGET', KEYS[3], 'gone') == '1' then return 0 end
-local removed = redis.call('ZREM', KEYS[1], ARGV[1])
-redis.call('HSET', KEYS[2], ARGV[1], '~')
-local top = redis.call('ZRANGE', KEYS[1], -1, -1, 'WITHSCORES')
-redis.call('HSET', KEYS[3], 'newest_ms', top[2] or '0', 'count', redis.call('ZCARD', KEYS[1]))
-for i = 1, 3 do redis.call('PEXPIRE', KEYS[i], ARGV[2]) end
+local s = state()
+if s.gone then return 0 end
+local id, ms, len, ttl = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
+local broken = s.loaded and not intact(s)
+local removed = redis.call('ZREM', TL, id)
+redis.call('HDEL', POSTS, id)
+if not below(ms, id, s.floor_ms, s.floor) then redis.call('ZADD', DEL, ms, id) end
+settle(s, len, ttl, broken, false)
 return removed
 "#;
 
-/// KEYS: timeline, posts, meta, following. ARGV: ttl_ms. Marks a new user's (empty) timeline and
-/// followee set complete; posts or follows that raced ahead of it stay.
+/// KEYS: tl, posts, meta, del, following. ARGV: ttl_ms, timeline_len. Marks a new user's (empty)
+/// timeline and followee set complete; posts or follows that raced ahead of it stay. Applied
+/// by the request that created the user only, never replayed (see `CacheChange::UserCreated`).
 const USER_CREATED_LUA: &str = r#"
-if redis.call('HGET', KEYS[3], 'gone') == '1' then return 0 end
-local top = redis.call('ZRANGE', KEYS[1], -1, -1, 'WITHSCORES')
-redis.call('HSET', KEYS[3], 'loaded', '1', 'newest_ms', top[2] or '0', 'count', redis.call('ZCARD', KEYS[1]))
-if not redis.call('HGET', KEYS[3], 'complete') then redis.call('HSET', KEYS[3], 'complete', '1') end
-redis.call('HSET', KEYS[4], '_loaded', '1')
-for i = 1, 4 do redis.call('PEXPIRE', KEYS[i], ARGV[1]) end
+local s = state()
+if s.gone then return 0 end
+redis.call('HSET', META, 'loaded', '1')
+if not s.complete then redis.call('HSET', META, 'complete', '1') end
+settle(s, tonumber(ARGV[2]), tonumber(ARGV[1]), false, true)
+redis.call('HSET', KEYS[5], '_loaded', '1')
+redis.call('PEXPIRE', KEYS[5], ARGV[1])
 return 1
 "#;
 
-/// KEYS: timeline, posts, meta, following. ARGV: ttl_ms. Removes what a deleted user had and
+/// KEYS: tl, posts, meta, del, following. ARGV: ttl_ms. Removes what a deleted user had and
 /// leaves a `gone` marker so that nothing is written for them again.
 const USER_DELETED_LUA: &str = r#"
-redis.call('DEL', KEYS[1], KEYS[2], KEYS[4])
-redis.call('DEL', KEYS[3])
-redis.call('HSET', KEYS[3], 'gone', '1', 'loaded', '1', 'complete', '1', 'newest_ms', '0', 'count', '0')
+redis.call('DEL', KEYS[1], KEYS[2], KEYS[4], KEYS[5], KEYS[3])
+redis.call('HSET', KEYS[3], 'gone', '1', 'loaded', '1', 'complete', '1', 'newest_ms', '0', 'count', '0', 'dels', '0')
 redis.call('PEXPIRE', KEYS[3], ARGV[1])
 return 1
 "#;
@@ -116,49 +211,76 @@ redis.call('PEXPIRE', KEYS[1], ARGV[4])
 return 1
 "#;
 
-pub static POST_CREATED: LazyLock<LuaScript> = LazyLock::new(|| LuaScript::new(POST_CREATED_LUA));
+pub static POST_CREATED: LazyLock<LuaScript> =
+    LazyLock::new(|| LuaScript::timeline(POST_CREATED_LUA));
 
-pub static POST_DELETED: LazyLock<LuaScript> = LazyLock::new(|| LuaScript::new(POST_DELETED_LUA));
+pub static POST_DELETED: LazyLock<LuaScript> =
+    LazyLock::new(|| LuaScript::timeline(POST_DELETED_LUA));
 
-pub static USER_CREATED: LazyLock<LuaScript> = LazyLock::new(|| LuaScript::new(USER_CREATED_LUA));
+pub static USER_CREATED: LazyLock<LuaScript> =
+    LazyLock::new(|| LuaScript::timeline(USER_CREATED_LUA));
 
-pub static USER_DELETED: LazyLock<LuaScript> = LazyLock::new(|| LuaScript::new(USER_DELETED_LUA));
+pub static USER_DELETED: LazyLock<LuaScript> =
+    LazyLock::new(|| LuaScript::timeline(USER_DELETED_LUA));
 
 pub static FOLLOW_EDGE: LazyLock<LuaScript> = LazyLock::new(|| LuaScript::new(FOLLOW_EDGE_LUA));
 
-/// KEYS: timeline, posts, meta, lease. ARGV: ttl_ms, timeline_len, complete (1 when the snapshot
-/// holds every live post), lease token, then (post_id, time_ms, encoded post or `~`) triples from
-/// a PostgreSQL snapshot. Merges rather than replaces: whatever a write put there since the
-/// snapshot was taken (a newer post, a tombstone) wins, so a rebuild racing writes never loses
-/// one; a tombstone in the snapshot wins over a cached body (deletes are final). Then marks the timeline loaded and releases the lease if it still holds it.
+/// KEYS: tl, posts, meta, del, lease. ARGV: ttl_ms, timeline_len, lease token, floor post id
+/// (empty when the snapshot holds every live post), floor time_ms, n, then n (post_id, time_ms,
+/// encoded post) triples of live posts and (post_id, time_ms) pairs of deleted ones, from a
+/// PostgreSQL snapshot.
+///
+/// Merges rather than replaces: what a write put there since the snapshot was taken (a newer
+/// post, a deletion) wins, so a rebuild racing writes never loses one; a deletion in the
+/// snapshot wins over a cached body (deletes are final). Every live post of the snapshot goes
+/// back into `tl`, whatever was left of the keys. Entries without a body and bodies without an
+/// entry are leftovers of a key lost on its own: they are dropped, and since a post written
+/// after the snapshot may have been among them, the author is then left not loaded for the next
+/// read to rebuild once more. Then releases the lease if it still holds it.
 const AUTHOR_REBUILD_LUA: &str = r#"
-if redis.call('HGET', KEYS[3], 'gone') ~= '1' then
-  for i = 5, #ARGV, 3 do
-    local id, score, value = ARGV[i], ARGV[i + 1], ARGV[i + 2]
-    if redis.call('HEXISTS', KEYS[2], id) == 0 then
-      redis.call('HSET', KEYS[2], id, value)
-      if value ~= '~' then redis.call('ZADD', KEYS[1], score, id) end
-    elseif value == '~' then
-      -- A deletion is final: it wins over a body written before it.
-      redis.call('HSET', KEYS[2], id, '~')
-      redis.call('ZREM', KEYS[1], id)
+local s = state()
+if not s.gone then
+  local ttl, len, n = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[6])
+  local first_deleted = 7 + 3 * n
+  for i = 7, first_deleted - 1, 3 do
+    if not redis.call('ZSCORE', DEL, ARGV[i]) then
+      redis.call('ZADD', TL, ARGV[i + 1], ARGV[i])
+      redis.call('HSET', POSTS, ARGV[i], ARGV[i + 2])
     end
   end
-  local len = tonumber(ARGV[2])
-  local card = redis.call('ZCARD', KEYS[1])
-  local complete = ARGV[3]
-  if card > len then
-    local dropped = redis.call('ZRANGE', KEYS[1], 0, card - len - 1)
-    redis.call('ZREMRANGEBYRANK', KEYS[1], 0, card - len - 1)
-    for _, id in ipairs(dropped) do redis.call('HDEL', KEYS[2], id) end
-    card = len
-    complete = '0'
+  for i = first_deleted, #ARGV, 2 do
+    redis.call('ZREM', TL, ARGV[i])
+    redis.call('HDEL', POSTS, ARGV[i])
+    redis.call('ZADD', DEL, ARGV[i + 1], ARGV[i])
   end
-  local top = redis.call('ZRANGE', KEYS[1], -1, -1, 'WITHSCORES')
-  redis.call('HSET', KEYS[3], 'loaded', '1', 'complete', complete, 'newest_ms', top[2] or '0', 'count', card)
-  for i = 1, 3 do redis.call('PEXPIRE', KEYS[i], ARGV[1]) end
+  local entries = redis.call('ZRANGE', TL, 0, -1)
+  local in_tl = {}
+  for _, id in ipairs(entries) do in_tl[id] = true end
+  local orphans = {}
+  for _, id in ipairs(redis.call('HKEYS', POSTS)) do
+    if not in_tl[id] then orphans[#orphans + 1] = id end
+  end
+  chunked('HDEL', POSTS, orphans)
+  local bodiless = {}
+  for _, id in ipairs(entries) do
+    if redis.call('HEXISTS', POSTS, id) == 0 then bodiless[#bodiless + 1] = id end
+  end
+  chunked('ZREM', TL, bodiless)
+  s.floor, s.floor_ms = nil, nil
+  if ARGV[4] ~= '' then
+    s.floor, s.floor_ms = ARGV[4], tonumber(ARGV[5])
+    chunked('HDEL', POSTS, drop_below(TL, s.floor_ms, s.floor))
+    drop_below(DEL, s.floor_ms, s.floor)
+    redis.call('HSET', META, 'complete', '0')
+  else
+    redis.call('HSET', META, 'complete', '1')
+    redis.call('HDEL', META, 'floor', 'floor_ms')
+  end
+  local clean = #orphans == 0 and #bodiless == 0
+  redis.call('HSET', META, 'loaded', clean and '1' or '0')
+  settle(s, len, ttl, false, true)
 end
-if redis.call('GET', KEYS[4]) == ARGV[4] then redis.call('DEL', KEYS[4]) end
+if redis.call('GET', KEYS[5]) == ARGV[3] then redis.call('DEL', KEYS[5]) end
 return 1
 "#;
 
@@ -174,7 +296,7 @@ return 1
 "#;
 
 pub static AUTHOR_REBUILD: LazyLock<LuaScript> =
-    LazyLock::new(|| LuaScript::new(AUTHOR_REBUILD_LUA));
+    LazyLock::new(|| LuaScript::timeline(AUTHOR_REBUILD_LUA));
 
 pub static FOLLOWING_REBUILD: LazyLock<LuaScript> =
     LazyLock::new(|| LuaScript::new(FOLLOWING_REBUILD_LUA));

@@ -18,11 +18,12 @@ use prost::Message;
 use shardfeed_proto::v1::Post;
 
 use super::{
-    layout::CacheLayout,
+    layout::{meta, CacheLayout},
     scripts::{self, LuaScript},
     CacheChange,
 };
 use crate::config::CacheSettings;
+use crate::ids::post_time_ms;
 
 /// Writes cache changes: one script call per change; a batch is sent concurrently, and fred
 /// pipelines it on its one connection per node.
@@ -120,10 +121,7 @@ impl CacheWriter {
                 Some((script, keys, args)) => self.run(script, keys, args).await,
                 // The user is gone: so are the copies.
                 None => {
-                    let _: i64 = self
-                        .client
-                        .del(vec![keys.timeline, keys.posts, keys.meta])
-                        .await?;
+                    let _: i64 = self.client.del(keys.script_keys()).await?;
                     Ok(())
                 }
             }
@@ -194,47 +192,57 @@ impl CacheWriter {
         let keys = self.layout.author(author_id);
         let pipeline = self.client.pipeline();
         let _: () = pipeline
-            .hmget(keys.meta.clone(), vec!["loaded", "complete", "gone"])
+            .hmget(
+                keys.meta.clone(),
+                vec![meta::LOADED, meta::GONE, meta::FLOOR, meta::FLOOR_MS],
+            )
             .await?;
         let _: () = pipeline
             .zrange(keys.timeline.clone(), 0, -1, None, false, None, true)
             .await?;
         let _: () = pipeline.hgetall(keys.posts.clone()).await?;
-        let (flags, timeline, posts): OriginalSnapshot = pipeline.all().await?;
+        let _: () = pipeline
+            .zrange(keys.deleted.clone(), 0, -1, None, false, None, true)
+            .await?;
+        let (flags, timeline, posts, deleted): OriginalSnapshot = pipeline.all().await?;
         let flag = |i: usize| flags.get(i).and_then(|f| f.as_deref()) == Some("1");
-        if flag(2) || !flag(0) {
+        if flag(1) || !flag(0) {
             // Gone, or the original is not loaded (a reader rebuilds it first): no copy to
             // trust. Readers find the copies not loaded and read the original.
             return self.drop_copies(author_id, &numbers).await;
         }
+        let floor = flags.get(2).cloned().flatten().filter(|f| !f.is_empty());
+        let floor_ms = flags.get(3).cloned().flatten().unwrap_or_default();
+        let live: Vec<(&str, i64, Bytes)> = timeline
+            .iter()
+            .filter_map(|(id, score)| {
+                posts
+                    .get(id)
+                    .map(|body| (id.as_str(), *score as i64, body.clone()))
+            })
+            .collect();
         let mut args = vec![
             Value::from(self.ttl_ms),
             Value::from(self.timeline_len),
-            Value::from(i64::from(flag(1))),
             Value::from(""),
+            Value::from(floor.unwrap_or_default()),
+            Value::from(floor_ms),
+            Value::from(live.len() as i64),
         ];
-        for (id, score) in &timeline {
-            if let Some(body) = posts.get(id) {
-                args.push(Value::from(id.as_str()));
-                args.push(Value::from(*score as i64));
-                args.push(Value::Bytes(body.clone()));
-            }
+        for (id, score, body) in live {
+            args.push(Value::from(id));
+            args.push(Value::from(score));
+            args.push(Value::Bytes(body));
         }
-        for (id, body) in &posts {
-            if body.as_ref() == super::layout::TOMBSTONE.as_bytes() {
-                args.push(Value::from(id.as_str()));
-                args.push(Value::from(0));
-                args.push(Value::from(super::layout::TOMBSTONE));
-            }
+        for (id, score) in &deleted {
+            args.push(Value::from(id.as_str()));
+            args.push(Value::from(*score as i64));
         }
         let merges = numbers.iter().map(|n| {
             let copy = self.layout.author_copy(author_id, *n);
-            let lease = format!("{}:none", copy.meta);
-            self.run(
-                &scripts::AUTHOR_REBUILD,
-                vec![copy.timeline, copy.posts, copy.meta, lease],
-                args.clone(),
-            )
+            let mut keys = copy.script_keys();
+            keys.push(format!("{}:none", copy.meta));
+            self.run(&scripts::AUTHOR_REBUILD, keys, args.clone())
         });
         futures::future::try_join_all(merges).await.map(|_| ())
     }
@@ -261,10 +269,7 @@ impl CacheWriter {
         let deletes = numbers.iter().map(|n| {
             let copy = self.layout.author_copy(author_id, *n);
             async move {
-                let _: i64 = self
-                    .client
-                    .del(vec![copy.timeline, copy.posts, copy.meta])
-                    .await?;
+                let _: i64 = self.client.del(copy.script_keys()).await?;
                 Ok::<_, Error>(())
             }
         });
@@ -286,7 +291,7 @@ impl CacheWriter {
             // A node that has not seen the script yet (new, restarted, just promoted): EVAL
             // runs it and caches it there.
             Err(err) if err.details().starts_with("NOSCRIPT") => {
-                let _: Value = self.client.eval(script.source, keys, args).await?;
+                let _: Value = self.client.eval(script.source.as_str(), keys, args).await?;
                 Ok(())
             }
             result => result.map(|_| ()),
@@ -397,8 +402,10 @@ impl CacheWriter {
         let mut args = vec![
             Value::from(self.ttl_ms),
             Value::from(self.timeline_len),
-            Value::from(i64::from(snapshot.complete)),
             Value::from(lease_token),
+            Value::from(snapshot.floor.map(|f| f.to_string()).unwrap_or_default()),
+            Value::from(snapshot.floor.map_or(0, post_time_ms)),
+            Value::from(snapshot.posts.len() as i64),
         ];
         for post in &snapshot.posts {
             let time_ms = post
@@ -409,18 +416,13 @@ impl CacheWriter {
             args.push(Value::from(time_ms));
             args.push(Value::Bytes(post.encode_to_vec().into()));
         }
-        for post_id in &snapshot.tombstones {
+        for post_id in &snapshot.deleted {
             args.push(Value::from(post_id.to_string()));
-            args.push(Value::from(0));
-            args.push(Value::from(super::layout::TOMBSTONE));
+            args.push(Value::from(post_time_ms(*post_id)));
         }
-        let lease = self.layout.rebuild_lease(author_id, "tl");
-        self.run(
-            &scripts::AUTHOR_REBUILD,
-            vec![keys.timeline, keys.posts, keys.meta, lease],
-            args,
-        )
-        .await
+        let mut keys = keys.script_keys();
+        keys.push(self.layout.rebuild_lease(author_id, "tl"));
+        self.run(&scripts::AUTHOR_REBUILD, keys, args).await
     }
 
     /// Merges a PostgreSQL snapshot of a user's followees into the cached set and marks it
@@ -469,16 +471,9 @@ impl CacheWriter {
                     } else {
                         &scripts::USER_DELETED
                     };
-                (
-                    script,
-                    vec![
-                        keys.timeline,
-                        keys.posts,
-                        keys.meta,
-                        self.layout.following(*user_id),
-                    ],
-                    vec![ttl],
-                )
+                let mut keys = keys.script_keys();
+                keys.push(self.layout.following(*user_id));
+                (script, keys, vec![ttl, Value::from(self.timeline_len)])
             }
             CacheChange::Followed {
                 follower_id,
@@ -506,12 +501,13 @@ impl CacheWriter {
     }
 }
 
-/// An author's original keys as `sync_copies` reads them: meta flags (loaded, complete,
-/// gone), the timeline with scores, every post entry.
+/// An author's original keys as `sync_copies` reads them: meta fields (loaded, gone, floor,
+/// floor_ms), the timeline with scores, the bodies, the deleted posts with scores.
 type OriginalSnapshot = (
     Vec<Option<String>>,
     Vec<(String, f64)>,
     HashMap<String, Bytes>,
+    Vec<(String, f64)>,
 );
 
 impl CacheWriter {
@@ -523,7 +519,7 @@ impl CacheWriter {
         keys: &super::layout::AuthorKeys,
     ) -> Option<(&'static LuaScript, Vec<String>, Vec<Value>)> {
         let ttl = Value::from(self.ttl_ms);
-        let keys = vec![keys.timeline.clone(), keys.posts.clone(), keys.meta.clone()];
+        let keys = keys.script_keys();
         match change {
             CacheChange::PostCreated {
                 author_id,
@@ -547,7 +543,12 @@ impl CacheWriter {
             CacheChange::PostDeleted { post_id, .. } => Some((
                 &scripts::POST_DELETED,
                 keys,
-                vec![Value::from(post_id.to_string()), ttl],
+                vec![
+                    Value::from(post_id.to_string()),
+                    Value::from(post_time_ms(*post_id)),
+                    Value::from(self.timeline_len),
+                    ttl,
+                ],
             )),
             _ => None,
         }
@@ -571,11 +572,12 @@ pub fn encode_post(author_id: i64, post_id: i64, time_ms: i64, body: &str) -> Ve
 /// What PostgreSQL holds for one author, for [`CacheWriter::rebuild_author`].
 #[derive(Debug, Clone, Default)]
 pub struct AuthorSnapshot {
-    /// Live posts, newest first, at most `cache.timeline_len`.
+    /// Live posts, newest first, at most `cache.timeline_len`, all at or above the floor.
     pub posts: Vec<Post>,
-    /// Deleted posts as new as the oldest snapshot post or newer: written as tombstones so a
-    /// late replay of their create cannot bring them back.
-    pub tombstones: Vec<i64>,
-    /// The snapshot holds every live post of the author.
-    pub complete: bool,
+    /// Deleted posts at or above the floor, at most `cache.timeline_len`: kept in `del` so that
+    /// a late replay of their create cannot bring them back.
+    pub deleted: Vec<i64>,
+    /// The post below which the snapshot says nothing (older posts live only in PostgreSQL);
+    /// `None` when it holds every live post of the author.
+    pub floor: Option<i64>,
 }

@@ -48,16 +48,22 @@ impl TestApp {
             .collect()
     }
 
+    /// A post's entry: its body in `posts`, or its tombstone in `del` (never both).
     pub async fn entry(&self, author_id: i64, post_id: i64) -> Entry {
         let value: Value = self
             .redis
             .hget(self.layout.posts(author_id), post_id.to_string())
             .await
             .expect("HGET");
+        let deleted: Option<f64> = self
+            .redis
+            .zscore(self.layout.deleted(author_id), post_id.to_string())
+            .await
+            .expect("ZSCORE");
         match value {
+            Value::Null if deleted.is_some() => Entry::Tombstone,
             Value::Null => Entry::Missing,
-            Value::Bytes(b) if b.as_ref() == b"~" => Entry::Tombstone,
-            Value::String(s) if &*s == "~" => Entry::Tombstone,
+            _ if deleted.is_some() => panic!("post {post_id} has a body and a tombstone"),
             Value::Bytes(b) => {
                 Entry::Body(Post::decode(b.as_ref()).expect("a cached post decodes"))
             }
