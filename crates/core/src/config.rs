@@ -61,6 +61,14 @@ pub struct OutboxSettings {
     pub batch_size: usize,
     /// A row younger than this is left to the fast path of the request that wrote it.
     pub grace_ms: u64,
+    /// A row that failed is retried after this long, doubled at each further failure…
+    pub retry_base_ms: u64,
+    /// …up to this long. A round that delivered nothing pauses the same way.
+    pub retry_max_ms: u64,
+    /// A row that failed for good (undecodable, rejected by Redis) this often is parked in
+    /// `outbox_dead_letters`. Rows that wait for Redis (a node down, too few replicas) are
+    /// retried for as long as it takes.
+    pub max_attempts: i32,
 }
 
 impl OutboxSettings {
@@ -349,6 +357,9 @@ fast_path_batches = 2
 relay_interval_ms = 500
 batch_size = 256
 grace_ms = 2000
+retry_base_ms = 500
+retry_max_ms = 30000
+max_attempts = 5
 
 [hotspot]
 top_k_capacity = 1024
@@ -500,6 +511,15 @@ impl Settings {
         }
         if self.outbox.fast_path_batches == 0 {
             return bad("outbox.fast_path_batches", "must be at least 1");
+        }
+        if self.outbox.retry_base_ms == 0 || self.outbox.retry_max_ms < self.outbox.retry_base_ms {
+            return bad(
+                "outbox.retry_base_ms",
+                "must be positive and at most outbox.retry_max_ms",
+            );
+        }
+        if self.outbox.max_attempts < 1 {
+            return bad("outbox.max_attempts", "must be at least 1");
         }
         if self.outbox.relay_interval_ms == 0 {
             return bad("outbox.relay_interval_ms", "must be positive");

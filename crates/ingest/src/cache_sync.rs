@@ -245,26 +245,36 @@ async fn delete_delivered(
 /// Re-drives outbox rows older than the grace period until Redis takes them. Several ingest
 /// replicas can run it at once: rows are claimed with `FOR UPDATE SKIP LOCKED`. It keeps no
 /// position, so a row that commits late (with a lower id than rows already relayed) is still
-/// found.
+/// found. A row that fails waits for its own next attempt (exponential backoff) while the rows
+/// behind it go on; a round that delivered nothing pauses likewise.
 async fn relay(
     pool: Pool,
     writer: CacheWriter,
     settings: OutboxSettings,
     mut stop: watch::Receiver<bool>,
 ) {
-    let mut backoff = settings.relay_interval();
+    let mut idle_rounds = 0u32;
+    let counters = RelayCounters::register();
     loop {
         let outcome = relay_once(&pool, &writer, &settings).await;
         let pause = match outcome {
-            Ok(claimed) if claimed == settings.batch_size => Duration::ZERO,
-            Ok(_) => {
-                backoff = settings.relay_interval();
-                settings.relay_interval()
+            Ok(round) => {
+                counters.dead_letters.add(round.parked as u64, &[]);
+                if round.claimed > 0 && round.delivered == 0 {
+                    idle_rounds += 1;
+                } else {
+                    idle_rounds = 0;
+                }
+                if round.claimed == settings.batch_size && round.delivered > 0 {
+                    Duration::ZERO
+                } else {
+                    backoff(&settings, idle_rounds)
+                }
             }
             Err(err) => {
                 tracing::warn!(error = format!("{err:#}"), "outbox relay round failed");
-                backoff = (backoff * 2).min(Duration::from_secs(10));
-                backoff
+                idle_rounds += 1;
+                backoff(&settings, idle_rounds)
             }
         };
         tokio::select! {
@@ -274,17 +284,72 @@ async fn relay(
     }
 }
 
-/// One relay round: claim a batch, apply it, settle it. Returns how many rows it claimed.
+/// The pause after `idle` rounds in a row that delivered nothing: the relay interval, doubled
+/// for each such round, at most `outbox.retry_max_ms`.
+fn backoff(settings: &OutboxSettings, idle: u32) -> Duration {
+    let interval = settings.relay_interval();
+    if idle <= 1 {
+        return interval;
+    }
+    interval
+        .saturating_mul(1 << (idle - 1).min(16))
+        .min(Duration::from_millis(settings.retry_max_ms).max(interval))
+}
+
+struct RelayCounters {
+    dead_letters: opentelemetry::metrics::Counter<u64>,
+}
+
+impl RelayCounters {
+    fn register() -> Self {
+        let meter = opentelemetry::global::meter("shardfeed-ingest");
+        Self {
+            dead_letters: meter
+                .u64_counter("shardfeed.ingest.outbox.dead_letters")
+                .with_description("Outbox rows parked in outbox_dead_letters")
+                .build(),
+        }
+    }
+}
+
+/// What one relay round did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Round {
+    pub claimed: usize,
+    pub delivered: usize,
+    /// Rows moved to the dead letters.
+    pub parked: usize,
+}
+
+/// Whether a failure to apply a change can pass: the store was unreachable, slow, failing over,
+/// or its replicas did not acknowledge in time. Anything else (Redis rejected the script) will
+/// fail the same way next time.
+fn transient(error: &fred::error::Error) -> bool {
+    use fred::error::ErrorKind::*;
+    matches!(
+        error.kind(),
+        IO | Timeout | Canceled | Cluster | Routing | Backpressure
+    ) || error.details().starts_with("CLUSTERDOWN")
+        || error.details().starts_with("MOVED")
+        || error.details().starts_with("ASK")
+        || error.details().starts_with("TRYAGAIN")
+        || error.details().starts_with("LOADING")
+        || error.details().starts_with("MASTERDOWN")
+        || error.details().starts_with("READONLY")
+        || error.details().starts_with("BUSY")
+}
+
+/// One relay round: claim a batch, apply it, settle it.
 pub async fn relay_once(
     pool: &Pool,
     writer: &CacheWriter,
     settings: &OutboxSettings,
-) -> anyhow::Result<usize> {
+) -> anyhow::Result<Round> {
     let mut client = pool.get().await?;
     let tx = client.transaction().await?;
     let pending = outbox::claim(&tx, settings.batch_size as i64, settings.grace_ms as i64).await?;
     if pending.is_empty() {
-        return Ok(0);
+        return Ok(Round::default());
     }
     let mut ids = Vec::with_capacity(pending.len());
     let mut changes = Vec::with_capacity(pending.len());
@@ -301,8 +366,12 @@ pub async fn relay_once(
                 ids.push(row.id);
                 changes.push(change.clone());
             }
-            // A row this version cannot read: keep it for an operator, don't block the rest.
-            Err(err) => failed.push((row.id, format!("undecodable change: {err}"))),
+            // A row this version cannot read: parked for an operator, the rest go on.
+            Err(err) => failed.push(outbox::Failure {
+                id: row.id,
+                error: format!("undecodable change: {err}"),
+                permanent: true,
+            }),
         }
     }
     let mut results = writer.apply_durably(&changes).await;
@@ -311,11 +380,27 @@ pub async fn relay_once(
     for (id, result) in ids.into_iter().zip(results) {
         match result {
             Ok(()) => delivered.push(id),
-            Err(err) => failed.push((id, err.to_string())),
+            Err(err) => failed.push(outbox::Failure {
+                id,
+                permanent: !transient(&err),
+                error: err.to_string(),
+            }),
         }
     }
-    outbox::settle(&tx, &delivered, &failed).await?;
+    let retry = outbox::Retry {
+        base_ms: settings.retry_base_ms,
+        max_ms: settings.retry_max_ms,
+        max_attempts: settings.max_attempts,
+    };
+    let parked = outbox::settle(&tx, &delivered, &failed, retry).await?;
     tx.commit().await?;
+    for failure in failed.iter().filter(|f| parked.contains(&f.id)) {
+        tracing::error!(
+            outbox_id = failure.id,
+            error = failure.error,
+            "outbox row failed for good; parked in outbox_dead_letters"
+        );
+    }
     if !delivered.is_empty() {
         tracing::info!(
             delivered = delivered.len(),
@@ -325,8 +410,13 @@ pub async fn relay_once(
     } else if !failed.is_empty() {
         tracing::warn!(
             failed = failed.len(),
-            "outbox relay could not deliver; will retry"
+            error = failed[0].error,
+            "outbox relay could not deliver; each row retries on its own schedule"
         );
     }
-    Ok(pending.len())
+    Ok(Round {
+        claimed: pending.len(),
+        delivered: delivered.len(),
+        parked: parked.len(),
+    })
 }

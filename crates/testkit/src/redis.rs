@@ -326,20 +326,29 @@ impl RedisCluster {
             .collect())
     }
 
-    /// A manual failover: `CLUSTER FAILOVER` on a replica of `master`, which takes over its
-    /// slots with no connection lost (unlike a killed master). Returns the new master once every
-    /// node agrees and the cluster is healthy.
-    pub fn fail_over(&self, master: &str) -> anyhow::Result<String> {
+    /// The replicas of `master` not flagged as failing, per its own `CLUSTER NODES`.
+    pub fn replicas_of(&self, master: &str) -> anyhow::Result<Vec<String>> {
         let view = parse_cluster_nodes(&resp::call_text(master, &["CLUSTER", "NODES"])?);
         let master_id = view
             .iter()
             .find(|n| n.addr == master)
             .map(|n| n.id.clone())
             .with_context(|| format!("{master} is not in its own CLUSTER NODES"))?;
-        let replica = view
+        Ok(view
             .iter()
-            .find(|n| n.master_id.as_deref() == Some(master_id.as_str()) && !n.failing())
+            .filter(|n| n.master_id.as_deref() == Some(master_id.as_str()) && !n.failing())
             .map(|n| n.addr.clone())
+            .collect())
+    }
+
+    /// A manual failover: `CLUSTER FAILOVER` on a replica of `master`, which takes over its
+    /// slots with no connection lost (unlike a killed master). Returns the new master once every
+    /// node agrees and the cluster is healthy.
+    pub fn fail_over(&self, master: &str) -> anyhow::Result<String> {
+        let replica = self
+            .replicas_of(master)?
+            .into_iter()
+            .next()
             .with_context(|| format!("{master} has no replica to fail over to"))?;
         let answer = resp::call_text(&replica, &["CLUSTER", "FAILOVER"])?;
         ensure!(

@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use fred::interfaces::ClusterInterface;
 use futures::future::join_all;
 use shardfeed_core::cache::CacheChange;
 use shardfeed_proto::v1::CreatePostRequest;
@@ -346,4 +347,133 @@ async fn a_master_frozen_until_it_fails_over_leaves_the_service_answering() {
     tokio::task::block_in_place(|| cluster_ref.wait_until_healthy(Duration::from_secs(30)))
         .expect("the cluster recovered");
     every_acknowledged_post_is_cached(&app, &authors, &acked).await;
+}
+
+/// The replica of one master is stopped, so no change to that shard can be confirmed (`WAIT`):
+/// those rows keep failing. They must hold up no other shard's change, be retried on their own
+/// schedule (never parked: they wait for Redis, they are not wrong) and land once the shard has
+/// a replica again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shard_without_replicas_holds_up_no_other_shard() {
+    let cluster = own_cluster().await;
+    let db = TestDb::new().await.unwrap();
+    let nodes = cluster.seed_nodes().join(",");
+    let extra = [
+        ("SHARDFEED_REDIS__NODES", nodes.as_str()),
+        ("SHARDFEED_REDIS__COMMAND_TIMEOUT_MS", "500"),
+        ("SHARDFEED_OUTBOX__FAST_PATH_ENABLED", "false"),
+        ("SHARDFEED_OUTBOX__BATCH_SIZE", "4"),
+        ("SHARDFEED_OUTBOX__RELAY_INTERVAL_MS", "200"),
+        ("SHARDFEED_OUTBOX__RETRY_BASE_MS", "200"),
+        ("SHARDFEED_OUTBOX__RETRY_MAX_MS", "1000"),
+        ("SHARDFEED_OUTBOX__GRACE_MS", "0"),
+    ];
+    let app = TestApp::spawn_with(db, &extra).await;
+    let master = cluster.masters().unwrap()[0].clone();
+    let routing = app.redis.cached_cluster_state().expect("a slot map");
+    let owner = |user: i64| {
+        let slot = fred::util::redis_keyslot(app.layout.meta(user).as_bytes());
+        let server = routing.get_server(slot).expect("an owner");
+        format!("{}:{}", server.host, server.port)
+    };
+    let (mut on_master, mut elsewhere) = (Vec::new(), None);
+    let mut i = 0;
+    while on_master.len() < 4 || elsewhere.is_none() {
+        let user = app
+            .create_user(&unique_handle(&format!("s{i}")), "Shard")
+            .await
+            .user_id;
+        i += 1;
+        if owner(user) == master {
+            if on_master.len() < 4 {
+                on_master.push(user);
+            }
+        } else if elsewhere.is_none() {
+            elsewhere = Some(user);
+        }
+    }
+    let elsewhere = elsewhere.unwrap();
+    app.settled_within(Duration::from_secs(10)).await;
+    let replica = cluster.replicas_of(&master).unwrap()[0].clone();
+    cluster.kill_node(&replica).unwrap();
+
+    let mut stuck = Vec::new();
+    for author in &on_master {
+        stuck.push(
+            app.create_post(*author, "on the shard without a replica")
+                .await,
+        );
+    }
+    let free = app.create_post(elsewhere, "on a healthy shard").await;
+    eventually(
+        Duration::from_secs(3),
+        "the healthy shard's post is delivered past the four stuck rows",
+        || async { app.timeline_ids(elsewhere).await == vec![free.post_id] },
+    )
+    .await;
+    let sql = app.sql().await;
+    let retried: i64 = sql
+        .query_one("SELECT count(*) FROM outbox WHERE attempts > 0", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(retried, 4, "the four rows of the shard wait, retried");
+    let parked: i64 = sql
+        .query_one("SELECT count(*) FROM outbox_dead_letters", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(
+        parked, 0,
+        "waiting for a replica is not a reason to give up"
+    );
+
+    tokio::task::block_in_place(|| {
+        cluster.restart_node(&replica).unwrap();
+        cluster.wait_until_healthy(Duration::from_secs(30)).unwrap();
+    });
+    app.settled_within(Duration::from_secs(30)).await;
+    for (author, post) in on_master.iter().zip(&stuck) {
+        assert_eq!(app.timeline_ids(*author).await, vec![post.post_id]);
+    }
+}
+
+/// A row this version cannot decode is parked in the dead letters after `max_attempts`, with
+/// its error, and delays no other change.
+#[tokio::test]
+async fn a_change_that_can_never_apply_is_parked_and_delays_nothing() {
+    let db = TestDb::new().await.unwrap();
+    let extra = [
+        ("SHARDFEED_OUTBOX__FAST_PATH_ENABLED", "false"),
+        ("SHARDFEED_OUTBOX__BATCH_SIZE", "1"),
+        ("SHARDFEED_OUTBOX__RELAY_INTERVAL_MS", "50"),
+        ("SHARDFEED_OUTBOX__RETRY_BASE_MS", "50"),
+        ("SHARDFEED_OUTBOX__MAX_ATTEMPTS", "3"),
+        ("SHARDFEED_OUTBOX__GRACE_MS", "0"),
+    ];
+    let app = TestApp::spawn_with(db, &extra).await;
+    let sql = app.sql().await;
+    sql.execute(
+        r#"INSERT INTO outbox (change) VALUES ('{"kind": "from_a_newer_version"}')"#,
+        &[],
+    )
+    .await
+    .unwrap();
+    let author = app.create_user(&unique_handle("dl"), "Dead letters").await;
+    let post = app.create_post(author.user_id, "behind a bad row").await;
+    eventually(
+        Duration::from_secs(5),
+        "the post behind the bad row is delivered",
+        || async { app.timeline_ids(author.user_id).await == vec![post.post_id] },
+    )
+    .await;
+    app.settled_within(Duration::from_secs(10)).await;
+    let row = sql
+        .query_one("SELECT attempts, last_error FROM outbox_dead_letters", &[])
+        .await
+        .unwrap();
+    let attempts: i32 = row.get(0);
+    let error: String = row.get(1);
+    assert_eq!(attempts, 3);
+    assert!(error.contains("undecodable"), "{error}");
 }
