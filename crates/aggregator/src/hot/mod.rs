@@ -60,6 +60,13 @@ use self::{
 
 type Load = Shared<futures::future::BoxFuture<'static, Result<Option<Arc<Head>>, String>>>;
 
+/// A coalesced load of one author's head.
+struct InFlight {
+    started: Instant,
+    number: u64,
+    load: Load,
+}
+
 /// Detection and the hot read path; cheap to clone.
 #[derive(Clone)]
 pub struct Hotspots {
@@ -159,7 +166,9 @@ struct Inner {
     following: NearCache<Vec<i64>>,
     /// The in-memory caches are trusted only while the invalidation channel is subscribed.
     subscribed: AtomicBool,
-    in_flight: Mutex<HashMap<i64, Load>>,
+    /// Loads in flight per author: when each started, its number, and the load.
+    in_flight: Mutex<HashMap<i64, InFlight>>,
+    next_load: AtomicU64,
     /// Round trips per node (`None`: sent before the routing table was known).
     node_requests: Mutex<HashMap<Option<Server>, u64>>,
     coalesced: AtomicU64,
@@ -254,6 +263,7 @@ impl Hotspots {
             next_copy: AtomicU64::new(0),
             subscribed: AtomicBool::new(false),
             in_flight: Mutex::new(HashMap::new()),
+            next_load: AtomicU64::new(0),
             node_requests: Mutex::new(HashMap::new()),
             coalesced: AtomicU64::new(0),
             replica_reads: AtomicU64::new(0),
@@ -407,18 +417,33 @@ impl Hotspots {
         }
         let (load, joined) = {
             let mut in_flight = lock(&inner.in_flight);
+            // A load is joined only while young: one every waiter gave up on (a node slower
+            // than `node_timeout`) is not resumed by a later request, which would be handed a
+            // read older than the near-cache bound.
+            let bound = inner.settings.near_cache_ttl();
             match in_flight.get(&author_id) {
-                Some(load) => (load.clone(), true),
-                None => {
+                Some(running) if running.started.elapsed() < bound => (running.load.clone(), true),
+                _ => {
                     let this = self.clone();
+                    let number = inner.next_load.fetch_add(1, Ordering::Relaxed);
                     let load: Load = async move {
                         let result = this.load(author_id, near).await.map_err(|e| e.to_string());
-                        lock(&this.inner.in_flight).remove(&author_id);
+                        let mut in_flight = lock(&this.inner.in_flight);
+                        if in_flight.get(&author_id).map(|r| r.number) == Some(number) {
+                            in_flight.remove(&author_id);
+                        }
                         result
                     }
                     .boxed()
                     .shared();
-                    in_flight.insert(author_id, load.clone());
+                    in_flight.insert(
+                        author_id,
+                        InFlight {
+                            started: Instant::now(),
+                            number,
+                            load: load.clone(),
+                        },
+                    );
                     (load, false)
                 }
             }
@@ -687,7 +712,12 @@ impl Hotspots {
                         Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
                             inner.forget_all();
                         }
-                        Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+                        // The client is gone: nothing will tell of changes any more.
+                        Err(tokio::sync::broadcast::error::RecvError::Closed) => {
+                            inner.subscribed.store(false, Ordering::Release);
+                            inner.forget_all();
+                            return;
+                        }
                     },
                     _ = reconnects.recv() => break,
                 }

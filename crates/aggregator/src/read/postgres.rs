@@ -6,6 +6,43 @@ use deadpool_postgres::Pool;
 use shardfeed_core::{ApiError, ApiResult};
 use shardfeed_proto::v1::Post;
 
+/// The users `user_id` follows and the graph version up to which that is exact: read under the
+/// user's row lock, which every follow change of the user takes before drawing its version, so
+/// every change at or below the version returned is in the list and every later one gets a
+/// higher version. `NOT_FOUND` if the user does not exist.
+pub async fn followees_snapshot(pool: &Pool, user_id: i64) -> ApiResult<(Vec<i64>, i64)> {
+    let mut client = pool.get().await?;
+    let tx = client.transaction().await?;
+    if tx
+        .query_opt(
+            "SELECT 1 FROM users WHERE user_id = $1 FOR SHARE",
+            &[&user_id],
+        )
+        .await?
+        .is_none()
+    {
+        return Err(ApiError::not_found(format!(
+            "user {user_id} does not exist"
+        )));
+    }
+    let since: i64 = tx
+        // Before the first version is drawn, `last_value` already says 1: none is taken yet.
+        .query_one(
+            "SELECT CASE WHEN is_called THEN last_value ELSE 0 END FROM graph_version_seq",
+            &[],
+        )
+        .await?
+        .get(0);
+    let rows = tx
+        .query(
+            "SELECT followee_id FROM follows WHERE follower_id = $1",
+            &[&user_id],
+        )
+        .await?;
+    tx.commit().await?;
+    Ok((rows.iter().map(|r| r.get(0)).collect(), since))
+}
+
 /// Up to `limit` live posts of `author_id` with ids below `before_id`, newest first.
 pub async fn timeline_page(
     pool: &Pool,

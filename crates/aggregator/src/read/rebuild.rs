@@ -107,9 +107,9 @@ impl Rebuilder {
                     .await?;
             }
             Target::Following => {
-                let followees = postgres::followees(&self.pool, user_id).await?;
+                let (followees, since) = postgres::followees_snapshot(&self.pool, user_id).await?;
                 self.writer
-                    .rebuild_following(user_id, &followees, &token)
+                    .rebuild_following(user_id, &followees, since, &token)
                     .await?;
             }
         }

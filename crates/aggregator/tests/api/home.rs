@@ -123,7 +123,7 @@ impl Harness {
         self.home_page(user_id, 100, "").await.unwrap().0
     }
 
-    async fn home_walk(&self, user_id: i64, page_size: i32) -> Vec<Vec<i64>> {
+    pub(crate) async fn home_walk(&self, user_id: i64, page_size: i32) -> Vec<Vec<i64>> {
         let mut pages = Vec::new();
         let mut token = String::new();
         loop {

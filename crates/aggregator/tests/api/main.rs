@@ -10,6 +10,7 @@ mod expiry;
 mod failures;
 mod home;
 mod hotspot;
+mod model;
 mod rebuild;
 mod timeline;
 use shardfeed_testkit::InProcessServer;

@@ -3,8 +3,11 @@
 //! applied ([`CacheWriter`]: atomic per-author Lua scripts, pipelined per node).
 //!
 //! Invariants every script keeps, so that replays, races and reorderings are harmless:
-//! - A post is added once: a post id already present — as a body or as a tombstone — is never
-//!   written again, so a replayed create cannot resurrect a deleted post.
+//! - A post is added once: a post id already present — as a body in `posts` or as a tombstone
+//!   in `del` — is never written again, so a replayed create cannot resurrect a deleted post.
+//! - An author's keys agree with its meta (`count`, `dels`) and expire together; a key lost on
+//!   its own makes the next script (and any reader) treat the author as not loaded.
+//! - Below the floor the cache holds nothing: a late change there is dropped.
 //! - A follow edge keeps the highest version seen; older changes are ignored.
 //! - An author's timeline is trusted by readers only when its meta says `loaded=1`: writes to an
 //!   author that is not loaded still land (so a concurrent rebuild merges them) but do not make

@@ -197,10 +197,13 @@ return 1
 "#;
 
 /// KEYS: following. ARGV: followee_id, version, state (1 follow, 0 unfollow), ttl_ms. Keeps the
-/// highest version per edge: negative versions record an unfollow.
+/// highest version per edge: negative versions record an unfollow. A version at or below the
+/// set's `_since` (what its last rebuild covered) is older than the snapshot: ignored.
 const FOLLOW_EDGE_LUA: &str = r#"
-local cur = redis.call('HGET', KEYS[1], ARGV[1])
 local version = tonumber(ARGV[2])
+-- A rebuild already holds every change of this follower up to `_since`.
+if version <= tonumber(redis.call('HGET', KEYS[1], '_since') or '0') then return 0 end
+local cur = redis.call('HGET', KEYS[1], ARGV[1])
 if cur and math.abs(tonumber(cur)) >= version then return 0 end
 if ARGV[3] == '1' then
   redis.call('HSET', KEYS[1], ARGV[1], version)
@@ -284,11 +287,24 @@ if redis.call('GET', KEYS[5]) == ARGV[3] then redis.call('DEL', KEYS[5]) end
 return 1
 "#;
 
-/// KEYS: following, lease. ARGV: ttl_ms, lease token, then followee ids from a PostgreSQL
-/// snapshot. An edge from the snapshot gets version 0, which any real follow or unfollow
-/// (versions start at 1) overrides; edges already present are left alone.
+/// KEYS: following, lease. ARGV: ttl_ms, lease token, since, then followee ids from a
+/// PostgreSQL snapshot that holds every change of the follower with a version up to `since`
+/// (taken under the follower's row lock). Edges recorded at or below `since` are replaced by the
+/// snapshot (an older replayed change can no longer contradict it); newer ones stay. Snapshot
+/// edges get version 0, and `_since` makes the script ignore every later change at or below it.
 const FOLLOWING_REBUILD_LUA: &str = r#"
-for i = 3, #ARGV do redis.call('HSETNX', KEYS[1], ARGV[i], '0') end
+local since = tonumber(ARGV[3])
+local set = redis.call('HGETALL', KEYS[1])
+for i = 1, #set, 2 do
+  local field = set[i]
+  if string.sub(field, 1, 1) ~= '_' and math.abs(tonumber(set[i + 1])) <= since then
+    redis.call('HDEL', KEYS[1], field)
+  end
+end
+for i = 4, #ARGV do redis.call('HSETNX', KEYS[1], ARGV[i], '0') end
+if since > tonumber(redis.call('HGET', KEYS[1], '_since') or '0') then
+  redis.call('HSET', KEYS[1], '_since', ARGV[3])
+end
 redis.call('HSET', KEYS[1], '_loaded', '1')
 redis.call('PEXPIRE', KEYS[1], ARGV[1])
 if redis.call('GET', KEYS[2]) == ARGV[2] then redis.call('DEL', KEYS[2]) end

@@ -425,15 +425,21 @@ impl CacheWriter {
         self.run(&scripts::AUTHOR_REBUILD, keys, args).await
     }
 
-    /// Merges a PostgreSQL snapshot of a user's followees into the cached set and marks it
-    /// loaded, then releases `lease_token`.
+    /// Merges a PostgreSQL snapshot of a user's followees, which holds every change of the user
+    /// up to graph version `since`, into the cached set and marks it loaded, then releases
+    /// `lease_token`.
     pub async fn rebuild_following(
         &self,
         user_id: i64,
         followees: &[i64],
+        since: i64,
         lease_token: &str,
     ) -> Result<(), Error> {
-        let mut args = vec![Value::from(self.ttl_ms), Value::from(lease_token)];
+        let mut args = vec![
+            Value::from(self.ttl_ms),
+            Value::from(lease_token),
+            Value::from(since),
+        ];
         args.extend(followees.iter().map(|id| Value::from(id.to_string())));
         let keys = vec![
             self.layout.following(user_id),
