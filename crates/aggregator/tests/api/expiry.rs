@@ -54,12 +54,15 @@ impl Harness {
         loaded.as_deref() == Some("1")
     }
 
-    /// Until the background rebuild a read asked for has marked `author` loaded again.
+    /// Until the rebuilds reads ask for have put `author`'s whole timeline back and marked it
+    /// loaded (a rebuild that found leftovers of a lost key leaves it for the next read).
     async fn eventually_rebuilt(&self, author: i64) {
-        for _ in 0..100 {
-            if self.loaded(author).await {
+        let truth = self.truth(author).await;
+        for _ in 0..200 {
+            if self.loaded(author).await && self.cached(author).await == truth {
                 return;
             }
+            let _ = self.page(author, 100, "").await;
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         panic!("author {author} was not rebuilt");
