@@ -27,7 +27,7 @@
 //! the number of authors left out.
 
 use std::{
-    collections::HashMap,
+    collections::{HashMap, HashSet},
     sync::Arc,
     time::{Duration, Instant},
 };
@@ -543,7 +543,7 @@ impl HomeReader {
                     (group, read)
                 }
             });
-        let mut unread = std::collections::HashSet::new();
+        let mut unread = HashSet::new();
         for (group, read) in futures::future::join_all(batches).await {
             match read {
                 Ok(posts) => found.extend(posts.into_iter().map(|p| (p.post_id, p))),

@@ -194,7 +194,7 @@ pub async fn author_snapshot(
              LIMIT $3",
         )
         .await?;
-    let deleted: Vec<i64> = client
+    let mut deleted: Vec<i64> = client
         .query(
             &deleted_stmt,
             &[&author_id, &floor.unwrap_or(0), &(timeline_len + 1)],
@@ -203,7 +203,6 @@ pub async fn author_snapshot(
         .iter()
         .map(|r| r.get(0))
         .collect();
-    let mut deleted = deleted;
     if deleted.len() as i64 > timeline_len {
         // More deletions than the cache keeps: what lies below the oldest one kept is left to
         // PostgreSQL.

@@ -95,8 +95,10 @@ impl Rebuilder {
         if !self.writer.try_lease(lease, &token, LEASE_MS).await? {
             return Ok(()); // another aggregator is on it
         }
+        // Each rebuild in two halves around its snapshot (see `CacheWriter::prepare_author`).
         match target {
             Target::Timeline => {
+                self.writer.prepare_author(user_id).await?;
                 let Some(snapshot) =
                     postgres::author_snapshot(&self.pool, user_id, self.timeline_len).await?
                 else {
@@ -107,6 +109,7 @@ impl Rebuilder {
                     .await?;
             }
             Target::Following => {
+                self.writer.prepare_following(user_id, &token).await?;
                 let (followees, since) = postgres::followees_snapshot(&self.pool, user_id).await?;
                 self.writer
                     .rebuild_following(user_id, &followees, since, &token)

@@ -4,62 +4,28 @@
 use std::time::Duration;
 
 use fred::interfaces::{HashesInterface, KeysInterface, SortedSetsInterface};
-use shardfeed_aggregator::read::rebuild::{Rebuilder, Target};
+use shardfeed_aggregator::read::{postgres, rebuild::Target};
 use shardfeed_core::cache::CacheChange;
 use shardfeed_proto::v1::GetHomeFeedRequest;
 use tonic::Code;
 
-use crate::timeline::{flat, Harness};
+use crate::timeline::{flat, unreachable_postgres, Harness};
 
 impl Harness {
-    fn timeline_rebuilder(&self) -> Rebuilder {
-        let pool = shardfeed_core::postgres::pool(&self.pg_settings()).unwrap();
-        Rebuilder::new(
-            self.writer.clone(),
-            pool,
-            self.settings.cache.timeline_len,
-            4,
-        )
-    }
-
     async fn del(&self, key: String) {
         let _: i64 = self.writer.client().del(key).await.unwrap();
     }
 
-    async fn cached(&self, author: i64) -> Vec<i64> {
-        let ids: Vec<String> = self
-            .writer
-            .client()
-            .zrange(
-                self.writer.layout().timeline(author),
-                0,
-                -1,
-                None,
-                true,
-                None,
-                false,
-            )
-            .await
-            .unwrap();
-        ids.iter().map(|id| id.parse().unwrap()).collect()
-    }
-
     async fn loaded(&self, author: i64) -> bool {
-        let loaded: Option<String> = self
-            .writer
-            .client()
-            .hget(self.writer.layout().meta(author), "loaded")
-            .await
-            .unwrap();
-        loaded.as_deref() == Some("1")
+        self.meta(author).await.get("loaded").map(String::as_str) == Some("1")
     }
 
     /// Until the rebuilds reads ask for have put `author`'s whole timeline back and marked it
-    /// loaded (a rebuild that found leftovers of a lost key leaves it for the next read).
+    /// loaded.
     async fn eventually_rebuilt(&self, author: i64) {
         let truth = self.truth(author).await;
         for _ in 0..200 {
-            if self.loaded(author).await && self.cached(author).await == truth {
+            if self.loaded(author).await && self.cached_ids(author).await == truth {
                 return;
             }
             let _ = self.page(author, 100, "").await;
@@ -118,7 +84,7 @@ async fn keys_written_at_different_times_expire_together() {
     assert_eq!(truth.len(), 3);
     assert_eq!(flat(&h.walk(author, 2).await), truth);
     h.eventually_rebuilt(author).await;
-    assert_eq!(h.cached(author).await, truth);
+    assert_eq!(h.cached_ids(author).await, truth);
     assert_eq!(flat(&h.walk(author, 2).await), truth);
 }
 
@@ -130,20 +96,7 @@ async fn a_timeline_or_its_bodies_lost_alone_are_read_from_postgres_and_rebuilt_
         let fan = h.user(true).await;
         h.follow_cached(fan, author, 1).await;
         let ids = h.posts(author, 6, 1, true).await;
-        h.writer
-            .apply(&CacheChange::PostDeleted {
-                author_id: author,
-                post_id: ids[2],
-            })
-            .await
-            .unwrap();
-        h.sql
-            .execute(
-                "UPDATE posts SET delete_time = now(), body = '' WHERE post_id = $1",
-                &[&ids[2]],
-            )
-            .await
-            .unwrap();
+        h.delete_post(author, ids[2], true).await;
         let truth = h.truth(author).await;
         assert_eq!(
             flat(&h.walk(author, 4).await),
@@ -179,7 +132,7 @@ async fn a_timeline_or_its_bodies_lost_alone_are_read_from_postgres_and_rebuilt_
         assert_eq!(h.home_feed_ids(fan).await, truth, "feed, {lost} lost");
         h.eventually_rebuilt(author).await;
         assert_eq!(
-            h.cached(author).await,
+            h.cached_ids(author).await,
             truth,
             "the rebuild restored all, {lost} lost"
         );
@@ -200,17 +153,14 @@ async fn a_rebuild_restores_every_post_whatever_keys_were_left() {
     // The timeline went, the bodies stayed: a rebuild used to skip every post whose body it
     // found and write `count 0`.
     h.del(h.writer.layout().timeline(author)).await;
-    h.timeline_rebuilder()
-        .rebuild_now(Target::Timeline, author)
-        .await
-        .unwrap();
-    // Leftovers (bodies without entries) were found: left for one more rebuild to confirm.
-    h.timeline_rebuilder()
+    // One rebuild: its first half drops the leftovers (bodies without entries) before the
+    // snapshot is taken.
+    h.rebuilder(h.settings.cache.timeline_len)
         .rebuild_now(Target::Timeline, author)
         .await
         .unwrap();
     assert!(h.loaded(author).await);
-    assert_eq!(h.cached(author).await, h.truth(author).await);
+    assert_eq!(h.cached_ids(author).await, h.truth(author).await);
     let meta: std::collections::HashMap<String, String> = h
         .writer
         .client()
@@ -226,20 +176,7 @@ async fn a_late_create_below_the_cached_window_opens_no_gap() {
     let author = h.user(true).await;
     let ids = h.posts(author, 8, 1, true).await;
     // The window is the newest 5; deleting the newest leaves 4 cached, fewer than it holds.
-    h.writer
-        .apply(&CacheChange::PostDeleted {
-            author_id: author,
-            post_id: ids[7],
-        })
-        .await
-        .unwrap();
-    h.sql
-        .execute(
-            "UPDATE posts SET delete_time = now(), body = '' WHERE post_id = $1",
-            &[&ids[7]],
-        )
-        .await
-        .unwrap();
+    h.delete_post(author, ids[7], true).await;
     // A replay of the oldest post's create arrives: it lies below posts never re-cached.
     h.writer
         .apply(&CacheChange::PostCreated {
@@ -250,7 +187,7 @@ async fn a_late_create_below_the_cached_window_opens_no_gap() {
         })
         .await
         .unwrap();
-    assert!(!h.cached(author).await.contains(&ids[0]));
+    assert!(!h.cached_ids(author).await.contains(&ids[0]));
     let truth = h.truth(author).await;
     for size in [2, 4, 10] {
         assert_eq!(flat(&h.walk(author, size).await), truth, "page size {size}");
@@ -263,20 +200,7 @@ async fn tombstones_stay_within_the_window() {
     let author = h.user(true).await;
     let ids = h.posts(author, 12, 1, true).await;
     for id in &ids[..10] {
-        h.sql
-            .execute(
-                "UPDATE posts SET delete_time = now(), body = '' WHERE post_id = $1",
-                &[id],
-            )
-            .await
-            .unwrap();
-        h.writer
-            .apply(&CacheChange::PostDeleted {
-                author_id: author,
-                post_id: *id,
-            })
-            .await
-            .unwrap();
+        h.delete_post(author, *id, true).await;
     }
     let deleted = h.writer.layout().deleted(author);
     let kept: i64 = h.writer.client().zcard(&deleted).await.unwrap();
@@ -284,7 +208,7 @@ async fn tombstones_stay_within_the_window() {
     assert_eq!(flat(&h.walk(author, 2).await), h.truth(author).await);
     // A rebuild sends no more than the window either.
     h.del(h.writer.layout().meta(author)).await;
-    h.timeline_rebuilder()
+    h.rebuilder(h.settings.cache.timeline_len)
         .rebuild_now(Target::Timeline, author)
         .await
         .unwrap();
@@ -318,16 +242,7 @@ async fn feeds_of_unknown_users_take_no_rebuild() {
 
 #[tokio::test]
 async fn bodies_lost_while_postgres_is_down_give_a_degraded_page() {
-    let dead = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let mut h = Harness::start_with(
-        800,
-        Some(format!("postgres://shardfeed@127.0.0.1:{dead}/x")),
-    )
-    .await;
+    let mut h = Harness::start_with(800, Some(unreachable_postgres())).await;
     let reader = h.user(true).await;
     let kept = h.user(true).await;
     let lost = h.user(true).await;
@@ -341,4 +256,58 @@ async fn bodies_lost_while_postgres_is_down_give_a_degraded_page() {
     assert_eq!(page.authors_omitted, 1);
     let ids: Vec<i64> = page.posts.iter().map(|p| p.post_id).collect();
     assert_eq!(ids, h.truth(kept).await, "what could be read");
+}
+
+#[tokio::test]
+async fn a_key_lost_while_a_rebuild_runs_leaves_the_author_to_the_next_read() {
+    let mut h = Harness::start(800).await;
+    let author = h.user(false).await;
+    let ids = h.posts(author, 3, 1, false).await;
+    let pool = shardfeed_core::postgres::pool(&h.pg_settings()).unwrap();
+    h.writer.prepare_author(author).await.unwrap();
+    let snapshot = postgres::author_snapshot(&pool, author, 800)
+        .await
+        .unwrap()
+        .unwrap();
+    // Between the snapshot and the merge: a post deleted, then its tombstone lost.
+    h.delete_post(author, ids[1], true).await;
+    h.del(h.writer.layout().deleted(author)).await;
+    h.writer
+        .rebuild_author(author, &snapshot, "token")
+        .await
+        .unwrap();
+    assert!(
+        !h.loaded(author).await,
+        "a key lost since the prepare step: the merge is not trusted"
+    );
+    let truth = h.truth(author).await;
+    assert_eq!(flat(&h.walk(author, 2).await), truth);
+    h.eventually_rebuilt(author).await;
+    assert_eq!(h.cached_ids(author).await, truth);
+}
+
+#[tokio::test]
+async fn a_followee_set_lost_while_it_is_rebuilt_is_not_marked_complete() {
+    let mut h = Harness::start(800).await;
+    let reader = h.user(false).await;
+    let author = h.user(true).await;
+    h.posts(author, 2, 1, true).await;
+    let pool = shardfeed_core::postgres::pool(&h.pg_settings()).unwrap();
+    h.writer.prepare_following(reader, "token").await.unwrap();
+    let (followees, since) = postgres::followees_snapshot(&pool, reader).await.unwrap();
+    // Between the snapshot and the merge: a follow, applied, then the set lost.
+    h.follow_cached(reader, author, since + 1).await;
+    h.del(h.writer.layout().following(reader)).await;
+    h.writer
+        .rebuild_following(reader, &followees, since, "token")
+        .await
+        .unwrap();
+    let set: std::collections::HashMap<String, String> = h
+        .writer
+        .client()
+        .hgetall(h.writer.layout().following(reader))
+        .await
+        .unwrap();
+    assert!(!set.contains_key("_loaded"), "{set:?}");
+    assert_eq!(h.home_feed_ids(reader).await, h.truth(author).await);
 }

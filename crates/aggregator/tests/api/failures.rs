@@ -90,14 +90,9 @@ struct NoPostgres {
 
 async fn without_postgres() -> NoPostgres {
     let cluster = RedisCluster::start_async().await.unwrap();
-    let dead_pg = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
     let mut h = Harness::start_on(
         800,
-        Some(format!("postgres://shardfeed@127.0.0.1:{dead_pg}/x")),
+        Some(crate::timeline::unreachable_postgres()),
         &cluster.seed_nodes(),
     )
     .await;

@@ -54,7 +54,7 @@ impl Harness {
         }
     }
 
-    async fn delete_post(&self, author: i64, post_id: i64, cached: bool) {
+    pub(crate) async fn delete_post(&self, author: i64, post_id: i64, cached: bool) {
         self.sql
             .execute(
                 "UPDATE posts SET delete_time = now(), body = '' WHERE author_id = $1 AND post_id = $2",

@@ -10,7 +10,7 @@ use shardfeed_core::cache::CacheChange;
 use crate::timeline::{flat, Harness};
 
 impl Harness {
-    async fn meta(&self, user: i64) -> HashMap<String, String> {
+    pub(crate) async fn meta(&self, user: i64) -> HashMap<String, String> {
         self.writer
             .client()
             .hgetall(self.writer.layout().meta(user))
@@ -18,7 +18,7 @@ impl Harness {
             .unwrap()
     }
 
-    async fn cached_ids(&self, author: i64) -> Vec<i64> {
+    pub(crate) async fn cached_ids(&self, author: i64) -> Vec<i64> {
         let ids: Vec<String> = self
             .writer
             .client()
@@ -36,7 +36,7 @@ impl Harness {
         ids.iter().map(|id| id.parse().unwrap()).collect()
     }
 
-    async fn eventually_loaded(&self, user: i64) {
+    pub(crate) async fn eventually_loaded(&self, user: i64) {
         for _ in 0..100 {
             if self.meta(user).await.get("loaded").map(String::as_str) == Some("1") {
                 return;
@@ -46,7 +46,7 @@ impl Harness {
         panic!("user {user} was not rebuilt into the cache");
     }
 
-    fn rebuilder(&self, timeline_len: usize) -> Rebuilder {
+    pub(crate) fn rebuilder(&self, timeline_len: usize) -> Rebuilder {
         let pool = shardfeed_core::postgres::pool(&self.pg_settings()).unwrap();
         Rebuilder::new(self.writer.clone(), pool, timeline_len, 4)
     }

@@ -251,6 +251,16 @@ impl Harness {
     }
 }
 
+/// A PostgreSQL URL nothing answers at (a free port), for an aggregator that must do without.
+pub(crate) fn unreachable_postgres() -> String {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    format!("postgres://shardfeed@127.0.0.1:{port}/x")
+}
+
 pub(crate) fn flat(pages: &[Vec<i64>]) -> Vec<i64> {
     pages.iter().flatten().copied().collect()
 }
@@ -372,16 +382,7 @@ async fn bad_arguments_and_tokens_are_invalid_argument() {
 #[tokio::test]
 async fn a_cached_timeline_is_served_without_postgres() {
     // The aggregator's PostgreSQL is a port nothing listens on: only the cache can answer.
-    let dead = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let mut h = Harness::start_with(
-        800,
-        Some(format!("postgres://shardfeed@127.0.0.1:{dead}/x")),
-    )
-    .await;
+    let mut h = Harness::start_with(800, Some(unreachable_postgres())).await;
     let author = h.user(true).await;
     h.posts(author, 6, 2, true).await;
     assert_eq!(flat(&h.walk(author, 4).await), h.truth(author).await);

@@ -85,10 +85,29 @@ local function state()
   }
 end
 
--- A loaded author's keys agree with its meta: none went missing on its own.
+-- The keys agree with the meta's counts: none went missing on its own since a script last
+-- wrote them.
 local function intact(s)
   return redis.call('ZCARD', TL) == s.count and redis.call('HLEN', POSTS) == s.count
     and redis.call('ZCARD', DEL) == s.dels
+end
+
+-- Drops timeline entries without a body and bodies without an entry (what is left of a key
+-- lost on its own).
+local function reconcile()
+  local entries = redis.call('ZRANGE', TL, 0, -1)
+  local in_tl = {}
+  for _, id in ipairs(entries) do in_tl[id] = true end
+  local orphans = {}
+  for _, id in ipairs(redis.call('HKEYS', POSTS)) do
+    if not in_tl[id] then orphans[#orphans + 1] = id end
+  end
+  chunked('HDEL', POSTS, orphans)
+  local bodiless = {}
+  for _, id in ipairs(entries) do
+    if redis.call('HEXISTS', POSTS, id) == 0 then bodiless[#bodiless + 1] = id end
+  end
+  chunked('ZREM', TL, bodiless)
 end
 
 local function renew(ttl, force)
@@ -228,22 +247,43 @@ pub static USER_DELETED: LazyLock<LuaScript> =
 
 pub static FOLLOW_EDGE: LazyLock<LuaScript> = LazyLock::new(|| LuaScript::new(FOLLOW_EDGE_LUA));
 
+/// KEYS: tl, posts, meta, del. ARGV: ttl_ms. The first half of a rebuild, run before the
+/// PostgreSQL snapshot is taken: drops what is left of a key lost on its own (see `reconcile`),
+/// makes `count` and `dels` true again and, unless the keys were intact, marks the author not
+/// loaded. From here on any key lost before [`AUTHOR_REBUILD_LUA`] runs breaks the equations
+/// again, and every write in between is either in the snapshot or in the keys.
+const AUTHOR_PREPARE_LUA: &str = r#"
+local s = state()
+if s.gone then return 0 end
+local intact_before = s.loaded and intact(s)
+reconcile()
+local fields = {'count', redis.call('ZCARD', TL), 'dels', redis.call('ZCARD', DEL)}
+if not intact_before then
+  fields[#fields + 1] = 'loaded'
+  fields[#fields + 1] = '0'
+end
+redis.call('HSET', META, unpack(fields))
+renew(tonumber(ARGV[1]), false)
+return 1
+"#;
+
 /// KEYS: tl, posts, meta, del, lease. ARGV: ttl_ms, timeline_len, lease token, floor post id
 /// (empty when the snapshot holds every live post), floor time_ms, n, then n (post_id, time_ms,
 /// encoded post) triples of live posts and (post_id, time_ms) pairs of deleted ones, from a
-/// PostgreSQL snapshot.
+/// PostgreSQL snapshot taken after [`AUTHOR_PREPARE_LUA`].
 ///
 /// Merges rather than replaces: what a write put there since the snapshot was taken (a newer
 /// post, a deletion) wins, so a rebuild racing writes never loses one; a deletion in the
 /// snapshot wins over a cached body (deletes are final). Every live post of the snapshot goes
-/// back into `tl`, whatever was left of the keys. Entries without a body and bodies without an
-/// entry are leftovers of a key lost on its own: they are dropped, and since a post written
-/// after the snapshot may have been among them, the author is then left not loaded for the next
-/// read to rebuild once more. Then releases the lease if it still holds it.
+/// back into `tl`, whatever was left of the keys. The author is marked loaded only if the keys
+/// are still as the prepare step and the writes since left them (`intact`): a key lost in
+/// between may have held a write the snapshot does not have, so the next read rebuilds again.
+/// Then releases the lease if it still holds it.
 const AUTHOR_REBUILD_LUA: &str = r#"
 local s = state()
 if not s.gone then
   local ttl, len, n = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[6])
+  local untouched = intact(s)
   local first_deleted = 7 + 3 * n
   for i = 7, first_deleted - 1, 3 do
     if not redis.call('ZSCORE', DEL, ARGV[i]) then
@@ -256,19 +296,7 @@ if not s.gone then
     redis.call('HDEL', POSTS, ARGV[i])
     redis.call('ZADD', DEL, ARGV[i + 1], ARGV[i])
   end
-  local entries = redis.call('ZRANGE', TL, 0, -1)
-  local in_tl = {}
-  for _, id in ipairs(entries) do in_tl[id] = true end
-  local orphans = {}
-  for _, id in ipairs(redis.call('HKEYS', POSTS)) do
-    if not in_tl[id] then orphans[#orphans + 1] = id end
-  end
-  chunked('HDEL', POSTS, orphans)
-  local bodiless = {}
-  for _, id in ipairs(entries) do
-    if redis.call('HEXISTS', POSTS, id) == 0 then bodiless[#bodiless + 1] = id end
-  end
-  chunked('ZREM', TL, bodiless)
+  reconcile()
   s.floor, s.floor_ms = nil, nil
   if ARGV[4] ~= '' then
     s.floor, s.floor_ms = ARGV[4], tonumber(ARGV[5])
@@ -279,11 +307,19 @@ if not s.gone then
     redis.call('HSET', META, 'complete', '1')
     redis.call('HDEL', META, 'floor', 'floor_ms')
   end
-  local clean = #orphans == 0 and #bodiless == 0
-  redis.call('HSET', META, 'loaded', clean and '1' or '0')
+  redis.call('HSET', META, 'loaded', untouched and '1' or '0')
   settle(s, len, ttl, false, true)
 end
 if redis.call('GET', KEYS[5]) == ARGV[3] then redis.call('DEL', KEYS[5]) end
+return 1
+"#;
+
+/// KEYS: following. ARGV: ttl_ms, lease token. The first half of a followee-set rebuild, run
+/// before the PostgreSQL snapshot: marks the set with the token, so that the second half can
+/// tell whether the set was lost in between (with a follow the snapshot may not have).
+const FOLLOWING_PREPARE_LUA: &str = r#"
+redis.call('HSET', KEYS[1], '_rebuild', ARGV[2])
+if redis.call('PTTL', KEYS[1]) < 0 then redis.call('PEXPIRE', KEYS[1], ARGV[1]) end
 return 1
 "#;
 
@@ -292,6 +328,8 @@ return 1
 /// (taken under the follower's row lock). Edges recorded at or below `since` are replaced by the
 /// snapshot (an older replayed change can no longer contradict it); newer ones stay. Snapshot
 /// edges get version 0, and `_since` makes the script ignore every later change at or below it.
+/// The set is marked complete only if it still carries the mark of [`FOLLOWING_PREPARE_LUA`]:
+/// a set lost in between may have held a follow the snapshot does not have.
 const FOLLOWING_REBUILD_LUA: &str = r#"
 local since = tonumber(ARGV[3])
 local set = redis.call('HGETALL', KEYS[1])
@@ -305,7 +343,10 @@ for i = 4, #ARGV do redis.call('HSETNX', KEYS[1], ARGV[i], '0') end
 if since > tonumber(redis.call('HGET', KEYS[1], '_since') or '0') then
   redis.call('HSET', KEYS[1], '_since', ARGV[3])
 end
-redis.call('HSET', KEYS[1], '_loaded', '1')
+if redis.call('HGET', KEYS[1], '_rebuild') == ARGV[2] then
+  redis.call('HSET', KEYS[1], '_loaded', '1')
+end
+redis.call('HDEL', KEYS[1], '_rebuild')
 redis.call('PEXPIRE', KEYS[1], ARGV[1])
 if redis.call('GET', KEYS[2]) == ARGV[2] then redis.call('DEL', KEYS[2]) end
 return 1
@@ -313,6 +354,12 @@ return 1
 
 pub static AUTHOR_REBUILD: LazyLock<LuaScript> =
     LazyLock::new(|| LuaScript::timeline(AUTHOR_REBUILD_LUA));
+
+pub static AUTHOR_PREPARE: LazyLock<LuaScript> =
+    LazyLock::new(|| LuaScript::timeline(AUTHOR_PREPARE_LUA));
+
+pub static FOLLOWING_PREPARE: LazyLock<LuaScript> =
+    LazyLock::new(|| LuaScript::new(FOLLOWING_PREPARE_LUA));
 
 pub static FOLLOWING_REBUILD: LazyLock<LuaScript> =
     LazyLock::new(|| LuaScript::new(FOLLOWING_REBUILD_LUA));

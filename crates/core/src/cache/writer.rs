@@ -189,6 +189,12 @@ impl CacheWriter {
         else {
             return Ok(());
         };
+        // The copies' first half of a rebuild, before the original is read.
+        let copies: Vec<_> = numbers
+            .iter()
+            .map(|n| self.layout.author_copy(author_id, *n))
+            .collect();
+        futures::future::try_join_all(copies.iter().map(|copy| self.prepare_keys(copy))).await?;
         let keys = self.layout.author(author_id);
         let pipeline = self.client.pipeline();
         let _: () = pipeline
@@ -238,8 +244,7 @@ impl CacheWriter {
             args.push(Value::from(id.as_str()));
             args.push(Value::from(*score as i64));
         }
-        let merges = numbers.iter().map(|n| {
-            let copy = self.layout.author_copy(author_id, *n);
+        let merges = copies.into_iter().map(|copy| {
             let mut keys = copy.script_keys();
             keys.push(format!("{}:none", copy.meta));
             self.run(&scripts::AUTHOR_REBUILD, keys, args.clone())
@@ -390,8 +395,36 @@ impl CacheWriter {
         Ok(set.is_some())
     }
 
-    /// Merges a PostgreSQL snapshot of an author into the cache and marks it loaded (see the
-    /// `AUTHOR_REBUILD` script), then releases `lease_token`.
+    /// The first half of a rebuild of `author_id`, before its PostgreSQL snapshot is taken
+    /// (see the `AUTHOR_PREPARE` script): without it, a key lost between the snapshot and
+    /// [`CacheWriter::rebuild_author`] could take a newer write with it unnoticed.
+    pub async fn prepare_author(&self, author_id: i64) -> Result<(), Error> {
+        self.prepare_keys(&self.layout.author(author_id)).await
+    }
+
+    async fn prepare_keys(&self, keys: &super::layout::AuthorKeys) -> Result<(), Error> {
+        self.run(
+            &scripts::AUTHOR_PREPARE,
+            keys.script_keys(),
+            vec![Value::from(self.ttl_ms)],
+        )
+        .await
+    }
+
+    /// The first half of a rebuild of `user_id`'s followee set, before its snapshot is taken
+    /// (see the `FOLLOWING_PREPARE` script).
+    pub async fn prepare_following(&self, user_id: i64, lease_token: &str) -> Result<(), Error> {
+        self.run(
+            &scripts::FOLLOWING_PREPARE,
+            vec![self.layout.following(user_id)],
+            vec![Value::from(self.ttl_ms), Value::from(lease_token)],
+        )
+        .await
+    }
+
+    /// Merges a PostgreSQL snapshot of an author, taken after [`CacheWriter::prepare_author`],
+    /// into the cache and marks it loaded (see the `AUTHOR_REBUILD` script), then releases
+    /// `lease_token`.
     pub async fn rebuild_author(
         &self,
         author_id: i64,

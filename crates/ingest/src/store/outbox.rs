@@ -150,15 +150,6 @@ pub async fn settle(
     Ok(parked.iter().map(|r| r.get(0)).collect())
 }
 
-/// Rows parked in the dead letters (for metrics and tests).
-pub async fn dead_letters(pool: &Pool) -> ApiResult<i64> {
-    let client = pool.get().await?;
-    Ok(client
-        .query_one("SELECT count(*) FROM outbox_dead_letters", &[])
-        .await?
-        .get(0))
-}
-
 /// Rows still waiting (for metrics and tests).
 pub async fn depth(pool: &Pool) -> ApiResult<i64> {
     let client = pool.get().await?;
