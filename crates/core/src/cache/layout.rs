@@ -18,9 +18,10 @@
 //! `{u:42~n}` (`{u:42~3}:tl`, `:posts`, `:meta`, same content and scripts as the original),
 //! with `n` picked per master so that each master holds one copy (see [`copy_numbers`]).
 //!
-//! Two keys belong to no user: `hot` (sorted set: author id → until when, ms since the Unix
-//! epoch, it counts as hot; written by every aggregator, read by ingest) and the pub/sub
-//! channel `changes` (ingest announces the authors whose timelines a delivered change touched).
+//! Keys that belong to no user: `hot` (sorted set: author id → until when, ms since the Unix
+//! epoch, it counts as hot; written by every aggregator, read by ingest), the pub/sub channel
+//! `changes` (ingest announces the authors whose timelines a delivered change touched) and one
+//! `{probe:N}` per master (a string the writer sets before each `WAIT`, see [`probe_key`]).
 //!
 //! An optional namespace is put in front of every key, outside the hash tag, so that several
 //! deployments or test runs can share a cluster.
@@ -171,6 +172,18 @@ pub fn copy_numbers(
             })
         })
         .collect()
+}
+
+/// A key on `server` (a master owning slots), written before each `WAIT` there so that the
+/// connection has a write at least as new as the batch's (see `CacheWriter::apply_durably`).
+pub fn probe_key(
+    layout: &CacheLayout,
+    routing: &fred::types::cluster::ClusterRouting,
+    server: &fred::types::config::Server,
+) -> Option<String> {
+    (0..16384u32)
+        .map(|n| format!("{}{{probe:{n}}}", layout.namespace))
+        .find(|key| routing.get_server(fred::util::redis_keyslot(key.as_bytes())) == Some(server))
 }
 
 #[cfg(test)]

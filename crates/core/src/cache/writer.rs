@@ -4,13 +4,13 @@ use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
 use fred::{
-    clients::Client,
+    clients::{Client, Pipeline, WithOptions},
     error::{Error, ErrorKind},
     interfaces::{
-        ClusterInterface, HashesInterface, KeysInterface, LuaInterface, PubsubInterface,
-        ServerInterface, SortedSetsInterface,
+        ClientLike, ClusterInterface, HashesInterface, KeysInterface, LuaInterface,
+        PubsubInterface, SortedSetsInterface,
     },
-    types::{config::Server, Expiration, SetOptions, Value},
+    types::{config::Server, ClusterHash, CustomCommand, Expiration, SetOptions, Value},
     util::redis_keyslot,
 };
 use prost::bytes::Bytes;
@@ -108,25 +108,30 @@ impl CacheWriter {
 
     /// Applies one change (to the author's timeline copies too, when it is mirrored).
     pub async fn apply(&self, change: &CacheChange) -> Result<(), Error> {
-        let (script, keys, args) = self.command(change);
-        self.run(script, keys, args).await?;
-        let copies = self.copies_of(change);
-        if copies.is_empty() {
-            return Ok(());
-        }
-        let author_id = change.slot_owner();
-        let writes = copies.into_iter().map(|n| async move {
-            let keys = self.layout.author_copy(author_id, n);
-            match self.post_command(change, &keys) {
-                Some((script, keys, args)) => self.run(script, keys, args).await,
-                // The user is gone: so are the copies.
-                None => {
-                    let _: i64 = self.client.del(keys.script_keys()).await?;
-                    Ok(())
-                }
+        let writes = self.writes_of(change).into_iter().map(|write| async move {
+            match write {
+                Write::Script(script, keys, args) => self.run(script, keys, args).await,
+                Write::Delete(keys) => self.client.del::<i64, _>(keys).await.map(|_| ()),
             }
         });
         futures::future::try_join_all(writes).await.map(|_| ())
+    }
+
+    /// What a change writes: its script on its user's keys and, when its author is mirrored,
+    /// on each copy (or, for a deleted user, the copies' deletion). Each write touches one slot.
+    fn writes_of(&self, change: &CacheChange) -> Vec<Write> {
+        let (script, keys, args) = self.command(change);
+        let mut writes = vec![Write::Script(script, keys, args)];
+        let author_id = change.slot_owner();
+        for n in self.copies_of(change) {
+            let keys = self.layout.author_copy(author_id, n);
+            writes.push(match self.post_command(change, &keys) {
+                Some((script, keys, args)) => Write::Script(script, keys, args),
+                // The user is gone: so are the copies.
+                None => Write::Delete(keys.script_keys()),
+            });
+        }
+        writes
     }
 
     /// The copy numbers a change must also be applied to: those of its author when the author
@@ -310,74 +315,188 @@ impl CacheWriter {
         futures::future::join_all(changes.iter().map(|change| self.apply(change))).await
     }
 
-    /// Applies a batch and confirms it durable: after the scripts, one `WAIT` per node that
-    /// took changes, so a change counts as delivered only once `cache.min_replica_acks`
-    /// replicas of its master have it. A master that fails over right after cannot take an
-    /// acknowledged change with it: unconfirmed changes come back as errors and stay in the
-    /// outbox. `WAIT` covers every earlier write on the connection, and fred keeps one
-    /// connection per node, so it is sent to the node the scripts went to.
+    /// Applies a batch and confirms it durable: a change counts as delivered only once
+    /// `cache.min_replica_acks` replicas of each master it wrote to have it, so a master that
+    /// fails over right after cannot take an acknowledged change with it; unconfirmed changes
+    /// come back as errors and stay in the outbox. Each master gets one pipeline on one
+    /// connection (see [`CacheWriter::write_confirmed`]).
     pub async fn apply_durably(&self, changes: &[CacheChange]) -> Vec<Result<(), Error>> {
-        let mut results = self.apply_all(changes).await;
         if self.min_replica_acks <= 0 {
-            return results;
+            return self.apply_all(changes).await;
         }
         let Some(routing) = self.client.cached_cluster_state() else {
-            return results
-                .into_iter()
-                .map(|_| {
-                    Err(Error::new(
-                        ErrorKind::Cluster,
-                        "no cluster state to confirm writes",
-                    ))
-                })
-                .collect();
+            let error = Error::new(ErrorKind::Cluster, "no cluster state to confirm writes");
+            return changes.iter().map(|_| Err(error.clone())).collect();
         };
-        // Which node each applied change went to.
-        let mut by_node: HashMap<Server, Vec<usize>> = HashMap::new();
+        let mut results: Vec<Result<(), Error>> = changes.iter().map(|_| Ok(())).collect();
+        let mut by_node: HashMap<Server, Vec<(usize, Write)>> = HashMap::new();
         for (i, change) in changes.iter().enumerate() {
-            if results[i].is_err() {
-                continue;
-            }
-            for key in self.slot_keys(change) {
-                let slot = redis_keyslot(key.as_bytes());
+            for write in self.writes_of(change) {
+                let slot = redis_keyslot(write.keys()[0].as_bytes());
                 match routing.get_server(slot) {
-                    Some(server) => {
-                        let waiting = by_node.entry(server.clone()).or_default();
-                        if waiting.last() != Some(&i) {
-                            waiting.push(i);
-                        }
-                    }
+                    Some(server) => by_node.entry(server.clone()).or_default().push((i, write)),
                     None => {
                         results[i] = Err(Error::new(ErrorKind::Cluster, "slot has no known owner"))
                     }
                 }
             }
         }
-        let waits = by_node.into_iter().map(|(server, indexes)| async move {
-            let acked: Result<i64, Error> = self
-                .client
-                .with_cluster_node(server.clone())
-                .wait(self.min_replica_acks, self.replica_ack_timeout_ms)
-                .await;
-            (server, indexes, acked)
+        let nodes = by_node.into_iter().map(|(server, writes)| {
+            let routing = &routing;
+            async move {
+                let outcome = self.write_confirmed(&server, &writes, routing).await;
+                (writes, outcome)
+            }
         });
-        for (server, indexes, acked) in futures::future::join_all(waits).await {
-            let failure = match acked {
-                Ok(n) if n >= self.min_replica_acks => continue,
-                Ok(n) => Error::new(
-                    ErrorKind::Timeout,
-                    format!(
-                        "{server}: {n} replica(s) acknowledged, {} needed",
-                        self.min_replica_acks
-                    ),
-                ),
-                Err(err) => err,
-            };
-            for i in indexes {
-                results[i] = Err(failure.clone());
+        for (writes, outcome) in futures::future::join_all(nodes).await {
+            for ((i, _), result) in writes.iter().zip(outcome) {
+                if let (Err(error), true) = (result, results[*i].is_ok()) {
+                    results[*i] = Err(error);
+                }
             }
         }
         results
+    }
+
+    /// Runs `writes` on `server` as one pipeline, so on one connection and in order:
+    /// `CLIENT ID`, the writes, a write of the node's probe key, `WAIT`, `CLIENT ID`. `WAIT`
+    /// counts the replicas that have every write its connection made, and a master replicates
+    /// one ordered stream: the probe write makes sure there is one on this connection, after
+    /// every write of the batch (a script that finds its change already applied — a replay —
+    /// writes nothing), and the two `CLIENT ID`s equal prove that no reconnection came in
+    /// between. So the acknowledgement is that of these changes, never a vacuous one. A node
+    /// that does not know a script yet is sent it and the pipeline once more. One result per
+    /// write.
+    async fn write_confirmed(
+        &self,
+        server: &Server,
+        writes: &[(usize, Write)],
+        routing: &fred::types::cluster::ClusterRouting,
+    ) -> Vec<Result<(), Error>> {
+        let Some(probe) = super::layout::probe_key(&self.layout, routing, server) else {
+            let error = Error::new(ErrorKind::Cluster, format!("{server} owns no slot"));
+            return writes.iter().map(|_| Err(error.clone())).collect();
+        };
+        let node = self.client.with_cluster_node(server.clone());
+        for attempt in 0..2 {
+            let replies = match self.confirmed_pipeline(&node, writes, &probe).await {
+                Ok(replies) => replies,
+                Err(error) => return writes.iter().map(|_| Err(error.clone())).collect(),
+            };
+            let missing = |r: &Result<Value, Error>| {
+                r.as_ref()
+                    .err()
+                    .is_some_and(|e| e.details().starts_with("NOSCRIPT"))
+            };
+            let (ids, rest) = (&replies[0], &replies[1..]);
+            let (results, tail) = rest.split_at(writes.len());
+            if attempt == 0 && results.iter().any(missing) {
+                let scripts = writes.iter().filter_map(|(_, w)| match w {
+                    Write::Script(script, ..) => Some(*script),
+                    Write::Delete(_) => None,
+                });
+                if let Err(error) = self.load_scripts(&node, scripts).await {
+                    return writes.iter().map(|_| Err(error.clone())).collect();
+                }
+                continue;
+            }
+            let mut confirmed = confirmation(ids, tail, self.min_replica_acks, server);
+            if confirmed.is_ok() && !self.still_owns(server, writes) {
+                // A slot moved meanwhile: a write may have been redirected to its new owner,
+                // which this `WAIT` says nothing about.
+                confirmed = Err(Error::new(
+                    ErrorKind::Cluster,
+                    format!("{server}: a slot moved during the write; not confirmed"),
+                ));
+            }
+            return results
+                .iter()
+                .map(|r| match (r, &confirmed) {
+                    (Err(error), _) | (Ok(_), Err(error)) => Err(error.clone()),
+                    (Ok(_), Ok(())) => Ok(()),
+                })
+                .collect();
+        }
+        unreachable!("the second attempt returns")
+    }
+
+    /// Whether `server` owns every slot of `writes` by the routing table as it is now (fred
+    /// refreshes it when a node answers `MOVED`).
+    fn still_owns(&self, server: &Server, writes: &[(usize, Write)]) -> bool {
+        let Some(routing) = self.client.cached_cluster_state() else {
+            return false;
+        };
+        writes.iter().all(|(_, write)| {
+            routing.get_server(redis_keyslot(write.keys()[0].as_bytes())) == Some(server)
+        })
+    }
+
+    /// The replies of [`CacheWriter::write_confirmed`]'s pipeline, one per command (the writes
+    /// plus four).
+    async fn confirmed_pipeline(
+        &self,
+        node: &WithOptions<Client>,
+        writes: &[(usize, Write)],
+        probe: &str,
+    ) -> Result<Vec<Result<Value, Error>>, Error> {
+        // A pipeline of the node-pinned client: every command goes to `server`.
+        let pipeline = Pipeline::from(node.clone());
+        let command = |name: &'static str| CustomCommand::new(name, ClusterHash::Random, false);
+        let _: () = pipeline.custom(command("CLIENT"), vec!["ID"]).await?;
+        for (_, write) in writes {
+            let _: () = match write {
+                Write::Script(script, keys, args) => {
+                    let mut all: Vec<Value> = vec![
+                        Value::from(script.sha1.as_str()),
+                        Value::from(keys.len() as i64),
+                    ];
+                    all.extend(keys.iter().map(|k| Value::from(k.as_str())));
+                    all.extend(args.iter().cloned());
+                    pipeline.custom(command("EVALSHA"), all).await?
+                }
+                Write::Delete(keys) => pipeline.custom(command("DEL"), keys.clone()).await?,
+            };
+        }
+        let ttl = self.ttl_ms.to_string();
+        let _: () = pipeline
+            .custom(command("SET"), vec![probe, "1", "PX", ttl.as_str()])
+            .await?;
+        let _: () = pipeline
+            .custom(
+                command("WAIT"),
+                vec![
+                    Value::from(self.min_replica_acks),
+                    Value::from(self.replica_ack_timeout_ms),
+                ],
+            )
+            .await?;
+        let _: () = pipeline.custom(command("CLIENT"), vec!["ID"]).await?;
+        let replies = pipeline.try_all::<Value>().await;
+        if replies.len() != writes.len() + 4 {
+            let error = replies
+                .into_iter()
+                .find_map(Result::err)
+                .unwrap_or_else(|| Error::new(ErrorKind::Protocol, "a reply is missing"));
+            return Err(error);
+        }
+        Ok(replies)
+    }
+
+    async fn load_scripts(
+        &self,
+        node: &WithOptions<Client>,
+        scripts: impl Iterator<Item = &'static LuaScript>,
+    ) -> Result<(), Error> {
+        let mut loaded = std::collections::HashSet::new();
+        for script in scripts {
+            if loaded.insert(script.sha1.as_str()) {
+                let command = CustomCommand::new("SCRIPT", ClusterHash::Random, false);
+                let _: Value = node
+                    .custom(command, vec!["LOAD", script.source.as_str()])
+                    .await?;
+            }
+        }
+        Ok(())
     }
 
     /// Takes the rebuild lease `key` for `ttl_ms` unless someone holds it.
@@ -481,18 +600,6 @@ impl CacheWriter {
         self.run(&scripts::FOLLOWING_REBUILD, keys, args).await
     }
 
-    /// A key of each slot a change is written to: its user's, and its copies'.
-    fn slot_keys(&self, change: &CacheChange) -> Vec<String> {
-        let owner = change.slot_owner();
-        std::iter::once(self.layout.meta(owner))
-            .chain(
-                self.copies_of(change)
-                    .into_iter()
-                    .map(|n| self.layout.author_copy(owner, n).meta),
-            )
-            .collect()
-    }
-
     fn command(&self, change: &CacheChange) -> (&'static LuaScript, Vec<String>, Vec<Value>) {
         let ttl = Value::from(self.ttl_ms);
         if let Some(command) = self.post_command(change, &self.layout.author(change.slot_owner())) {
@@ -538,6 +645,50 @@ impl CacheWriter {
             }
         }
     }
+}
+
+/// One write of a change, to one slot.
+enum Write {
+    Script(&'static LuaScript, Vec<String>, Vec<Value>),
+    Delete(Vec<String>),
+}
+
+impl Write {
+    fn keys(&self) -> &[String] {
+        match self {
+            Write::Script(_, keys, _) | Write::Delete(keys) => keys,
+        }
+    }
+}
+
+/// Whether the tail of [`CacheWriter::write_confirmed`]'s pipeline confirms its writes: the
+/// probe written, `WAIT` reaching `needed`, and both `CLIENT ID`s (`first`, the last of
+/// `tail`) the same connection.
+fn confirmation(
+    first: &Result<Value, Error>,
+    tail: &[Result<Value, Error>],
+    needed: i64,
+    server: &Server,
+) -> Result<(), Error> {
+    let [probe, acked, last] = tail else {
+        return Err(Error::new(ErrorKind::Protocol, "a reply is missing"));
+    };
+    probe.clone()?;
+    let acked: i64 = acked.clone()?.convert()?;
+    let (first, last): (i64, i64) = (first.clone()?.convert()?, last.clone()?.convert()?);
+    if first != last {
+        return Err(Error::new(
+            ErrorKind::IO,
+            format!("{server}: the connection changed during the write; not confirmed"),
+        ));
+    }
+    if acked < needed {
+        return Err(Error::new(
+            ErrorKind::Timeout,
+            format!("{server}: {acked} replica(s) acknowledged, {needed} needed"),
+        ));
+    }
+    Ok(())
 }
 
 /// An author's original keys as `sync_copies` reads them: meta fields (loaded, gone, floor,
@@ -619,4 +770,31 @@ pub struct AuthorSnapshot {
     /// The post below which the snapshot says nothing (older posts live only in PostgreSQL);
     /// `None` when it holds every live post of the author.
     pub floor: Option<i64>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn int(n: i64) -> Result<Value, Error> {
+        Ok(Value::Integer(n))
+    }
+
+    #[test]
+    fn a_write_is_confirmed_only_on_one_connection_with_enough_replicas() {
+        let server = Server::new("127.0.0.1", 7000);
+        let ok = Ok(Value::from("OK"));
+        assert!(confirmation(&int(7), &[ok.clone(), int(1), int(7)], 1, &server).is_ok());
+        // Another connection answered the second CLIENT ID: a reconnection came in between.
+        let moved = confirmation(&int(7), &[ok.clone(), int(1), int(8)], 1, &server);
+        assert!(moved.unwrap_err().details().contains("connection changed"));
+        let short = confirmation(&int(7), &[ok.clone(), int(0), int(7)], 1, &server);
+        assert_eq!(short.unwrap_err().kind(), &ErrorKind::Timeout);
+        let probe_failed = Err(Error::new(ErrorKind::IO, "down"));
+        assert!(confirmation(&int(7), &[probe_failed, int(1), int(7)], 1, &server).is_err());
+        assert!(
+            confirmation(&int(7), &[ok, int(1)], 1, &server).is_err(),
+            "a reply missing"
+        );
+    }
 }

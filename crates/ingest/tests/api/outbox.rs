@@ -349,6 +349,14 @@ async fn a_master_frozen_until_it_fails_over_leaves_the_service_answering() {
     every_acknowledged_post_is_cached(&app, &authors, &acked).await;
 }
 
+/// The master (`host:port`) that owns `user`'s keys.
+fn master_of(app: &TestApp, user: i64) -> String {
+    let routing = app.redis.cached_cluster_state().expect("a slot map");
+    let slot = fred::util::redis_keyslot(app.layout.meta(user).as_bytes());
+    let server = routing.get_server(slot).expect("an owner");
+    format!("{}:{}", server.host, server.port)
+}
+
 /// The replica of one master is stopped, so no change to that shard can be confirmed (`WAIT`):
 /// those rows keep failing. They must hold up no other shard's change, be retried on their own
 /// schedule (never parked: they wait for Redis, they are not wrong) and land once the shard has
@@ -370,12 +378,7 @@ async fn a_shard_without_replicas_holds_up_no_other_shard() {
     ];
     let app = TestApp::spawn_with(db, &extra).await;
     let master = cluster.masters().unwrap()[0].clone();
-    let routing = app.redis.cached_cluster_state().expect("a slot map");
-    let owner = |user: i64| {
-        let slot = fred::util::redis_keyslot(app.layout.meta(user).as_bytes());
-        let server = routing.get_server(slot).expect("an owner");
-        format!("{}:{}", server.host, server.port)
-    };
+    let owner = |user: i64| master_of(&app, user);
     let (mut on_master, mut elsewhere) = (Vec::new(), None);
     let mut i = 0;
     while on_master.len() < 4 || elsewhere.is_none() {
@@ -476,4 +479,54 @@ async fn a_change_that_can_never_apply_is_parked_and_delays_nothing() {
     let error: String = row.get(1);
     assert_eq!(attempts, 3);
     assert!(error.contains("undecodable"), "{error}");
+}
+
+/// A change applied while its master's replica does not answer is not confirmed. Applied again
+/// by a writer on a fresh connection (another ingest replica's relay), its script writes nothing
+/// — the post is already there — and it must not be confirmed either until the replica has the
+/// change: the confirmation is that of the change, not of whatever the connection wrote.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replayed_change_is_confirmed_only_once_a_replica_has_it() {
+    let cluster = own_cluster().await;
+    let app = spawn_on_own_cluster(&cluster).await;
+    let author = app
+        .create_user(&unique_handle("wait"), "Wait")
+        .await
+        .user_id;
+    let replica = cluster.replicas_of(&master_of(&app, author)).unwrap()[0].clone();
+    let fresh_writer = || async {
+        let client =
+            shardfeed_core::redis::connect_and_wait(&app.settings.redis, Duration::from_secs(10))
+                .await
+                .unwrap();
+        shardfeed_core::cache::CacheWriter::new(client, app.layout.clone(), &app.cache_settings)
+    };
+    let change = CacheChange::PostCreated {
+        author_id: author,
+        post_id: 1 << 40,
+        time_ms: shardfeed_core::ids::post_time_ms(1 << 40),
+        body: "replicated?".into(),
+    };
+    cluster.pause_node(&replica).unwrap();
+    let first = fresh_writer()
+        .await
+        .apply_durably(std::slice::from_ref(&change))
+        .await;
+    assert!(first[0].is_err(), "no replica answered: {first:?}");
+    let replayed = fresh_writer()
+        .await
+        .apply_durably(std::slice::from_ref(&change))
+        .await;
+    cluster.resume_node(&replica).unwrap();
+    assert!(
+        replayed[0].is_err(),
+        "confirmed by a replica that does not answer: {replayed:?}"
+    );
+    let writer = fresh_writer().await;
+    eventually(
+        Duration::from_secs(10),
+        "the replica confirms the change",
+        || async { writer.apply_durably(std::slice::from_ref(&change)).await[0].is_ok() },
+    )
+    .await;
 }
