@@ -249,6 +249,9 @@ pub struct IngestSettings {
     /// request. Expired keys are purged every `ingest.idempotency_purge_interval_secs`.
     pub idempotency_key_ttl_secs: u64,
     pub idempotency_purge_interval_secs: u64,
+    /// Users one user may follow at most: a `Follow` beyond it is `FAILED_PRECONDITION`. It
+    /// bounds what one home feed reads.
+    pub max_followees: i64,
 }
 
 impl IngestSettings {
@@ -331,6 +334,7 @@ group_commit_max_batch = 128
 group_commit_statements = 1
 idempotency_key_ttl_secs = 86400
 idempotency_purge_interval_secs = 60
+max_followees = 5000
 
 [aggregator]
 listen_addr = "127.0.0.1:50052"
@@ -493,6 +497,9 @@ impl Settings {
                 "ingest.group_commit_max_batch",
                 "and ingest.group_commit_statements must be at least 1",
             );
+        }
+        if self.ingest.max_followees < 1 {
+            return bad("ingest.max_followees", "must be at least 1");
         }
         if self.ingest.idempotency_key_ttl_secs < 60 {
             return bad(

@@ -87,6 +87,7 @@ impl Application {
                     cache.clone(),
                     tokens,
                     timeout,
+                    settings.ingest.max_followees,
                 ))
                 .max_decoding_message_size(limit)
                 .max_encoding_message_size(limit),

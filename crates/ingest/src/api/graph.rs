@@ -37,6 +37,7 @@ pub struct Graph {
     cache: CacheSync,
     tokens: PageTokens,
     request_timeout: Duration,
+    max_followees: i64,
 }
 
 impl Graph {
@@ -45,12 +46,14 @@ impl Graph {
         cache: CacheSync,
         tokens: PageTokens,
         request_timeout: Duration,
+        max_followees: i64,
     ) -> Self {
         Self {
             pool,
             cache,
             tokens,
             request_timeout,
+            max_followees,
         }
     }
 
@@ -81,6 +84,7 @@ impl Graph {
                 follower_id,
                 followee_id,
                 edge,
+                self.max_followees,
             ))
             .await??;
         self.cache.after_commit(written.pending).await;

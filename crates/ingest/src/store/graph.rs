@@ -57,12 +57,14 @@ pub enum EdgeChange {
 }
 
 /// Adds or removes the edge. Idempotent: following twice, or unfollowing a non-followee,
-/// changes nothing and enqueues nothing.
+/// changes nothing and enqueues nothing. A follow that would make the follower follow more
+/// than `max_followees` users is `FAILED_PRECONDITION` and changes nothing.
 pub async fn change_edge(
     pool: &Pool,
     follower_id: i64,
     followee_id: i64,
     edge: EdgeChange,
+    max_followees: i64,
 ) -> ApiResult<Written<()>> {
     let mut client = pool.get().await?;
     let tx = client.transaction().await?;
@@ -74,6 +76,23 @@ pub async fn change_edge(
         EdgeChange::Unfollow => "DELETE FROM follows WHERE follower_id = $1 AND followee_id = $2",
     };
     let changed = tx.execute(sql, &[&follower_id, &followee_id]).await? == 1;
+    if changed && edge == EdgeChange::Follow {
+        // Under the follower's row lock: concurrent follows of one user count one by one.
+        let following: i64 = tx
+            .query_one(
+                "SELECT count(*) FROM follows WHERE follower_id = $1",
+                &[&follower_id],
+            )
+            .await?
+            .get(0);
+        if following > max_followees {
+            // Dropping the transaction rolls the insert back.
+            return Err(ApiError::FailedPrecondition(format!(
+                "user {follower_id} already follows {max_followees} users, the most allowed \
+                 (ingest.max_followees); unfollow someone first"
+            )));
+        }
+    }
     let pending = if changed {
         let version = next_version(&tx).await?;
         let change = match edge {

@@ -273,3 +273,59 @@ async fn foreign_garbled_or_tampered_tokens_are_invalid_argument() {
     let s = followers(&app, a, 1, &token).await.unwrap_err();
     assert_field_violation(&s, "page_token");
 }
+
+#[tokio::test]
+async fn a_user_follows_at_most_the_configured_number_of_users() {
+    let db = shardfeed_testkit::TestDb::new().await.unwrap();
+    let app = TestApp::spawn_with(db, &[("SHARDFEED_INGEST__MAX_FOLLOWEES", "3")]).await;
+    let reader = app
+        .create_user(&unique_handle("many"), "Many")
+        .await
+        .user_id;
+    let authors = bulk_users(&app, 5).await;
+    for author in &authors[..3] {
+        app.follow(reader, *author).await;
+    }
+    let outbox = app.outbox_depth().await;
+    let follow = |followee_id| {
+        let mut graph = app.graph.clone();
+        async move {
+            graph
+                .follow(FollowRequest {
+                    follower_id: reader,
+                    followee_id,
+                })
+                .await
+        }
+    };
+    let s = follow(authors[3]).await.unwrap_err();
+    assert_eq!(s.code(), Code::FailedPrecondition, "{s:?}");
+    assert!(
+        s.message().contains("3 users"),
+        "the limit is in the message: {s:?}"
+    );
+    assert_eq!(
+        following(&app, reader, 10, "").await.unwrap().0,
+        authors[..3]
+    );
+    assert_eq!(
+        app.outbox_depth().await,
+        outbox,
+        "a refused follow enqueues nothing"
+    );
+    // Following someone already followed changes nothing, so it is no violation.
+    follow(authors[0]).await.unwrap();
+    app.graph
+        .clone()
+        .unfollow(UnfollowRequest {
+            follower_id: reader,
+            followee_id: authors[0],
+        })
+        .await
+        .unwrap();
+    follow(authors[3]).await.unwrap();
+    assert_eq!(
+        following(&app, reader, 10, "").await.unwrap().0,
+        authors[1..4]
+    );
+}
