@@ -13,10 +13,12 @@
 //! [`CacheSync`]): a batch's posts go to Redis together, as one unit, once its statement has
 //! committed and freed its slot for the next batch; each request is answered after that. A
 //! request whose caller has gone (deadline, cancellation) before its batch starts is not
-//! written. If PostgreSQL refuses a batch statement, its posts are retried one by one, so a
-//! post fails only for a reason of its own; an outage fails the whole batch with `UNAVAILABLE`.
+//! written. If PostgreSQL refuses a batch statement, its posts are retried one by one, a few at
+//! a time, so a post fails only for a reason of its own; an outage fails the whole batch with
+//! `UNAVAILABLE`. An author another transaction has locked (a long `DeleteUser`) is skipped by
+//! the statement and its posts written alone, so it stalls no other author's post.
 
-use std::sync::Arc;
+use std::{future::Future, sync::Arc};
 
 use deadpool_postgres::Pool;
 use shardfeed_core::{ApiError, ApiResult};
@@ -30,6 +32,9 @@ use crate::{
 
 /// Posts waiting for a statement; past this a create is written on its own.
 const QUEUE: usize = 16 * 1024;
+
+/// Posts of a batch written alone (a refused statement, authors it skipped) at once.
+const RETRY_CONCURRENCY: usize = 4;
 
 type Answer = oneshot::Sender<ApiResult<Post>>;
 
@@ -131,62 +136,100 @@ async fn batches(pool: Pool, cache: CacheSync, mut jobs: mpsc::Receiver<Job>, gr
         tokio::spawn(async move {
             let (answers, posts): (Vec<Answer>, Vec<NewPost>) =
                 batch.into_iter().map(|job| (job.done, job.post)).unzip();
-            let mut results = commit(&pool, &posts).await;
+            let settled = commit(&pool, &posts).await;
             // The next batch may start while this one's posts go to Redis.
             drop(slot);
-            let pending = results
+            let mut now = Vec::new();
+            let mut alone = Vec::new();
+            for ((answer, post), settled) in answers.into_iter().zip(posts).zip(settled) {
+                match settled {
+                    Settled::Done(result) => now.push((answer, result)),
+                    other => alone.push((answer, post, other)),
+                }
+            }
+            // The posts the statement wrote go to Redis as one unit, then are answered.
+            let pending = now
                 .iter_mut()
-                .filter_map(|result| result.as_mut().ok().and_then(|w| w.pending.take()))
+                .filter_map(|(_, result)| result.as_mut().ok().and_then(|w| w.pending.take()))
                 .collect();
             cache.after_commit_all(pending).await;
-            for (answer, result) in answers.into_iter().zip(results) {
+            for (answer, result) in now {
                 let _ = answer.send(result.map(|written| written.value));
             }
+            // The others on their own, each as long as it takes (a locked author's post waits
+            // for the lock), holding up neither the batch's answers nor the next batch.
+            few_at_a_time(alone.into_iter().map(|(answer, post, settled)| {
+                let (pool, cache) = (&pool, &cache);
+                async move {
+                    let written = match settled {
+                        Settled::Replay => posts::replay(pool, &post).await,
+                        _ => create_alone(pool, &post).await,
+                    };
+                    let result = match written {
+                        Ok(written) => {
+                            cache.after_commit(written.pending).await;
+                            Ok(written.value)
+                        }
+                        Err(err) => Err(err),
+                    };
+                    let _ = answer.send(result);
+                }
+            }))
+            .await;
         });
     }
 }
 
-/// Writes one batch: each post's result, in order.
-async fn commit(pool: &Pool, posts: &[NewPost]) -> Vec<ApiResult<Written<Post>>> {
-    if posts.len() == 1 {
-        return vec![create_alone(pool, &posts[0]).await];
-    }
+/// Where a post of a batch stands once its statement is done.
+enum Settled {
+    Done(ApiResult<Written<Post>>),
+    /// To be written alone: its author was locked by another transaction (skipped so as to hold
+    /// up no one else; alone it waits for that lock like any create, and gets `NOT_FOUND` if the
+    /// author is really missing), or PostgreSQL refused the batch statement (nothing of it was
+    /// written, so each post fails, if at all, for a reason of its own).
+    Alone,
+    /// Its `request_id` was taken: answered from the first result, after the commit that may
+    /// hold it.
+    Replay,
+}
+
+/// Writes one batch in one statement: where each post stands, in order.
+async fn commit(pool: &Pool, posts: &[NewPost]) -> Vec<Settled> {
     match posts::create_many(pool, posts).await {
-        Ok(outcomes) => {
-            // A post whose key was taken is answered now, after the commit, so that a key
-            // claimed earlier in this batch is visible.
-            let answers = posts
-                .iter()
-                .zip(outcomes)
-                .map(|(post, outcome)| async move {
-                    match outcome {
-                        BatchOutcome::Created(written) => Ok(written),
-                        BatchOutcome::AuthorMissing => Err(ApiError::not_found(format!(
-                            "user {} does not exist",
-                            post.author_id
-                        ))),
-                        BatchOutcome::KeyTaken => posts::replay(pool, post).await,
-                    }
-                });
-            futures::future::join_all(answers).await
-        }
+        Ok(outcomes) => outcomes
+            .into_iter()
+            .map(|outcome| match outcome {
+                BatchOutcome::Created(written) => Settled::Done(Ok(written)),
+                BatchOutcome::AuthorMissing => Settled::Alone,
+                BatchOutcome::KeyTaken => Settled::Replay,
+            })
+            .collect(),
         // The store is out of reach (or the statement was cancelled): every post of the batch
         // gets the error, as each would have alone. Retrying could write a post twice when the
         // commit happened but its answer was lost.
-        Err(err @ (ApiError::Unavailable { .. } | ApiError::DeadlineExceeded)) => {
-            posts.iter().map(|_| Err(copy_of(&err))).collect()
-        }
-        // PostgreSQL refused the statement (a deadlock victim, say): nothing of it was written,
-        // so each post is retried alone and fails, if at all, for a reason of its own.
+        Err(err @ (ApiError::Unavailable { .. } | ApiError::DeadlineExceeded)) => posts
+            .iter()
+            .map(|_| Settled::Done(Err(copy_of(&err))))
+            .collect(),
         Err(err) => {
             tracing::warn!(
                 posts = posts.len(),
                 error = %err,
                 "a group commit failed; writing its posts one by one"
             );
-            futures::future::join_all(posts.iter().map(|post| create_alone(pool, post))).await
+            posts.iter().map(|_| Settled::Alone).collect()
         }
     }
+}
+
+/// Awaits `writes`, [`RETRY_CONCURRENCY`] at a time; their results in order.
+async fn few_at_a_time<T>(writes: impl IntoIterator<Item = impl Future<Output = T>>) -> Vec<T> {
+    let limit = Semaphore::new(RETRY_CONCURRENCY);
+    futures::future::join_all(writes.into_iter().map(|write| async {
+        let _permit = limit.acquire().await;
+        write.await
+    }))
+    .await
 }
 
 /// The same error for another request of the batch.

@@ -44,6 +44,7 @@ pub struct Application {
     warm_queue: WarmQueue,
     hotspot: shardfeed_core::config::HotspotSettings,
     ingest: shardfeed_core::config::IngestSettings,
+    purge: std::sync::Arc<tokio::sync::Notify>,
 }
 
 impl Application {
@@ -66,6 +67,7 @@ impl Application {
         );
         let (cache, warm_queue) = CacheSync::new(writer.clone(), &settings.outbox);
         let tokens = PageTokens::new(&settings.paging.token_secret);
+        let purge = std::sync::Arc::new(tokio::sync::Notify::new());
 
         let mut server =
             GrpcServer::bind(settings.ingest.listen_addr, settings.grpc.clone()).await?;
@@ -77,6 +79,7 @@ impl Application {
                     pool.clone(),
                     cache.clone(),
                     timeout,
+                    purge.clone(),
                 ))
                 .max_decoding_message_size(limit)
                 .max_encoding_message_size(limit),
@@ -123,6 +126,7 @@ impl Application {
             warm_queue,
             hotspot: settings.hotspot,
             ingest: settings.ingest,
+            purge,
         })
     }
 
@@ -148,6 +152,12 @@ impl Application {
             self.pool.clone(),
             self.ingest.idempotency_key_ttl(),
             self.ingest.idempotency_purge_interval(),
+            stopped.clone(),
+        ));
+        let purge_posts = tokio::spawn(store::users::purge_deleted_loop(
+            self.pool.clone(),
+            self.ingest.idempotency_purge_interval(),
+            self.purge,
             stopped,
         ));
         let tasks = CacheSyncTasks::spawn(self.pool, self.writer, &self.outbox, self.warm_queue);
@@ -157,6 +167,7 @@ impl Application {
             let _ = copies.await;
         }
         let _ = purge.await;
+        let _ = purge_posts.await;
         tasks.shutdown().await;
         served
     }

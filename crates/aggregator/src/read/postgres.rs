@@ -119,6 +119,8 @@ pub async fn timelines_page(
         .prepare_cached(
             "SELECT p.author_id, p.post_id, p.body, p.create_time
              FROM unnest($1::bigint[]) AS a(author_id)
+             -- A deleted user's posts may wait for their purge: never read.
+             JOIN users u ON u.user_id = a.author_id
              CROSS JOIN LATERAL (
                  SELECT author_id, post_id, body, create_time FROM posts
                  WHERE posts.author_id = a.author_id AND delete_time IS NULL AND post_id < $2
@@ -140,7 +142,8 @@ pub async fn posts_by_id(pool: &Pool, post_ids: &[i64]) -> ApiResult<Vec<Post>> 
     let stmt = client
         .prepare_cached(
             "SELECT author_id, post_id, body, create_time FROM posts
-             WHERE post_id = ANY($1) AND delete_time IS NULL",
+             WHERE post_id = ANY($1) AND delete_time IS NULL
+               AND EXISTS (SELECT 1 FROM users WHERE user_id = posts.author_id)",
         )
         .await?;
     let rows = client.query(&stmt, &[&post_ids]).await?;

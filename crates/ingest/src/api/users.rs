@@ -1,6 +1,6 @@
 //! `shardfeed.v1.UserService`.
 
-use std::time::Duration;
+use std::{sync::Arc, time::Duration};
 
 use deadpool_postgres::Pool;
 use shardfeed_core::deadline::Deadline;
@@ -8,6 +8,7 @@ use shardfeed_proto::v1::{
     user_service_server::UserService, CreateUserRequest, CreateUserResponse, DeleteUserRequest,
     DeleteUserResponse, GetUserRequest, GetUserResponse, UpdateUserRequest, UpdateUserResponse,
 };
+use tokio::sync::Notify;
 use tonic::{Request, Response, Status};
 
 use crate::{
@@ -20,14 +21,22 @@ pub struct Users {
     pool: Pool,
     cache: CacheSync,
     request_timeout: Duration,
+    /// Wakes the purge of deleted users' posts (`users::purge_deleted_loop`).
+    purge: Arc<Notify>,
 }
 
 impl Users {
-    pub fn new(pool: Pool, cache: CacheSync, request_timeout: Duration) -> Self {
+    pub fn new(
+        pool: Pool,
+        cache: CacheSync,
+        request_timeout: Duration,
+        purge: Arc<Notify>,
+    ) -> Self {
         Self {
             pool,
             cache,
             request_timeout,
+            purge,
         }
     }
 }
@@ -96,6 +105,7 @@ impl UserService for Users {
         let deadline = Deadline::of(&request, self.request_timeout);
         let user_id = parse_id("user_id", request.get_ref().user_id)?;
         let written = deadline.run(users::delete(&self.pool, user_id)).await??;
+        self.purge.notify_one();
         self.cache.after_commit(written.pending).await;
         tracing::info!(user_id, "user deleted");
         Ok(Response::new(DeleteUserResponse {}))

@@ -149,14 +149,16 @@ pub enum BatchOutcome {
 /// the statement: keys are claimed with `ON CONFLICT DO NOTHING` (waiting, like the single
 /// create, for a concurrent claim of the same key to commit or roll back), in key order, so two
 /// batches claiming the same keys cannot deadlock, and only posts whose key was claimed are
-/// written. Post ids are drawn per row from the shared sequence; every post of a batch gets the
+/// written. An author whose row another transaction holds (a `DeleteUser` deleting many posts)
+/// is skipped rather than waited for, so it holds up no other author's post: its posts come
+/// back as [`BatchOutcome::AuthorMissing`] and the caller tells locked from missing. Post ids are drawn per row from the shared sequence; every post of a batch gets the
 /// batch's commit-time millisecond, so ids still follow creation order.
 const CREATE_MANY_SQL: &str = "
     WITH input AS (
         SELECT * FROM unnest($1::bigint[], $2::text[], $3::uuid[], $4::bytea[], $5::int[])
             AS i(author_id, body, request_id, request, ord)
     ), author AS (
-        SELECT user_id FROM users WHERE user_id = ANY($1::bigint[]) FOR KEY SHARE
+        SELECT user_id FROM users WHERE user_id = ANY($1::bigint[]) FOR KEY SHARE SKIP LOCKED
     ), now_ms AS (
         SELECT date_trunc('milliseconds', clock_timestamp()) AS t
     ), ids AS MATERIALIZED (
@@ -308,7 +310,8 @@ pub async fn get(pool: &Pool, post_id: i64) -> ApiResult<Post> {
     let stmt = client
         .prepare_cached(
             "SELECT author_id, post_id, body, create_time FROM posts
-             WHERE post_id = $1 AND delete_time IS NULL",
+             WHERE post_id = $1 AND delete_time IS NULL
+               AND EXISTS (SELECT 1 FROM users WHERE user_id = posts.author_id)",
         )
         .await?;
     let row = client
@@ -333,6 +336,7 @@ pub async fn delete(pool: &Pool, post_id: i64) -> ApiResult<Written<()>> {
         .query_opt(
             "UPDATE posts SET delete_time = now(), body = ''
              WHERE post_id = $1 AND delete_time IS NULL
+               AND EXISTS (SELECT 1 FROM users WHERE user_id = posts.author_id)
              RETURNING author_id",
             &[&post_id],
         )

@@ -157,8 +157,11 @@ pub async fn update_display_name(
         .ok_or_else(|| not_found(user_id))
 }
 
-/// Deletes a user with their posts and follow edges in both directions. The cache drops the
-/// user's keys and marks them gone, so every feed that still lists them skips them.
+/// Deletes a user and their follow edges in both directions, in one short transaction, and
+/// leaves their posts to [`purge_deleted_posts`] (recorded in `deleted_authors`): however many
+/// posts the user had, the user's row is locked only that long. Reads of posts check that the
+/// author exists, so none of them is visible meanwhile. The cache drops the user's keys and
+/// marks them gone, so every feed that still lists them skips them.
 pub async fn delete(pool: &Pool, user_id: i64) -> ApiResult<Written<()>> {
     let mut client = pool.get().await?;
     let tx = client.transaction().await?;
@@ -171,8 +174,11 @@ pub async fn delete(pool: &Pool, user_id: i64) -> ApiResult<Written<()>> {
     if locked.is_none() {
         return Err(not_found(user_id));
     }
-    tx.execute("DELETE FROM posts WHERE author_id = $1", &[&user_id])
-        .await?;
+    tx.execute(
+        "INSERT INTO deleted_authors (user_id) VALUES ($1) ON CONFLICT DO NOTHING",
+        &[&user_id],
+    )
+    .await?;
     tx.execute(
         "DELETE FROM follows WHERE follower_id = $1 OR followee_id = $1",
         &[&user_id],
@@ -187,6 +193,69 @@ pub async fn delete(pool: &Pool, user_id: i64) -> ApiResult<Written<()>> {
         value: (),
         pending: Some((outbox_id, change)),
     })
+}
+
+/// Deletes up to `batch` posts of one deleted user (the longest waiting), in one short
+/// transaction that locks only those rows, skipping an author another replica is purging;
+/// forgets the user once none of its posts is left. Returns how many posts it deleted.
+pub async fn purge_deleted_posts(pool: &Pool, batch: i64) -> ApiResult<u64> {
+    let mut client = pool.get().await?;
+    let tx = client.transaction().await?;
+    let Some(author) = tx
+        .query_opt(
+            "SELECT user_id FROM deleted_authors ORDER BY delete_time LIMIT 1
+             FOR UPDATE SKIP LOCKED",
+            &[],
+        )
+        .await?
+    else {
+        return Ok(0);
+    };
+    let author: i64 = author.get(0);
+    let deleted = tx
+        .execute(
+            "DELETE FROM posts WHERE author_id = $1 AND post_id = ANY(ARRAY(
+                 SELECT post_id FROM posts WHERE author_id = $1 LIMIT $2))",
+            &[&author, &batch],
+        )
+        .await?;
+    if deleted < batch as u64 {
+        tx.execute("DELETE FROM deleted_authors WHERE user_id = $1", &[&author])
+            .await?;
+    }
+    tx.commit().await?;
+    Ok(deleted)
+}
+
+/// Runs [`purge_deleted_posts`] until nothing is left, then every `interval` or as soon as
+/// `kick` is notified (a user was deleted), until `stop`.
+pub async fn purge_deleted_loop(
+    pool: Pool,
+    interval: std::time::Duration,
+    kick: std::sync::Arc<tokio::sync::Notify>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    const BATCH: i64 = 5000;
+    loop {
+        loop {
+            match purge_deleted_posts(&pool, BATCH).await {
+                Ok(0) => break,
+                Ok(n) => tracing::debug!(deleted = n, "purged posts of a deleted user"),
+                Err(error) => {
+                    tracing::warn!(%error, "purging the posts of deleted users failed; will retry");
+                    break;
+                }
+            }
+            if *stop.borrow() {
+                return;
+            }
+        }
+        tokio::select! {
+            _ = async { let _ = stop.wait_for(|s| *s).await; } => return,
+            _ = kick.notified() => {}
+            _ = tokio::time::sleep(interval) => {}
+        }
+    }
 }
 
 fn not_found(user_id: i64) -> ApiError {

@@ -3,6 +3,7 @@
 //! generated clients.
 
 mod cache;
+mod contention;
 mod copies;
 mod graph;
 mod helpers;
