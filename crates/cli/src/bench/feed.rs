@@ -87,7 +87,7 @@ const HOUSEKEEPING_COMMANDS: &[&str] = &[
     "config", "slowlog", "latency", "memory", "select", "psync", "sync",
 ];
 
-#[derive(clap::Args, Debug)]
+#[derive(clap::Args, Debug, Clone)]
 pub struct FeedBenchArgs {
     /// The aggregator service.
     #[arg(
@@ -103,9 +103,23 @@ pub struct FeedBenchArgs {
     /// Bench users to seed; every one is an author and a reader.
     #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u32).range(2..=1_000_000))]
     users: u32,
-    /// Followees per user (fewer than --users).
-    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(0..=100_000))]
+    /// Followees per reader (fewer than --users). A comma-separated list runs the bench once
+    /// per value on a data set of its own and ends with the cost curve side by side
+    /// (`--followees 10,100,1000,5000`).
+    #[arg(
+        long = "followees",
+        default_value = "100",
+        value_delimiter = ',',
+        value_parser = clap::value_parser!(u32).range(0..=100_000)
+    )]
+    followees_curve: Vec<u32>,
+    /// Followees of this run: one value of `followees_curve`.
+    #[arg(skip)]
     followees: u32,
+    /// Users that follow others and read feeds: the first N [default: every user]. The rest are
+    /// authors only, so that many followees need no follow graph of users × followees.
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    readers: Option<u32>,
     /// Posts per author, spread over the last 30 days.
     #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(0..=100_000))]
     posts_per_author: u32,
@@ -154,13 +168,18 @@ impl FeedBenchArgs {
         self.naive_concurrency.unwrap_or(self.concurrency)
     }
 
+    fn readers(&self) -> u32 {
+        self.readers.unwrap_or(self.users).min(self.users)
+    }
+
     fn validate(&self) -> anyhow::Result<()> {
-        if self.followees >= self.users {
-            bail!(
-                "--followees ({}) must be less than --users ({}): nobody follows themselves",
-                self.followees,
-                self.users
-            );
+        if let Some(&most) = self.followees_curve.iter().max() {
+            if most >= self.users {
+                bail!(
+                    "--followees ({most}) must be less than --users ({}): nobody follows themselves",
+                    self.users
+                );
+            }
         }
         if !self.zipf.is_finite() || self.zipf < 0.0 {
             bail!("--zipf must be a number >= 0, got {}", self.zipf);
@@ -309,6 +328,15 @@ impl Dataset {
         self.user_ids.len()
     }
 
+    /// The users that follow others (the first ones): those whose feeds are read.
+    fn readers(&self) -> usize {
+        self.follows
+            .iter()
+            .take_while(|f| !f.is_empty())
+            .count()
+            .max(1)
+    }
+
     fn post_count(&self) -> usize {
         self.posts.iter().map(Vec::len).sum()
     }
@@ -322,6 +350,8 @@ impl Dataset {
 #[derive(Debug, Clone, Copy)]
 struct Shape {
     followees: usize,
+    /// Users that follow (the first ones); the others only post.
+    readers: usize,
     posts_per_author: usize,
     /// Zipf exponent of followee popularity (0: uniform).
     zipf: f64,
@@ -339,6 +369,7 @@ fn generate(
 ) -> Dataset {
     let Shape {
         followees,
+        readers,
         posts_per_author,
         zipf,
         body_bytes,
@@ -346,7 +377,13 @@ fn generate(
     let users = user_ids.len();
     let popularity = Popularity::new(users, zipf);
     let follows: Vec<Vec<u32>> = (0..users)
-        .map(|u| pick_followees(rng, &popularity, u, followees))
+        .map(|u| {
+            if u < readers {
+                pick_followees(rng, &popularity, u, followees)
+            } else {
+                Vec::new()
+            }
+        })
         .collect();
     let posts: Vec<Vec<i64>> = (0..users)
         .map(|a| {
@@ -436,6 +473,24 @@ struct Results {
 
 pub async fn run(args: FeedBenchArgs) -> anyhow::Result<()> {
     args.validate()?;
+    let mut curve = Vec::new();
+    for &followees in &args.followees_curve {
+        let run_args = FeedBenchArgs {
+            followees,
+            ..args.clone()
+        };
+        let results = run_once(&run_args).await?;
+        report(&run_args, &results)?;
+        curve.push((followees, results));
+    }
+    if curve.len() > 1 {
+        report_curve(&args, &curve)?;
+    }
+    Ok(())
+}
+
+/// One run of every phase for one followee count.
+async fn run_once(args: &FeedBenchArgs) -> anyhow::Result<Results> {
     let settings = Settings::load()?;
 
     // Reach everything before creating anything.
@@ -472,12 +527,11 @@ pub async fn run(args: FeedBenchArgs) -> anyhow::Result<()> {
 
     let mut created = Created::default();
     let outcome = tokio::select! {
-        outcome = run_phases(&args, &channels, &stores, &mut created) => outcome,
+        outcome = run_phases(args, &channels, &stores, &mut created) => outcome,
         _ = tokio::signal::ctrl_c() => Err(anyhow!("interrupted")),
     };
     clean_up(&stores, &created).await;
-    let results = outcome?;
-    report(&args, &results)
+    outcome
 }
 
 async fn run_phases(
@@ -689,7 +743,7 @@ struct GrpcFeed {
 
 impl Op for GrpcFeed {
     async fn call(&mut self) -> Result<(), OpError> {
-        let user = self.rng.gen_range(0..self.data.users());
+        let user = self.rng.gen_range(0..self.data.readers());
         let user_id = self.data.user_ids[user];
         let request = GetHomeFeedRequest {
             user_id,
@@ -724,7 +778,7 @@ struct SqlFeed {
 
 impl Op for SqlFeed {
     async fn call(&mut self) -> Result<(), OpError> {
-        let user = self.rng.gen_range(0..self.data.users());
+        let user = self.rng.gen_range(0..self.data.readers());
         let user_id = self.data.user_ids[user];
         let rows = self
             .client
@@ -768,7 +822,7 @@ struct NaiveFeed {
 
 impl Op for NaiveFeed {
     async fn call(&mut self) -> Result<(), OpError> {
-        let user = self.rng.gen_range(0..self.data.users());
+        let user = self.rng.gen_range(0..self.data.readers());
         let user_id = self.data.user_ids[user];
         let result = naive_page(&self.redis, &self.layout, user_id).await;
         self.served.fetch_add(1, Ordering::Relaxed);
@@ -953,6 +1007,7 @@ async fn seed_postgres(
     let mut rng = StdRng::seed_from_u64(seed);
     let shape = Shape {
         followees: args.followees as usize,
+        readers: args.readers() as usize,
         posts_per_author: args.posts_per_author as usize,
         zipf: args.zipf,
         body_bytes: args.body_bytes as usize,
@@ -1480,6 +1535,66 @@ async fn clean_up(stores: &Stores, created: &Created) {
     );
 }
 
+/// The cost of a feed against its followee count: each run's warm phase beside the SQL
+/// baseline of the same data, then one JSON line.
+fn report_curve(args: &FeedBenchArgs, curve: &[(u32, Results)]) -> anyhow::Result<()> {
+    println!();
+    println!(
+        "shardfeed bench feed, cost by followees: {} users ({} readers), {} posts per author, \
+         concurrency {}, measured {} s per phase",
+        args.users,
+        args.readers(),
+        args.posts_per_author,
+        args.concurrency,
+        args.duration_secs
+    );
+    println!(
+        "{:>9}  {:>9} {:>8} {:>8} {:>10}  {:>9} {:>8} {:>8}  {:>7}",
+        "followees",
+        "feeds/s",
+        "p50 ms",
+        "p99 ms",
+        "Redis/feed",
+        "SQL/s",
+        "SQL p50",
+        "SQL p99",
+        "vs SQL"
+    );
+    let mut rows = Vec::new();
+    for (followees, r) in curve {
+        let per_feed = r.warm_commands.as_ref().ok().map(|f| f.per_feed());
+        let vs_sql = (r.sql.ops_per_s > 0.0).then(|| r.warm.ops_per_s / r.sql.ops_per_s);
+        println!(
+            "{:>9}  {:>9.1} {:>8.2} {:>8.2} {:>10}  {:>9.1} {:>8.2} {:>8.2}  {:>7}",
+            followees,
+            r.warm.ops_per_s,
+            r.warm.p50_ms,
+            r.warm.p99_ms,
+            per_feed.map_or_else(|| "-".to_owned(), |c| format!("{c:.1}")),
+            r.sql.ops_per_s,
+            r.sql.p50_ms,
+            r.sql.p99_ms,
+            vs_sql.map_or_else(|| "-".to_owned(), |x| format!("{x:.2}x")),
+        );
+        rows.push(serde_json::json!({
+            "followees": followees,
+            "feeds_per_s": round(r.warm.ops_per_s, 1),
+            "p50_ms": round(r.warm.p50_ms, 3),
+            "p99_ms": round(r.warm.p99_ms, 3),
+            "redis_cmds_per_feed": per_feed.map(|c| round(c, 2)),
+            "sql_feeds_per_s": round(r.sql.ops_per_s, 1),
+            "sql_p50_ms": round(r.sql.p50_ms, 3),
+            "sql_p99_ms": round(r.sql.p99_ms, 3),
+            "wrong_pages": r.warm.errors_by_kind.get("WrongPage").map_or(0, |t| t.count),
+        }));
+    }
+    println!(
+        "{}",
+        serde_json::json!({"bench": "feed_followees", "curve": rows})
+    );
+    Ok(())
+}
+
 fn report(args: &FeedBenchArgs, r: &Results) -> anyhow::Result<()> {
     let ratio_vs_sql = (r.sql.ops_per_s > 0.0).then(|| r.warm.ops_per_s / r.sql.ops_per_s);
     let naive_p50_ratio =
@@ -1855,11 +1970,31 @@ mod tests {
         let seqs: Vec<i64> = (0..users as i64 * 30).map(|s| 900 + s).collect();
         let shape = Shape {
             followees: 12,
+            readers: users,
             posts_per_author: 30,
             zipf,
             body_bytes: 100,
         };
         generate(&mut rng, ids, shape, &seqs, 1_795_000_000_000)
+    }
+
+    #[test]
+    fn only_the_first_readers_follow_and_are_read() {
+        let mut rng = StdRng::seed_from_u64(9);
+        let ids: Vec<i64> = (0..40).map(|i| 2000 + i).collect();
+        let seqs: Vec<i64> = (0..40 * 3).collect();
+        let shape = Shape {
+            followees: 30,
+            readers: 4,
+            posts_per_author: 3,
+            zipf: 0.0,
+            body_bytes: 10,
+        };
+        let data = generate(&mut rng, ids, shape, &seqs, 1_795_000_000_000);
+        assert!(data.follows[..4].iter().all(|f| f.len() == 30));
+        assert!(data.follows[4..].iter().all(Vec::is_empty));
+        assert_eq!(data.readers(), 4);
+        assert_eq!(data.follow_count(), 120);
     }
 
     #[test]
@@ -2033,11 +2168,28 @@ mod tests {
         assert_eq!(
             (
                 defaults.users,
-                defaults.followees,
+                defaults.followees_curve.clone(),
                 defaults.posts_per_author
             ),
-            (10_000, 100, 100)
+            (10_000, vec![100], 100)
         );
+        assert_eq!(defaults.readers(), 10_000, "every user reads by default");
+        let curve = parse(&[
+            "--users",
+            "6000",
+            "--readers",
+            "50",
+            "--followees",
+            "10,100,5000",
+        ])
+        .unwrap();
+        assert_eq!(curve.followees_curve, vec![10, 100, 5000]);
+        assert_eq!(curve.readers(), 50);
+        assert!(curve.validate().is_ok());
+        assert!(parse(&["--users", "6000", "--followees", "10,6000"])
+            .unwrap()
+            .validate()
+            .is_err());
         assert_eq!(defaults.naive_concurrency(), 16);
         assert!(defaults.validate().is_ok());
         let small = parse(&[
