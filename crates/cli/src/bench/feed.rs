@@ -940,9 +940,10 @@ async fn seed_postgres(
     let users = args.users as usize;
     let run_tag = uuid::Uuid::new_v4().simple().to_string()[..8].to_owned();
     eprintln!(
-        "bench feed: seeding PostgreSQL: {users} users (bf_{run_tag}_<i>), {} followees each{}, \
-         {} posts per author",
+        "bench feed: seeding PostgreSQL: {users} users (bf_{run_tag}_<i>), {} followees for each \
+         of {} readers{}, {} posts per author",
         args.followees,
+        args.readers(),
         if args.zipf > 0.0 {
             format!(" (Zipf {})", args.zipf)
         } else {
@@ -1609,11 +1610,12 @@ fn report(args: &FeedBenchArgs, r: &Results) -> anyhow::Result<()> {
 
     println!();
     println!(
-        "shardfeed bench feed: {} users, {} followees each ({}), {} posts per author ({} posts, \
-         {} follows), page {PAGE_SIZE}; concurrency {} (naive {}), {} HTTP/2 channel(s), warm-up \
-         {} s (none for cold), measured {} s per phase",
+        "shardfeed bench feed: {} users, {} followees for each of {} readers ({}), {} posts per \
+         author ({} posts, {} follows), page {PAGE_SIZE}; concurrency {} (naive {}), {} HTTP/2 \
+         channel(s), warm-up {} s (none for cold), measured {} s per phase",
         args.users,
         args.followees,
+        args.readers(),
         if args.zipf > 0.0 {
             format!("Zipf {}", args.zipf)
         } else {
