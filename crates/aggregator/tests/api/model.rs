@@ -1,7 +1,7 @@
 //! The cache against the truth: a seeded random sequence of writes (applied, confirmed on a
 //! replica and announced as ingest does) interleaved with cache faults — keys of any author or user deleted or expired in
-//! any subset, every key of one master's authors wiped, old changes replayed out of order, a
-//! fresh aggregator with nothing in memory — and after every step every page of every
+//! any subset, every key of one master's authors wiped, old changes replayed out of order, the
+//! aggregator restarted with nothing in memory — and after every step every page of every
 //! timeline and home feed must equal PostgreSQL.
 //!
 //! Each run prints its seed; `SHARDFEED_MODEL_SEED` picks one (default 1, so the suite's run is
@@ -178,6 +178,10 @@ async fn step(h: &mut Harness, w: &mut World, rng: &mut StdRng) -> String {
             }
             format!("replay {} changes", replays.len())
         }
+        90..=91 => {
+            h.restart_aggregator().await;
+            "restart the aggregator".into()
+        }
         _ => "read only".into(),
     }
 }
@@ -235,11 +239,19 @@ async fn run(extra: &[(&str, &str)], bound: Option<Duration>) {
     for _ in 0..6 {
         w.users.push(h.user(true).await);
     }
+    let mut tally = std::collections::BTreeMap::<String, usize>::new();
     for i in 0..steps {
         let what = step(&mut h, &mut w, &mut rng).await;
+        let kind = what
+            .split_whitespace()
+            .next()
+            .unwrap_or_default()
+            .to_owned();
+        *tally.entry(kind).or_default() += 1;
         let what = format!("step {i} ({what}), seed {seed}");
         check(&h, &w, &mut rng, &what, bound).await;
     }
+    eprintln!("model test: seed {seed}, steps by kind {tally:?}");
 }
 
 /// Redis against PostgreSQL, nothing kept in the aggregator's memory and no hot path: every

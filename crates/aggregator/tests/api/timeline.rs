@@ -108,6 +108,18 @@ impl Harness {
         }
     }
 
+    /// Stops the aggregator and starts a fresh one on the same stores, database and namespace:
+    /// nothing it kept in memory survives.
+    pub(crate) async fn restart_aggregator(&mut self) {
+        let app = Application::build(self.settings.clone()).await.unwrap();
+        let server = InProcessServer::start(app.local_addr(), |s| app.run_until_stopped(s))
+            .await
+            .unwrap();
+        self.feeds = FeedServiceClient::new(server.channel.clone());
+        self.channel = server.channel.clone();
+        self._server = server;
+    }
+
     /// PostgreSQL settings pointing at the test's database.
     pub(crate) fn pg_settings(&self) -> shardfeed_core::config::PostgresSettings {
         let mut pg = self.settings.postgres.clone();
