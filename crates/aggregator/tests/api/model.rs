@@ -16,6 +16,14 @@ use std::time::{Duration, Instant};
 use rand::{rngs::StdRng, seq::SliceRandom, Rng, SeedableRng};
 use shardfeed_core::cache::CacheChange;
 
+use shardfeed_proto::v1::{
+    graph_service_client::GraphServiceClient, post_service_client::PostServiceClient,
+    user_service_client::UserServiceClient, CreatePostRequest, CreateUserRequest,
+    DeletePostRequest, DeleteUserRequest, FollowRequest, UnfollowRequest,
+};
+use shardfeed_testkit::InProcessServer;
+use tonic::transport::Channel;
+
 use crate::timeline::{flat, Harness};
 
 struct World {
@@ -129,44 +137,7 @@ async fn step(h: &mut Harness, w: &mut World, rng: &mut StdRng) -> String {
             format!("{} {a} → {b}", if follows { "follow" } else { "unfollow" })
         }
         // Faults.
-        55..=69 => {
-            let user = pick(rng, w);
-            let keys: Vec<String> = h
-                .keys_of(user)
-                .into_iter()
-                .filter(|_| rng.gen_bool(0.5))
-                .collect();
-            if keys.is_empty() {
-                return "nothing lost".into();
-            }
-            let expire = rng.gen_bool(0.5);
-            for key in &keys {
-                if expire {
-                    let _: i64 = h.writer.client().pexpire(key, 1, None).await.unwrap();
-                } else {
-                    let _: i64 = h.writer.client().del(key).await.unwrap();
-                }
-            }
-            tokio::time::sleep(Duration::from_millis(3)).await;
-            format!("{} {keys:?}", if expire { "expire" } else { "delete" })
-        }
-        70..=74 => {
-            // One master loses everything this test has there (as a FLUSHALL would; the shared
-            // cluster serves other tests, so only this namespace's keys go).
-            let routing = h.writer.client().cached_cluster_state().unwrap();
-            let masters = routing.unique_primary_nodes();
-            let victim = masters.choose(rng).unwrap().clone();
-            let mut lost = 0;
-            for user in &w.users {
-                for key in h.keys_of(*user) {
-                    if routing.get_server(redis_keyslot(key.as_bytes())) == Some(&victim) {
-                        let _: i64 = h.writer.client().del(&key).await.unwrap();
-                        lost += 1;
-                    }
-                }
-            }
-            format!("wipe {victim:?} ({lost} keys)")
-        }
+        55..=74 => lose_keys(h, &w.users, rng).await,
         75..=89 => {
             // Old changes again, in a random order (the relay, a second replica, a late batch).
             let mut replays: Vec<CacheChange> = (0..rng.gen_range(1..6))
@@ -188,6 +159,46 @@ async fn step(h: &mut Harness, w: &mut World, rng: &mut StdRng) -> String {
 
 /// Every page of every timeline and home feed against PostgreSQL: at once, or within `bound`
 /// (what the in-process memories may lag an announced change by).
+/// A cache fault: any subset of one user's keys deleted or expired (three times in four), or
+/// every key of this test's users on one master gone (as a `FLUSHALL` would; the shared
+/// cluster serves other tests, so only this namespace's keys go).
+async fn lose_keys(h: &Harness, users: &[i64], rng: &mut StdRng) -> String {
+    if rng.gen_bool(0.75) {
+        let user = users[rng.gen_range(0..users.len())];
+        let keys: Vec<String> = h
+            .keys_of(user)
+            .into_iter()
+            .filter(|_| rng.gen_bool(0.5))
+            .collect();
+        if keys.is_empty() {
+            return "nothing lost".into();
+        }
+        let expire = rng.gen_bool(0.5);
+        for key in &keys {
+            if expire {
+                let _: i64 = h.writer.client().pexpire(key, 1, None).await.unwrap();
+            } else {
+                let _: i64 = h.writer.client().del(key).await.unwrap();
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(3)).await;
+        return format!("{} {keys:?}", if expire { "expire" } else { "delete" });
+    }
+    let routing = h.writer.client().cached_cluster_state().unwrap();
+    let masters = routing.unique_primary_nodes();
+    let victim = masters.choose(rng).unwrap().clone();
+    let mut lost = 0;
+    for user in users {
+        for key in h.keys_of(*user) {
+            if routing.get_server(redis_keyslot(key.as_bytes())) == Some(&victim) {
+                let _: i64 = h.writer.client().del(&key).await.unwrap();
+                lost += 1;
+            }
+        }
+    }
+    format!("wipe {victim:?} ({lost} keys)")
+}
+
 async fn check(h: &Harness, w: &World, rng: &mut StdRng, what: &str, bound: Option<Duration>) {
     let deadline = Instant::now() + bound.unwrap_or_default();
     for user in &w.users {
@@ -217,31 +228,70 @@ async fn check(h: &Harness, w: &World, rng: &mut StdRng, what: &str, bound: Opti
 /// The seed of a run without `SHARDFEED_MODEL_SEED`: the suite's run is reproducible.
 const DEFAULT_SEED: u64 = 1;
 
-async fn run(extra: &[(&str, &str)], bound: Option<Duration>) {
-    let seed: u64 = std::env::var("SHARDFEED_MODEL_SEED")
+fn model_seed() -> u64 {
+    std::env::var("SHARDFEED_MODEL_SEED")
         .ok()
         .and_then(|s| s.parse().ok())
-        .unwrap_or(DEFAULT_SEED);
-    let steps: usize = std::env::var("SHARDFEED_MODEL_STEPS")
+        .unwrap_or(DEFAULT_SEED)
+}
+
+fn model_steps() -> usize {
+    std::env::var("SHARDFEED_MODEL_STEPS")
         .ok()
         .and_then(|s| s.parse().ok())
-        .unwrap_or(150);
+        .unwrap_or(150)
+}
+
+/// The aggregator with nothing in memory and no hot path.
+const NOTHING_IN_MEMORY: &[(&str, &str)] = &[
+    ("SHARDFEED_AGGREGATOR__META_CACHE_ENABLED", "false"),
+    ("SHARDFEED_AGGREGATOR__FOLLOWEE_CACHE_BYTES", "0"),
+    ("SHARDFEED_HOTSPOT__NEAR_CACHE_ENABLED", "false"),
+    ("SHARDFEED_HOTSPOT__COALESCING_ENABLED", "false"),
+    ("SHARDFEED_HOTSPOT__REPLICA_READS_ENABLED", "false"),
+    ("SHARDFEED_HOTSPOT__KEY_REPLICAS_ENABLED", "false"),
+];
+
+/// Where the model's writes come from.
+#[derive(Clone, Copy, PartialEq)]
+enum Writes {
+    /// Applied to PostgreSQL and the cache by the test, as ingest would.
+    Direct,
+    /// Through an in-process ingest's API.
+    ThroughIngest,
+}
+
+async fn run(extra: &[(&str, &str)], bound: Option<Duration>, writes: Writes) {
+    let seed = model_seed();
+    let steps = model_steps();
     eprintln!("model test: SHARDFEED_MODEL_SEED={seed} SHARDFEED_MODEL_STEPS={steps}");
     let mut rng = StdRng::seed_from_u64(seed);
     // A short window, so trimming, floors and reads past the window happen all the time.
     let nodes = shardfeed_testkit::shared().redis.seed_nodes();
     let mut h = Harness::start_configured(4, None, &nodes, extra).await;
+    let mut ingest = None;
+    if writes == Writes::ThroughIngest {
+        archive_outbox(&h).await;
+        ingest = Some(Ingest::start(&h).await);
+    }
     let mut w = World {
         users: Vec::new(),
         log: Vec::new(),
         seq: 0,
     };
     for _ in 0..6 {
-        w.users.push(h.user(true).await);
+        let user = match &ingest {
+            Some(ingest) => ingest.create_user().await,
+            None => h.user(true).await,
+        };
+        w.users.push(user);
     }
     let mut tally = std::collections::BTreeMap::<String, usize>::new();
     for i in 0..steps {
-        let what = step(&mut h, &mut w, &mut rng).await;
+        let what = match &mut ingest {
+            Some(ingest) => step_through_ingest(&mut h, ingest, &mut w, &mut rng).await,
+            None => step(&mut h, &mut w, &mut rng).await,
+        };
         let kind = what
             .split_whitespace()
             .next()
@@ -258,18 +308,7 @@ async fn run(extra: &[(&str, &str)], bound: Option<Duration>) {
 /// read right after every step must be exact.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_read_equals_postgres_whatever_the_cache_loses_or_replays() {
-    run(
-        &[
-            ("SHARDFEED_AGGREGATOR__META_CACHE_ENABLED", "false"),
-            ("SHARDFEED_AGGREGATOR__FOLLOWEE_CACHE_BYTES", "0"),
-            ("SHARDFEED_HOTSPOT__NEAR_CACHE_ENABLED", "false"),
-            ("SHARDFEED_HOTSPOT__COALESCING_ENABLED", "false"),
-            ("SHARDFEED_HOTSPOT__REPLICA_READS_ENABLED", "false"),
-            ("SHARDFEED_HOTSPOT__KEY_REPLICAS_ENABLED", "false"),
-        ],
-        None,
-    )
-    .await;
+    run(NOTHING_IN_MEMORY, None, Writes::Direct).await;
 }
 
 /// The same with every memory and mitigation on (the model's readers soon make every user
@@ -277,5 +316,188 @@ async fn every_read_equals_postgres_whatever_the_cache_loses_or_replays() {
 /// change by the announcement's delivery; within the near-cache bound it must be exact.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_every_memory_on_reads_equal_postgres_within_the_announcement_bound() {
-    run(&[], Some(Duration::from_millis(1000))).await;
+    run(&[], Some(Duration::from_millis(1000)), Writes::Direct).await;
+}
+
+/// The write path itself in the loop: an in-process ingest on the test's database and
+/// namespace (fast path and relay on), every write through its gRPC API, and the outbox rows it
+/// ever wrote kept by a trigger so that they can be queued again.
+struct Ingest {
+    users: UserServiceClient<Channel>,
+    graph: GraphServiceClient<Channel>,
+    posts: PostServiceClient<Channel>,
+    _server: InProcessServer,
+}
+
+impl Ingest {
+    async fn start(h: &Harness) -> Ingest {
+        let mut settings = h.settings.clone();
+        settings.ingest.listen_addr = "127.0.0.1:0".parse().unwrap();
+        settings.ingest.run_migrations = false;
+        settings.outbox.relay_interval_ms = 50;
+        settings.outbox.grace_ms = 0;
+        // Every write is warmed before it is answered (a machine under load could otherwise
+        // leave one to the relay, and the read right after would miss it).
+        settings.outbox.fast_path_budget_ms = 10_000;
+        settings.cache.replica_ack_timeout_ms = 5_000;
+        let app = shardfeed_ingest::Application::build(settings)
+            .await
+            .unwrap();
+        let server = InProcessServer::start(app.local_addr(), |s| app.run_until_stopped(s))
+            .await
+            .unwrap();
+        let channel = server.channel.clone();
+        Ingest {
+            users: UserServiceClient::new(channel.clone()),
+            graph: GraphServiceClient::new(channel.clone()),
+            posts: PostServiceClient::new(channel),
+            _server: server,
+        }
+    }
+
+    async fn create_user(&self) -> i64 {
+        let handle = format!("m_{:08x}", rand::random::<u32>());
+        self.users
+            .clone()
+            .create_user(CreateUserRequest {
+                handle,
+                display_name: "Model".into(),
+                request_id: String::new(),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .user
+            .unwrap()
+            .user_id
+    }
+}
+
+async fn archive_outbox(h: &Harness) {
+    h.sql
+        .batch_execute(
+            "CREATE TABLE outbox_archive (change jsonb NOT NULL);
+             CREATE FUNCTION archive_outbox() RETURNS trigger LANGUAGE plpgsql AS $$
+             BEGIN INSERT INTO outbox_archive VALUES (NEW.change); RETURN NEW; END $$;
+             CREATE TRIGGER archive_outbox AFTER INSERT ON outbox
+                 FOR EACH ROW EXECUTE FUNCTION archive_outbox();",
+        )
+        .await
+        .unwrap();
+}
+
+async fn step_through_ingest(
+    h: &mut Harness,
+    ingest: &mut Ingest,
+    w: &mut World,
+    rng: &mut StdRng,
+) -> String {
+    let pick = |rng: &mut StdRng, w: &World| w.users[rng.gen_range(0..w.users.len())];
+    match rng.gen_range(0..100) {
+        0..=34 => {
+            let author = pick(rng, w);
+            w.seq += 1;
+            let post = ingest
+                .posts
+                .clone()
+                .create_post(CreatePostRequest {
+                    author_id: author,
+                    body: format!("post {} of {author}", w.seq),
+                    request_id: String::new(),
+                })
+                .await
+                .unwrap()
+                .into_inner()
+                .post
+                .unwrap();
+            format!("post {} by {author}", post.post_id)
+        }
+        35..=44 => {
+            let author = pick(rng, w);
+            let Some(&post_id) = h.truth(author).await.choose(rng) else {
+                return "no post to delete".into();
+            };
+            ingest
+                .posts
+                .clone()
+                .delete_post(DeletePostRequest { post_id })
+                .await
+                .unwrap();
+            format!("delete {post_id} of {author}")
+        }
+        45..=54 => {
+            let (a, b) = (pick(rng, w), pick(rng, w));
+            if a == b {
+                return "no self-follow".into();
+            }
+            let mut graph = ingest.graph.clone();
+            if rng.gen_bool(0.6) {
+                graph
+                    .follow(FollowRequest {
+                        follower_id: a,
+                        followee_id: b,
+                    })
+                    .await
+                    .unwrap();
+                format!("follow {a} → {b}")
+            } else {
+                graph
+                    .unfollow(UnfollowRequest {
+                        follower_id: a,
+                        followee_id: b,
+                    })
+                    .await
+                    .unwrap();
+                format!("unfollow {a} → {b}")
+            }
+        }
+        55..=56 => {
+            // A user goes, and a new one comes.
+            let i = rng.gen_range(0..w.users.len());
+            let gone = w.users[i];
+            ingest
+                .users
+                .clone()
+                .delete_user(DeleteUserRequest { user_id: gone })
+                .await
+                .unwrap();
+            w.users[i] = ingest.create_user().await;
+            format!("delete user {gone}, create {}", w.users[i])
+        }
+        57..=71 => lose_keys(h, &w.users, rng).await,
+        72..=86 => {
+            // Rows delivered long ago queued again, in a random order: the relay applies them
+            // as it would a replay after a crash or a second replica's late batch.
+            let n = rng.gen_range(1..6i64);
+            let queued = h
+                .sql
+                .execute(
+                    "INSERT INTO outbox (change)
+                     SELECT change FROM outbox_archive ORDER BY random() LIMIT $1",
+                    &[&n],
+                )
+                .await
+                .unwrap();
+            format!("replay {queued} outbox rows")
+        }
+        87..=89 => {
+            // The ingest stops (its relay mid-batch, maybe) and another takes over.
+            *ingest = Ingest::start(h).await;
+            "restart the ingest".into()
+        }
+        90..=91 => {
+            h.restart_aggregator().await;
+            "restart the aggregator".into()
+        }
+        _ => "read only".into(),
+    }
+}
+
+/// The same proof with the real write path: users, follows, posts, deletes and user deletions
+/// through ingest's API (fast path, outbox, relay, group commit), outbox rows replayed, the
+/// ingest and the aggregator restarted. Nothing in the aggregator's memory, as in the first
+/// variant: every read right after every step must be exact.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn through_the_write_path_every_read_equals_postgres() {
+    run(NOTHING_IN_MEMORY, None, Writes::ThroughIngest).await;
 }
