@@ -382,3 +382,64 @@ async fn a_uniform_load_over_more_authors_than_tracked_makes_none_hot() {
     let listed = hot(&h, 100).await.unwrap();
     assert!(listed.authors.is_empty(), "{:?}", listed.authors);
 }
+
+/// A coalesced load every reader gave up on (its node stopped answering for longer than
+/// `node_timeout`) is never joined later: once the node is back, a read shows what was posted
+/// meanwhile instead of the stale answer the abandoned load would get.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_load_every_reader_gave_up_on_is_never_served_later() {
+    let cluster = shardfeed_testkit::RedisCluster::start_async()
+        .await
+        .unwrap();
+    let settings: Vec<(&str, &str)> = QUICK
+        .iter()
+        .copied()
+        .chain([
+            ("SHARDFEED_HOTSPOT__NEAR_CACHE_ENABLED", "false"),
+            ("SHARDFEED_HOTSPOT__REPLICA_READS_ENABLED", "false"),
+            ("SHARDFEED_HOTSPOT__KEY_REPLICAS_ENABLED", "false"),
+            // Still hot after a few idle seconds.
+            ("SHARDFEED_HOTSPOT__HALF_LIFE_MS", "30000"),
+        ])
+        .collect();
+    let mut h = Harness::start_configured(100, None, &cluster.seed_nodes(), &settings).await;
+    let author = author_with_posts(&mut h, 3).await;
+    heat(&h, author).await;
+    let routing = h.writer.client().cached_cluster_state().unwrap();
+    let slot = redis_keyslot(h.writer.layout().meta(author).as_bytes());
+    let owner = routing.get_server(slot).unwrap();
+    let master = format!("{}:{}", owner.host, owner.port);
+
+    cluster.pause_node(&master).unwrap();
+    // Every reader gives up on the node (the page comes from PostgreSQL); the load stays behind.
+    assert_eq!(
+        h.page(author, 20, "").await.unwrap().0,
+        h.truth(author).await
+    );
+    h.next_ms += 1;
+    let new = h.post_at(author, h.next_ms, 99, false).await;
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    // Nobody is reading when the node comes back: the abandoned load's read runs then, before
+    // the post reaches the cache, and its answer waits for whoever polls the load next.
+    cluster.resume_node(&master).unwrap();
+    // The post reaches the cache and is announced, as ingest does once the node answers.
+    h.writer
+        .apply(&CacheChange::PostCreated {
+            author_id: author,
+            post_id: new,
+            time_ms: h.next_ms,
+            body: "post 99".into(),
+        })
+        .await
+        .unwrap();
+    h.announce_post(author, new, h.next_ms).await;
+    // Past the near-cache bound (500 ms): no read may be older than that.
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    let (ids, _) = h.page(author, 20, "").await.unwrap();
+    assert_eq!(
+        ids,
+        h.truth(author).await,
+        "a read after the node came back"
+    );
+    assert_eq!(ids[0], new);
+}
