@@ -170,3 +170,74 @@ async fn deleting_a_user_with_a_million_posts_holds_up_no_other_writer() {
          {slowest:?}"
     );
 }
+
+/// PostgreSQL refuses every statement that writes more than one post (a trigger here; a
+/// deadlock victim or a constraint in life): each batch's posts are then written one by one,
+/// and every one of them succeeds — none gets `UNAVAILABLE` while PostgreSQL is healthy.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_batch_is_written_post_by_post_without_an_error() {
+    let app = TestApp::spawn().await;
+    let mut authors = Vec::new();
+    for i in 0..8 {
+        authors.push(
+            app.create_user(&unique_handle(&format!("r{i}")), "Refused")
+                .await
+                .user_id,
+        );
+    }
+    app.sql()
+        .await
+        .batch_execute(
+            "CREATE SEQUENCE refusals;
+             CREATE FUNCTION one_post_at_a_time() RETURNS trigger LANGUAGE plpgsql AS $$
+             BEGIN
+               IF (SELECT count(*) FROM fresh) > 1 THEN
+                 PERFORM nextval('refusals'); -- not rolled back with the statement
+                 RAISE EXCEPTION 'refused: % posts in one statement', (SELECT count(*) FROM fresh);
+               END IF;
+               RETURN NULL;
+             END $$;
+             CREATE TRIGGER one_post_at_a_time AFTER INSERT ON outbox
+                 REFERENCING NEW TABLE AS fresh
+                 FOR EACH STATEMENT EXECUTE FUNCTION one_post_at_a_time();",
+        )
+        .await
+        .unwrap();
+    let client = app.posts.clone();
+    let writes = (0..96).map(|i| {
+        let mut posts = client.clone();
+        let author = authors[i % authors.len()];
+        async move {
+            posts
+                .create_post(request(author, &format!("refused {i}")))
+                .await
+        }
+    });
+    let results = join_all(writes).await;
+    let failed: Vec<_> = results.iter().filter_map(|r| r.as_ref().err()).collect();
+    assert!(
+        failed.is_empty(),
+        "{} failed: {:?}",
+        failed.len(),
+        failed.first()
+    );
+    let written: i64 = app
+        .sql()
+        .await
+        .query_one(
+            "SELECT count(*) FROM posts WHERE author_id = ANY($1)",
+            &[&authors],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(written, 96, "every post written once");
+    let refused: bool = app
+        .sql()
+        .await
+        .query_one("SELECT is_called FROM refusals", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert!(refused, "no batch statement was refused: the test tested nothing");
+}
