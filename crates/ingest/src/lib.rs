@@ -154,6 +154,8 @@ impl Application {
             self.ingest.idempotency_purge_interval(),
             stopped.clone(),
         ));
+        // Woken by every DeleteUser; the interval (the same housekeeping interval as the keys')
+        // only matters for a purge a stopped replica left unfinished.
         let purge_posts = tokio::spawn(store::users::purge_deleted_loop(
             self.pool.clone(),
             self.ingest.idempotency_purge_interval(),

@@ -197,8 +197,9 @@ pub async fn delete(pool: &Pool, user_id: i64) -> ApiResult<Written<()>> {
 
 /// Deletes up to `batch` posts of one deleted user (the longest waiting), in one short
 /// transaction that locks only those rows, skipping an author another replica is purging;
-/// forgets the user once none of its posts is left. Returns how many posts it deleted.
-pub async fn purge_deleted_posts(pool: &Pool, batch: i64) -> ApiResult<u64> {
+/// forgets the user once none of its posts is left. Returns how many posts it deleted, or
+/// `None` when no deleted user is waiting.
+pub async fn purge_deleted_posts(pool: &Pool, batch: i64) -> ApiResult<Option<u64>> {
     let mut client = pool.get().await?;
     let tx = client.transaction().await?;
     let Some(author) = tx
@@ -209,7 +210,7 @@ pub async fn purge_deleted_posts(pool: &Pool, batch: i64) -> ApiResult<u64> {
         )
         .await?
     else {
-        return Ok(0);
+        return Ok(None);
     };
     let author: i64 = author.get(0);
     let deleted = tx
@@ -224,7 +225,7 @@ pub async fn purge_deleted_posts(pool: &Pool, batch: i64) -> ApiResult<u64> {
             .await?;
     }
     tx.commit().await?;
-    Ok(deleted)
+    Ok(Some(deleted))
 }
 
 /// Runs [`purge_deleted_posts`] until nothing is left, then every `interval` or as soon as
@@ -239,8 +240,8 @@ pub async fn purge_deleted_loop(
     loop {
         loop {
             match purge_deleted_posts(&pool, BATCH).await {
-                Ok(0) => break,
-                Ok(n) => tracing::debug!(deleted = n, "purged posts of a deleted user"),
+                Ok(None) => break,
+                Ok(Some(n)) => tracing::debug!(deleted = n, "purged posts of a deleted user"),
                 Err(error) => {
                     tracing::warn!(%error, "purging the posts of deleted users failed; will retry");
                     break;
