@@ -239,5 +239,8 @@ async fn a_refused_batch_is_written_post_by_post_without_an_error() {
         .await
         .unwrap()
         .get(0);
-    assert!(refused, "no batch statement was refused: the test tested nothing");
+    assert!(
+        refused,
+        "no batch statement was refused: the test tested nothing"
+    );
 }
