@@ -481,7 +481,7 @@ async fn step_through_ingest(
             format!("replay {queued} outbox rows")
         }
         87..=89 => {
-            // The ingest stops (its relay mid-batch, maybe) and another takes over.
+            // The ingest stops (draining) while another starts: two relays for a moment.
             *ingest = Ingest::start(h).await;
             "restart the ingest".into()
         }
@@ -494,9 +494,10 @@ async fn step_through_ingest(
 }
 
 /// The same proof with the real write path: users, follows, posts, deletes and user deletions
-/// through ingest's API (fast path, outbox, relay, group commit), outbox rows replayed, the
-/// ingest and the aggregator restarted. Nothing in the aggregator's memory, as in the first
-/// variant: every read right after every step must be exact.
+/// through ingest's API (fast path, outbox, relay, group commit), outbox rows replayed (what a
+/// relay stopped mid-batch leaves behind), the ingest and the aggregator restarted. Nothing in
+/// the aggregator's memory, as in the first variant: every read right after every step must be
+/// exact.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn through_the_write_path_every_read_equals_postgres() {
     run(NOTHING_IN_MEMORY, None, Writes::ThroughIngest).await;
