@@ -123,7 +123,7 @@ async fn follow_and_unfollow_are_idempotent_and_cached() {
 
     // A late replay of the old follow cannot undo the unfollow.
     app.writer()
-        .apply(&shardfeed_core::cache::CacheChange::Followed {
+        .apply(&shardfeed_cache::CacheChange::Followed {
             follower_id: a,
             followee_id: b,
             version: version_of(b).unwrap(),
@@ -286,7 +286,7 @@ async fn a_user_follows_at_most_the_configured_number_of_users() {
     for author in &authors[..3] {
         app.follow(reader, *author).await;
     }
-    let outbox = app.outbox_depth().await;
+    let outbox = app.outbox_ids_drawn().await;
     let follow = |followee_id| {
         let mut graph = app.graph.clone();
         async move {
@@ -309,7 +309,7 @@ async fn a_user_follows_at_most_the_configured_number_of_users() {
         authors[..3]
     );
     assert_eq!(
-        app.outbox_depth().await,
+        app.outbox_ids_drawn().await,
         outbox,
         "a refused follow enqueues nothing"
     );

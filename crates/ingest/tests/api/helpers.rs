@@ -2,14 +2,14 @@
 
 use std::time::Duration;
 
-use shardfeed_core::cache::CacheLayout;
-use shardfeed_core::Settings;
+use shardfeed_cache::CacheLayout;
 use shardfeed_ingest::Application;
 use shardfeed_proto::v1::{
     graph_service_client::GraphServiceClient, post_service_client::PostServiceClient,
     user_service_client::UserServiceClient, CreatePostRequest, CreateUserRequest, FollowRequest,
     Post, User,
 };
+use shardfeed_server::Settings;
 use shardfeed_testkit::{InProcessServer, PgServer, TestDb};
 use tonic::transport::Channel;
 use tonic_health::pb::{
@@ -26,7 +26,7 @@ pub struct TestApp {
     pub layout: CacheLayout,
     /// A client of the cluster the server writes to, for looking at the cache.
     pub redis: fred::clients::Client,
-    pub cache_settings: shardfeed_core::config::CacheSettings,
+    pub cache_settings: shardfeed_server::config::CacheSettings,
     /// What the server was started with, for starting replicas of it.
     pub settings: Settings,
     /// Stops the server when the test drops the app.
@@ -89,7 +89,7 @@ impl TestApp {
         let cache_settings = settings.cache.clone();
         let replica_settings = settings.clone();
         let redis =
-            shardfeed_core::redis::connect_and_wait(&settings.redis, Duration::from_secs(10))
+            shardfeed_server::redis::connect_and_wait(&settings.redis, Duration::from_secs(10))
                 .await
                 .expect("connect to the Redis Cluster");
         let app = Application::build(settings).await.expect("ingest builds");
@@ -174,8 +174,8 @@ impl TestApp {
 
     /// A cache writer with the server's layout and settings, to replay changes as the relay
     /// or another replica would.
-    pub fn writer(&self) -> shardfeed_core::cache::CacheWriter {
-        shardfeed_core::cache::CacheWriter::new(
+    pub fn writer(&self) -> shardfeed_cache::CacheWriter {
+        shardfeed_cache::CacheWriter::new(
             self.redis.clone(),
             self.layout.clone(),
             &self.cache_settings,
@@ -189,6 +189,20 @@ impl TestApp {
             .query_one("SELECT count(*) FROM outbox", &[])
             .await
             .expect("count the outbox")
+            .get(0)
+    }
+
+    /// How many outbox ids were ever drawn, delivered or not: rows the fast path or the relay
+    /// already deleted still count, and so does a row of a rolled-back transaction.
+    pub async fn outbox_ids_drawn(&self) -> i64 {
+        self.sql()
+            .await
+            .query_one(
+                "SELECT coalesce(pg_sequence_last_value(pg_get_serial_sequence('outbox', 'id')), 0)",
+                &[],
+            )
+            .await
+            .expect("read the outbox sequence")
             .get(0)
     }
 
