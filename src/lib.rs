@@ -2,8 +2,13 @@
 //! `shardfeed.v1`, generated from `proto/` at build time.
 //!
 //! Both services and every client depend on this crate and on nothing else for the contract.
+//! Beside the generated code stand the hand-written helpers every side needs: the post id
+//! scheme ([`ids`]) and `Timestamp` ↔ milliseconds ([`time`]).
 
 #![forbid(unsafe_code)]
+
+pub mod ids;
+pub mod time;
 
 /// Package `shardfeed.v1`: users, the follow graph, posts, feeds and hot-spot reports.
 pub mod v1 {

@@ -3,7 +3,7 @@
 # PostgreSQL server binaries) and runs `cargo test --workspace`. The tests start their own
 # PostgreSQL and Redis Cluster on free ports: the local stack is not used and not started.
 #
-# Usage: deploy/local/test.sh [CARGO TEST ARGS...]   e.g. deploy/local/test.sh -p shardfeed-core
+# Usage: deploy/local/test.sh [CARGO TEST ARGS...]   e.g. deploy/local/test.sh -p shardfeed-server
 # Env: CARGO_TARGET_DIR (default <repo>/target)
 #      SHARDFEED_TEST_SUMMARY_FILE: when set, the one-line summary is also written there.
 set -euo pipefail

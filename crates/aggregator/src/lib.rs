@@ -11,16 +11,11 @@ pub mod read;
 
 use std::{future::Future, net::SocketAddr};
 
-use shardfeed_core::{
-    cache::{CacheLayout, CacheWriter},
-    paging::PageTokens,
-    postgres, redis,
-    server::GrpcServer,
-    Settings,
-};
+use shardfeed_cache::{CacheLayout, CacheWriter};
 use shardfeed_proto::v1::{
     feed_service_server::FeedServiceServer, hotspot_service_server::HotspotServiceServer,
 };
+use shardfeed_server::{grpc::GrpcServer, paging::PageTokens, postgres, redis, Settings};
 
 /// The aggregator service, bound and ready to run.
 pub struct Application {
@@ -99,7 +94,7 @@ impl Application {
                     .max_decoding_message_size(limit)
                     .max_encoding_message_size(limit),
             )
-            .add_probe("Redis Cluster", shardfeed_core::server::redis_probe(redis));
+            .add_probe("Redis Cluster", shardfeed_server::grpc::redis_probe(redis));
         Ok(Self { server, tasks })
     }
 

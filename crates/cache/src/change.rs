@@ -77,9 +77,51 @@ impl CacheChange {
     }
 }
 
+impl CacheChange {
+    /// The SQL expression that builds this kind of change's outbox JSON from columns named like
+    /// its fields, for statements that draw the values themselves (a post id from a sequence):
+    /// `jsonb_build_object('kind', 'post_created', 'author_id', author_id, …)`. The field
+    /// names come from the serde form, so the JSON the relay decodes is defined once.
+    pub fn sql_json(&self) -> String {
+        let value = serde_json::to_value(self).expect("a change serializes");
+        let object = value.as_object().expect("a change is a JSON object");
+        let mut parts = vec![format!(
+            "'kind', '{}'",
+            object["kind"].as_str().unwrap_or_default()
+        )];
+        parts.extend(
+            object
+                .keys()
+                .filter(|k| *k != "kind")
+                .map(|k| format!("'{k}', {k}")),
+        );
+        format!("jsonb_build_object({})", parts.join(", "))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_sql_form_names_every_field() {
+        let sql = CacheChange::PostCreated {
+            author_id: 0,
+            post_id: 0,
+            time_ms: 0,
+            body: String::new(),
+        }
+        .sql_json();
+        assert_eq!(
+            sql,
+            "jsonb_build_object('kind', 'post_created', 'author_id', author_id, \
+             'body', body, 'post_id', post_id, 'time_ms', time_ms)"
+        );
+        assert_eq!(
+            CacheChange::UserCreated { user_id: 0 }.sql_json(),
+            "jsonb_build_object('kind', 'user_created', 'user_id', user_id)"
+        );
+    }
 
     #[test]
     fn outbox_json_round_trips() {

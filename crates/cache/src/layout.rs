@@ -41,6 +41,65 @@ pub mod meta {
     pub const GONE: &str = "gone";
 }
 
+/// An author's meta as readers and the writer see it: every field of `{u:A}:meta`, read with
+/// one `HMGET meta` of [`AuthorMeta::FIELDS`] and decoded in one place.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AuthorMeta {
+    /// The timeline can be trusted (rebuilt, or warmed from the first post on).
+    pub loaded: bool,
+    /// The timeline holds every live post of the author.
+    pub complete: bool,
+    /// The user is deleted; nothing is cached for them any more.
+    pub gone: bool,
+    /// Entries of `tl` (and of `posts`); `None` when absent or not a number.
+    pub count: Option<i64>,
+    /// Entries of `del`.
+    pub dels: Option<i64>,
+    /// The time of the newest post written, ms since the Unix epoch.
+    pub newest_ms: Option<i64>,
+    /// When not complete: the post id below which the cache knows nothing.
+    pub floor: Option<String>,
+    /// The time of the floor post.
+    pub floor_ms: Option<i64>,
+}
+
+impl AuthorMeta {
+    /// The fields to `HMGET`, in the order [`AuthorMeta::decode`] reads them.
+    pub const FIELDS: [&'static str; 8] = [
+        meta::LOADED,
+        meta::COMPLETE,
+        meta::GONE,
+        meta::COUNT,
+        meta::DELS,
+        meta::NEWEST_MS,
+        meta::FLOOR,
+        meta::FLOOR_MS,
+    ];
+
+    /// Decodes the replies of `HMGET meta` [`AuthorMeta::FIELDS`]. A missing meta (every
+    /// reply nil) is the default: not loaded, nothing known.
+    pub fn decode(values: &[Option<String>]) -> AuthorMeta {
+        let text = |i: usize| {
+            values
+                .get(i)
+                .and_then(|v| v.as_deref())
+                .filter(|v| !v.is_empty())
+        };
+        let flag = |i: usize| text(i) == Some("1");
+        let number = |i: usize| text(i).and_then(|v| v.parse::<i64>().ok());
+        AuthorMeta {
+            loaded: flag(0),
+            complete: flag(1),
+            gone: flag(2),
+            count: number(3),
+            dels: number(4),
+            newest_ms: number(5),
+            floor: text(6).map(str::to_owned),
+            floor_ms: number(7),
+        }
+    }
+}
+
 /// The field of `{u:F}:fol` that marks the set as complete.
 pub const FOLLOWING_LOADED: &str = "_loaded";
 
@@ -219,6 +278,42 @@ mod tests {
             fred::util::redis_keyslot(copy.meta.as_bytes()),
             fred::util::redis_keyslot(CacheLayout::new("t1:").meta(42).as_bytes())
         );
+    }
+
+    #[test]
+    fn meta_decodes_by_field_name_not_by_guesswork() {
+        let reply = |pairs: &[(&str, &str)]| -> Vec<Option<String>> {
+            AuthorMeta::FIELDS
+                .iter()
+                .map(|f| {
+                    pairs
+                        .iter()
+                        .find(|(k, _)| k == f)
+                        .map(|(_, v)| (*v).to_owned())
+                })
+                .collect()
+        };
+        assert_eq!(AuthorMeta::decode(&reply(&[])), AuthorMeta::default());
+        let m = AuthorMeta::decode(&reply(&[
+            ("loaded", "1"),
+            ("gone", "1"),
+            ("count", "17"),
+            ("dels", "2"),
+            ("newest_ms", "1790000000123"),
+            ("floor", "99"),
+            ("floor_ms", "1790000000000"),
+        ]));
+        assert!(m.loaded && m.gone && !m.complete);
+        assert_eq!((m.count, m.dels), (Some(17), Some(2)));
+        assert_eq!(m.newest_ms, Some(1_790_000_000_123));
+        assert_eq!(
+            (m.floor.as_deref(), m.floor_ms),
+            (Some("99"), Some(1_790_000_000_000))
+        );
+        // Only "1" is true; a garbled count is unknown, an empty floor is none.
+        let m = AuthorMeta::decode(&reply(&[("loaded", "true"), ("count", "x"), ("floor", "")]));
+        assert!(!m.loaded);
+        assert_eq!((m.count, m.floor), (None, None));
     }
 
     #[test]

@@ -18,12 +18,12 @@ use prost::Message;
 use shardfeed_proto::v1::Post;
 
 use super::{
-    layout::{meta, CacheLayout},
+    layout::{AuthorMeta, CacheLayout},
     scripts::{self, LuaScript},
     CacheChange,
 };
-use crate::config::CacheSettings;
-use crate::ids::post_time_ms;
+use shardfeed_proto::ids::post_time_ms;
+use shardfeed_server::config::CacheSettings;
 
 /// Writes cache changes: one script call per change; a batch is sent concurrently, and fred
 /// pipelines it on its one connection per node.
@@ -203,10 +203,7 @@ impl CacheWriter {
         let keys = self.layout.author(author_id);
         let pipeline = self.client.pipeline();
         let _: () = pipeline
-            .hmget(
-                keys.meta.clone(),
-                vec![meta::LOADED, meta::GONE, meta::FLOOR, meta::FLOOR_MS],
-            )
+            .hmget(keys.meta.clone(), AuthorMeta::FIELDS.to_vec())
             .await?;
         let _: () = pipeline
             .zrange(keys.timeline.clone(), 0, -1, None, false, None, true)
@@ -216,14 +213,14 @@ impl CacheWriter {
             .zrange(keys.deleted.clone(), 0, -1, None, false, None, true)
             .await?;
         let (flags, timeline, posts, deleted): OriginalSnapshot = pipeline.all().await?;
-        let flag = |i: usize| flags.get(i).and_then(|f| f.as_deref()) == Some("1");
-        if flag(1) || !flag(0) {
+        let meta = AuthorMeta::decode(&flags);
+        if meta.gone || !meta.loaded {
             // Gone, or the original is not loaded (a reader rebuilds it first): no copy to
             // trust. Readers find the copies not loaded and read the original.
             return self.drop_copies(author_id, &numbers).await;
         }
-        let floor = flags.get(2).cloned().flatten().filter(|f| !f.is_empty());
-        let floor_ms = flags.get(3).cloned().flatten().unwrap_or_default();
+        let floor = meta.floor;
+        let floor_ms = meta.floor_ms.map(|ms| ms.to_string()).unwrap_or_default();
         let live: Vec<(&str, i64, Bytes)> = timeline
             .iter()
             .filter_map(|(id, score)| {
@@ -563,7 +560,7 @@ impl CacheWriter {
             let time_ms = post
                 .create_time
                 .as_ref()
-                .map_or(0, |t| t.seconds * 1000 + i64::from(t.nanos) / 1_000_000);
+                .map_or(0, shardfeed_proto::time::to_ms);
             args.push(Value::from(post.post_id.to_string()));
             args.push(Value::from(time_ms));
             args.push(Value::Bytes(post.encode_to_vec().into()));
@@ -751,10 +748,7 @@ pub fn encode_post(author_id: i64, post_id: i64, time_ms: i64, body: &str) -> Ve
         post_id,
         author_id,
         body: body.to_owned(),
-        create_time: Some(prost_types::Timestamp {
-            seconds: time_ms.div_euclid(1000),
-            nanos: (time_ms.rem_euclid(1000) * 1_000_000) as i32,
-        }),
+        create_time: Some(shardfeed_proto::time::from_ms(time_ms)),
     }
     .encode_to_vec()
 }

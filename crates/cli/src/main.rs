@@ -11,7 +11,7 @@ use clap::{Parser, Subcommand};
 /// The same allocator as the services (the simulation runs an aggregator in-process).
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-use shardfeed_core::Settings;
+use shardfeed_server::Settings;
 
 #[derive(Parser)]
 #[command(
@@ -44,14 +44,15 @@ enum Command {
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    shardfeed_core::exit_code(run(cli).await)
+    shardfeed_server::exit_code(run(cli).await)
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Migrate => {
             let settings = Settings::load()?;
-            let applied = shardfeed_core::postgres::run_migrations(settings.postgres.url()).await?;
+            let applied =
+                shardfeed_server::postgres::run_migrations(settings.postgres.url()).await?;
             if applied.is_empty() {
                 println!("migrations: schema already up to date");
             } else {

@@ -8,17 +8,15 @@
 //! go to a task that deletes them in batches (one small transaction per batch, not one per
 //! request). If Redis does not take the change, or the process dies first, the row stays and
 //! the relay re-drives it. Every change is idempotent and versioned (see
-//! `shardfeed_core::cache`), so delivering one twice, or two out of order, is harmless.
+//! `shardfeed_server::cache`), so delivering one twice, or two out of order, is harmless.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use deadpool_postgres::Pool;
 use fred::interfaces::ClientLike;
-use shardfeed_core::{
-    cache::{CacheChange, CacheWriter},
-    config::OutboxSettings,
-};
+use shardfeed_cache::{CacheChange, CacheWriter};
+use shardfeed_server::config::OutboxSettings;
 use tokio::sync::{mpsc, oneshot, watch, Semaphore};
 
 use crate::store::outbox;

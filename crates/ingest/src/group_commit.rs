@@ -21,13 +21,16 @@
 use std::{future::Future, sync::Arc};
 
 use deadpool_postgres::Pool;
-use shardfeed_core::{ApiError, ApiResult};
 use shardfeed_proto::v1::Post;
+use shardfeed_server::{ApiError, ApiResult};
 use tokio::sync::{mpsc, oneshot, Semaphore};
 
 use crate::{
     cache_sync::CacheSync,
-    store::posts::{self, BatchOutcome, NewPost, Written},
+    store::{
+        outbox::Written,
+        posts::{self, BatchOutcome, NewPost},
+    },
 };
 
 /// Posts waiting for a statement; past this a create is written on its own.

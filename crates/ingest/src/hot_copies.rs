@@ -13,7 +13,7 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use shardfeed_core::cache::{hot_set, CacheWriter};
+use shardfeed_cache::{hot_set, CacheWriter};
 use tokio::sync::watch;
 
 /// Copies are re-merged from the original every this many rounds.

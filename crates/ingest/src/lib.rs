@@ -19,17 +19,13 @@ pub mod store;
 
 use std::{future::Future, net::SocketAddr};
 
-use shardfeed_core::{
-    cache::{CacheLayout, CacheWriter},
-    config::OutboxSettings,
-    paging::PageTokens,
-    postgres, redis,
-    server::GrpcServer,
-    Settings,
-};
+use shardfeed_cache::{CacheLayout, CacheWriter};
 use shardfeed_proto::v1::{
     graph_service_server::GraphServiceServer, post_service_server::PostServiceServer,
     user_service_server::UserServiceServer,
+};
+use shardfeed_server::{
+    config::OutboxSettings, grpc::GrpcServer, paging::PageTokens, postgres, redis, Settings,
 };
 
 use cache_sync::{CacheSync, CacheSyncTasks, WarmQueue};
@@ -42,8 +38,8 @@ pub struct Application {
     writer: CacheWriter,
     outbox: OutboxSettings,
     warm_queue: WarmQueue,
-    hotspot: shardfeed_core::config::HotspotSettings,
-    ingest: shardfeed_core::config::IngestSettings,
+    hotspot: shardfeed_server::config::HotspotSettings,
+    ingest: shardfeed_server::config::IngestSettings,
     purge: std::sync::Arc<tokio::sync::Notify>,
 }
 
@@ -116,7 +112,7 @@ impl Application {
             // Ready means PostgreSQL answers: writes do not need Redis.
             .add_probe(
                 "PostgreSQL",
-                shardfeed_core::server::postgres_probe(pool.clone()),
+                shardfeed_server::grpc::postgres_probe(pool.clone()),
             );
         Ok(Self {
             server,

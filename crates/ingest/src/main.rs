@@ -1,6 +1,6 @@
 //! `shardfeed-ingest`: loads settings, starts telemetry, serves until SIGINT/SIGTERM.
 
-use shardfeed_core::{shutdown, telemetry, Settings};
+use shardfeed_server::{shutdown, telemetry, Settings};
 
 /// mimalloc: glibc's allocator spent a fifth of the aggregator's CPU under load, much of it
 /// waiting on arena locks between the runtime's threads.
@@ -10,7 +10,7 @@ use shardfeed_ingest::Application;
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
-    shardfeed_core::exit_code(run().await)
+    shardfeed_server::exit_code(run().await)
 }
 
 async fn run() -> anyhow::Result<()> {

@@ -1,18 +1,17 @@
-//! What both shardfeed services share: typed configuration, telemetry, the error → gRPC status
-//! mapping, the PostgreSQL pool and migrations, the Redis Cluster client, and the gRPC server
-//! plumbing (health, reflection, deadlines, shutdown).
+//! The frame both shardfeed services run in: the typed configuration ([`config`]), telemetry,
+//! the error → gRPC status mapping ([`error`]), deadlines, signed page tokens ([`paging`]), the
+//! store clients ([`postgres`]: the pool and the migrations; [`redis`]: the cluster client), and
+//! the gRPC server builder with health, reflection, limits and graceful shutdown ([`grpc`]).
 
 #![forbid(unsafe_code)]
 
-pub mod cache;
 pub mod config;
 pub mod deadline;
 pub mod error;
-pub mod ids;
+pub mod grpc;
 pub mod paging;
 pub mod postgres;
 pub mod redis;
-pub mod server;
 pub mod shutdown;
 pub mod telemetry;
 

@@ -17,7 +17,7 @@ const TEMPLATE: &str = "shardfeed_template";
 
 /// An isolated database with the project's schema: `CREATE DATABASE <unique> TEMPLATE
 /// shardfeed_template`, where the template was migrated once by
-/// `shardfeed_core::postgres::run_migrations`.
+/// `shardfeed_server::postgres::run_migrations`.
 ///
 /// Dropping it drops the database (`WITH (FORCE)`, ending sessions still connected), so disk use
 /// stays bounded however many tests run; errors there are ignored, e.g. when the test stopped
@@ -126,7 +126,7 @@ async fn create_template(pg: &PgServer) -> anyhow::Result<()> {
         .batch_execute(&format!("CREATE DATABASE {TEMPLATE}"))
         .await
         .context("creating the template database")?;
-    shardfeed_core::postgres::run_migrations(&pg.url(TEMPLATE))
+    shardfeed_server::postgres::run_migrations(&pg.url(TEMPLATE))
         .await
         .context("migrating the template database")?;
     // CREATE DATABASE ... TEMPLATE fails while anyone is connected to the template: refuse new

@@ -4,14 +4,14 @@
 use std::time::Duration;
 
 use deadpool_postgres::Pool;
-use shardfeed_core::{
-    deadline::Deadline,
-    paging::{page_size, PageTokens, TokenScope},
-    ApiError, ApiResult,
-};
 use shardfeed_proto::v1::{
     feed_service_server::FeedService, GetHomeFeedRequest, GetHomeFeedResponse,
     GetUserTimelineRequest, GetUserTimelineResponse, Post,
+};
+use shardfeed_server::{
+    deadline::Deadline,
+    paging::{page_size, PageTokens, TokenScope},
+    ApiError, ApiResult,
 };
 use tonic::{Request, Response, Status};
 
@@ -181,7 +181,7 @@ fn position_of(post: &Post) -> Position {
     let time_ms = post
         .create_time
         .as_ref()
-        .map_or(0, |t| t.seconds * 1000 + i64::from(t.nanos) / 1_000_000);
+        .map_or(0, shardfeed_proto::time::to_ms);
     Position {
         time_ms,
         post_id: post.post_id,

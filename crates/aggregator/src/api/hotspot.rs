@@ -1,11 +1,11 @@
 //! `shardfeed.v1.HotspotService`: the hot authors this aggregator sees and acts on, with the
 //! counters that show where its reads go.
 
-use shardfeed_core::{paging::page_size, ApiResult};
 use shardfeed_proto::v1::{
     hotspot_service_server::HotspotService, GetHotAuthorsRequest, GetHotAuthorsResponse, HotAuthor,
     NearCacheStats, NodeRequests,
 };
+use shardfeed_server::{paging::page_size, ApiResult};
 use tonic::{Request, Response, Status};
 
 use crate::hot::Hotspots;
@@ -24,7 +24,7 @@ impl HotspotApi {
 
     fn answer(&self, limit: i32) -> ApiResult<GetHotAuthorsResponse> {
         let limit = page_size(limit, DEFAULT_LIMIT, MAX_LIMIT).map_err(|_| {
-            shardfeed_core::ApiError::invalid_field("limit", "must not be negative")
+            shardfeed_server::ApiError::invalid_field("limit", "must not be negative")
         })?;
         let authors = self
             .hot

@@ -7,7 +7,7 @@ use fred::{
     interfaces::{HashesInterface, SortedSetsInterface},
     types::Value,
 };
-use shardfeed_core::cache::layout::AuthorKeys;
+use shardfeed_cache::layout::AuthorKeys;
 use shardfeed_proto::v1::Post;
 
 use crate::read::{

@@ -42,15 +42,13 @@ use fred::{
     util::redis_keyslot,
 };
 use futures::{future::Shared, FutureExt};
-use shardfeed_core::{
-    cache::{
-        hot_set,
-        layout::{copy_numbers, AuthorKeys},
-        CacheLayout,
-    },
-    config::HotspotSettings,
+use shardfeed_cache::{
+    hot_set,
+    layout::{copy_numbers, AuthorKeys},
+    CacheLayout,
 };
 use shardfeed_proto::v1::Mitigation;
+use shardfeed_server::config::HotspotSettings;
 
 use self::{
     head::{Head, Source},
@@ -701,7 +699,7 @@ impl Hotspots {
                     message = messages.recv() => match message {
                         Ok(message) => {
                             if let Some(text) = message.value.as_str() {
-                                for user in shardfeed_core::cache::announce::decode(&text) {
+                                for user in shardfeed_cache::announce::decode(&text) {
                                     inner.near.invalidate(user);
                                     inner.newest.invalidate(user);
                                     inner.following.invalidate(user);

@@ -8,7 +8,7 @@ use fred::{
     types::Value,
 };
 use prost::Message;
-use shardfeed_core::cache::{
+use shardfeed_cache::{
     layout::{meta, TOMBSTONE},
     CacheLayout,
 };

@@ -38,15 +38,13 @@ use fred::{
     types::{config::Server, Value},
     util::redis_keyslot,
 };
-use shardfeed_core::{
-    cache::{
-        layout::{meta, FOLLOWING_LOADED},
-        CacheLayout,
-    },
-    ids::post_time_ms,
-    ApiResult,
+use shardfeed_cache::{
+    layout::{meta, FOLLOWING_LOADED},
+    CacheLayout,
 };
+use shardfeed_proto::ids::post_time_ms;
 use shardfeed_proto::v1::Post;
+use shardfeed_server::ApiResult;
 
 use crate::hot::{head::Head, near_cache::NearCache, Hotspots, Newest};
 

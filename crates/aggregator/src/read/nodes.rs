@@ -26,7 +26,7 @@ use fred::{
     types::config::Server,
     util::redis_keyslot,
 };
-use shardfeed_core::{config::RedisSettings, redis};
+use shardfeed_server::{config::RedisSettings, redis};
 use tokio::{sync::broadcast::error::RecvError, task::JoinHandle};
 
 /// How often a failed read may ask for a fresh slot map.

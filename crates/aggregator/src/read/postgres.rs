@@ -3,8 +3,8 @@
 
 use chrono::{DateTime, Utc};
 use deadpool_postgres::Pool;
-use shardfeed_core::{ApiError, ApiResult};
 use shardfeed_proto::v1::Post;
+use shardfeed_server::{ApiError, ApiResult};
 
 /// The users `user_id` follows and the graph version up to which that is exact: read under the
 /// user's row lock, which every follow change of the user takes before drawing its version, so
@@ -85,10 +85,7 @@ fn post_from_row(row: &deadpool_postgres::tokio_postgres::Row) -> Post {
         post_id: row.get("post_id"),
         author_id: row.get("author_id"),
         body: row.get("body"),
-        create_time: Some(prost_types::Timestamp {
-            seconds: time.timestamp(),
-            nanos: time.timestamp_subsec_nanos() as i32,
-        }),
+        create_time: Some(shardfeed_proto::time::from_micros(time.timestamp_micros())),
     }
 }
 
@@ -158,7 +155,7 @@ pub async fn author_snapshot(
     pool: &Pool,
     author_id: i64,
     timeline_len: i64,
-) -> ApiResult<Option<shardfeed_core::cache::AuthorSnapshot>> {
+) -> ApiResult<Option<shardfeed_cache::AuthorSnapshot>> {
     let client = pool.get().await?;
     if client
         .query_opt("SELECT 1 FROM users WHERE user_id = $1", &[&author_id])
@@ -216,7 +213,7 @@ pub async fn author_snapshot(
         Some(floor) => posts.into_iter().filter(|p| p.post_id >= floor).collect(),
         None => posts,
     };
-    Ok(Some(shardfeed_core::cache::AuthorSnapshot {
+    Ok(Some(shardfeed_cache::AuthorSnapshot {
         posts,
         deleted,
         floor,

@@ -12,7 +12,7 @@ use std::{
 };
 
 use deadpool_postgres::Pool;
-use shardfeed_core::cache::CacheWriter;
+use shardfeed_cache::CacheWriter;
 use tokio::sync::Semaphore;
 
 use super::postgres;

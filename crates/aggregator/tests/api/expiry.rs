@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use fred::interfaces::{HashesInterface, KeysInterface, SortedSetsInterface};
 use shardfeed_aggregator::read::{postgres, rebuild::Target};
-use shardfeed_core::cache::CacheChange;
+use shardfeed_cache::CacheChange;
 use shardfeed_proto::v1::GetHomeFeedRequest;
 use tonic::Code;
 
@@ -118,7 +118,7 @@ async fn a_timeline_or_its_bodies_lost_alone_are_read_from_postgres_and_rebuilt_
                 .apply(&CacheChange::PostCreated {
                     author_id: author,
                     post_id: ids[2],
-                    time_ms: shardfeed_core::ids::post_time_ms(ids[2]),
+                    time_ms: shardfeed_proto::ids::post_time_ms(ids[2]),
                     body: format!("post 2 of {author}"),
                 })
                 .await
@@ -182,7 +182,7 @@ async fn a_late_create_below_the_cached_window_opens_no_gap() {
         .apply(&CacheChange::PostCreated {
             author_id: author,
             post_id: ids[0],
-            time_ms: shardfeed_core::ids::post_time_ms(ids[0]),
+            time_ms: shardfeed_proto::ids::post_time_ms(ids[0]),
             body: format!("post 0 of {author}"),
         })
         .await
@@ -263,7 +263,7 @@ async fn a_key_lost_while_a_rebuild_runs_leaves_the_author_to_the_next_read() {
     let mut h = Harness::start(800).await;
     let author = h.user(false).await;
     let ids = h.posts(author, 3, 1, false).await;
-    let pool = shardfeed_core::postgres::pool(&h.pg_settings()).unwrap();
+    let pool = shardfeed_server::postgres::pool(&h.pg_settings()).unwrap();
     h.writer.prepare_author(author).await.unwrap();
     let snapshot = postgres::author_snapshot(&pool, author, 800)
         .await
@@ -292,7 +292,7 @@ async fn a_followee_set_lost_while_it_is_rebuilt_is_not_marked_complete() {
     let reader = h.user(false).await;
     let author = h.user(true).await;
     h.posts(author, 2, 1, true).await;
-    let pool = shardfeed_core::postgres::pool(&h.pg_settings()).unwrap();
+    let pool = shardfeed_server::postgres::pool(&h.pg_settings()).unwrap();
     h.writer.prepare_following(reader, "token").await.unwrap();
     let (followees, since) = postgres::followees_snapshot(&pool, reader).await.unwrap();
     // Between the snapshot and the merge: a follow, applied, then the set lost.

@@ -4,7 +4,7 @@
 use std::collections::HashSet;
 
 use rand::{rngs::StdRng, Rng, SeedableRng};
-use shardfeed_core::cache::CacheChange;
+use shardfeed_cache::CacheChange;
 use shardfeed_proto::v1::GetHomeFeedRequest;
 use tonic::Code;
 
@@ -464,7 +464,7 @@ async fn a_timeline_evicted_after_its_author_was_remembered_is_read_from_postgre
 
     // Redis evicts the newest author's timeline (its meta stays): nothing is announced.
     let newest_author = *authors.last().unwrap();
-    let layout = shardfeed_core::cache::CacheLayout::new(h.settings.redis.namespace.clone());
+    let layout = shardfeed_cache::CacheLayout::new(h.settings.redis.namespace.clone());
     let _: i64 = h
         .writer
         .client()

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use fred::interfaces::{ClusterInterface, SortedSetsInterface};
 use fred::util::redis_keyslot;
 use futures::future::join_all;
-use shardfeed_core::cache::{CacheChange, CacheLayout};
+use shardfeed_cache::{CacheChange, CacheLayout};
 use shardfeed_proto::v1::{
     hotspot_service_client::HotspotServiceClient, GetHotAuthorsRequest, GetHotAuthorsResponse,
     Mitigation,
@@ -103,9 +103,10 @@ async fn detection_finds_the_planted_hot_authors() {
     want.sort_unstable();
     assert_eq!(found, want, "{listed:?}");
 
-    let redis = shardfeed_core::redis::connect_and_wait(&h.settings.redis, Duration::from_secs(10))
-        .await
-        .unwrap();
+    let redis =
+        shardfeed_server::redis::connect_and_wait(&h.settings.redis, Duration::from_secs(10))
+            .await
+            .unwrap();
     let layout = CacheLayout::new(h.settings.redis.namespace.clone());
     let routing = redis.cached_cluster_state().unwrap();
     for a in &listed.authors {

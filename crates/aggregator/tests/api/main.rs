@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use shardfeed_aggregator::Application;
-use shardfeed_core::Settings;
+use shardfeed_server::Settings;
 
 mod expiry;
 mod failures;

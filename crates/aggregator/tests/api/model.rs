@@ -14,7 +14,7 @@ use fred::{
 use std::time::{Duration, Instant};
 
 use rand::{rngs::StdRng, seq::SliceRandom, Rng, SeedableRng};
-use shardfeed_core::cache::CacheChange;
+use shardfeed_cache::CacheChange;
 
 use shardfeed_proto::v1::{
     graph_service_client::GraphServiceClient, post_service_client::PostServiceClient,

@@ -5,7 +5,7 @@ use std::{collections::HashMap, time::Duration};
 
 use fred::interfaces::{HashesInterface, SortedSetsInterface};
 use shardfeed_aggregator::read::rebuild::{Rebuilder, Target};
-use shardfeed_core::cache::CacheChange;
+use shardfeed_cache::CacheChange;
 
 use crate::timeline::{flat, Harness};
 
@@ -47,7 +47,7 @@ impl Harness {
     }
 
     pub(crate) fn rebuilder(&self, timeline_len: usize) -> Rebuilder {
-        let pool = shardfeed_core::postgres::pool(&self.pg_settings()).unwrap();
+        let pool = shardfeed_server::postgres::pool(&self.pg_settings()).unwrap();
         Rebuilder::new(self.writer.clone(), pool, timeline_len, 4)
     }
 }

@@ -2,11 +2,9 @@
 //! only in PostgreSQL, authors never cached, and every bad argument and token.
 
 use shardfeed_aggregator::Application;
-use shardfeed_core::{
-    cache::{CacheChange, CacheLayout, CacheWriter},
-    Settings,
-};
+use shardfeed_cache::{CacheChange, CacheLayout, CacheWriter};
 use shardfeed_proto::v1::{feed_service_client::FeedServiceClient, GetUserTimelineRequest};
+use shardfeed_server::Settings;
 use shardfeed_testkit::{InProcessServer, TestDb};
 use tonic::{transport::Channel, Code};
 use tonic_types::StatusExt;
@@ -77,7 +75,7 @@ impl Harness {
         .chain(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
         let settings = Settings::load_from(None, env).unwrap();
         let kept = settings.clone();
-        let redis = shardfeed_core::redis::connect_and_wait(
+        let redis = shardfeed_server::redis::connect_and_wait(
             &settings.redis,
             std::time::Duration::from_secs(10),
         )
@@ -121,7 +119,7 @@ impl Harness {
     }
 
     /// PostgreSQL settings pointing at the test's database.
-    pub(crate) fn pg_settings(&self) -> shardfeed_core::config::PostgresSettings {
+    pub(crate) fn pg_settings(&self) -> shardfeed_server::config::PostgresSettings {
         let mut pg = self.settings.postgres.clone();
         pg.url = self.db.url().to_string().into();
         pg

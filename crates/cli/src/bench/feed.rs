@@ -26,9 +26,9 @@ use futures::{stream, StreamExt};
 use prost::Message;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use shardfeed_core::cache::{CacheChange, CacheLayout, CacheWriter};
-use shardfeed_core::Settings;
+use shardfeed_cache::{CacheChange, CacheLayout, CacheWriter};
 use shardfeed_proto::v1::{feed_service_client::FeedServiceClient, GetHomeFeedRequest, Post};
+use shardfeed_server::Settings;
 use tokio_postgres::binary_copy::BinaryCopyInWriter;
 use tokio_postgres::types::Type;
 use tokio_postgres::Statement;
@@ -512,7 +512,7 @@ async fn run_once(args: &FeedBenchArgs) -> anyhow::Result<Results> {
         settings.redis.nodes.join(","),
         settings.redis.namespace
     );
-    let redis = shardfeed_core::redis::connect_and_wait(&settings.redis, Duration::from_secs(10))
+    let redis = shardfeed_server::redis::connect_and_wait(&settings.redis, Duration::from_secs(10))
         .await
         .context("cannot reach the Redis Cluster; is the stack up (deploy/local/up.sh)?")?;
     let layout = CacheLayout::new(settings.redis.namespace.clone());

@@ -17,11 +17,11 @@ use anyhow::{anyhow, bail, Context};
 use futures::{stream, StreamExt};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use shardfeed_core::Settings;
 use shardfeed_proto::v1::{
     post_service_client::PostServiceClient, user_service_client::UserServiceClient,
     CreatePostRequest, CreateUserRequest, DeleteUserRequest,
 };
+use shardfeed_server::Settings;
 use tokio_postgres::{NoTls, Statement};
 use tonic::{transport::Channel, Code};
 

@@ -16,14 +16,14 @@ use futures::{stream, StreamExt};
 use indicatif::{ProgressBar, ProgressStyle};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use shardfeed_core::cache::CacheLayout;
-use shardfeed_core::Settings;
+use shardfeed_cache::CacheLayout;
 use shardfeed_proto::v1::{
     feed_service_client::FeedServiceClient, graph_service_client::GraphServiceClient,
     hotspot_service_client::HotspotServiceClient, post_service_client::PostServiceClient,
     user_service_client::UserServiceClient, CreatePostRequest, CreateUserRequest, FollowRequest,
     GetHomeFeedRequest, GetHotAuthorsRequest, GetHotAuthorsResponse, GetUserTimelineRequest,
 };
+use shardfeed_server::Settings;
 use tokio::task::JoinSet;
 use tonic::transport::Channel;
 
@@ -166,7 +166,7 @@ pub async fn run(args: SimArgs) -> anyhow::Result<()> {
         .clone()
         .unwrap_or_else(|| settings.postgres.url().to_owned());
     let pg = connect_postgres(&postgres_config(&url)?).await?;
-    let redis = shardfeed_core::redis::connect_and_wait(&settings.redis, Duration::from_secs(10))
+    let redis = shardfeed_server::redis::connect_and_wait(&settings.redis, Duration::from_secs(10))
         .await
         .context("cannot reach the Redis Cluster; is the stack up (deploy/local/up.sh)?")?;
 

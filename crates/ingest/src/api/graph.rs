@@ -4,15 +4,15 @@ use std::time::Duration;
 
 use deadpool_postgres::Pool;
 use serde::{Deserialize, Serialize};
-use shardfeed_core::{
-    deadline::Deadline,
-    paging::{page_size, PageTokens, TokenScope},
-    ApiError,
-};
 use shardfeed_proto::v1::{
     graph_service_server::GraphService, FollowRequest, FollowResponse, ListFollowersRequest,
     ListFollowersResponse, ListFollowingRequest, ListFollowingResponse, UnfollowRequest,
     UnfollowResponse,
+};
+use shardfeed_server::{
+    deadline::Deadline,
+    paging::{page_size, PageTokens, TokenScope},
+    ApiError,
 };
 use tonic::{Request, Response, Status};
 

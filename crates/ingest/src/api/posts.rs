@@ -3,11 +3,11 @@
 use std::time::Duration;
 
 use deadpool_postgres::Pool;
-use shardfeed_core::deadline::Deadline;
 use shardfeed_proto::v1::{
     post_service_server::PostService, CreatePostRequest, CreatePostResponse, DeletePostRequest,
     DeletePostResponse, GetPostRequest, GetPostResponse,
 };
+use shardfeed_server::deadline::Deadline;
 use tonic::{Request, Response, Status};
 
 use crate::{

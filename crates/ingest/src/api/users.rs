@@ -3,11 +3,11 @@
 use std::{sync::Arc, time::Duration};
 
 use deadpool_postgres::Pool;
-use shardfeed_core::deadline::Deadline;
 use shardfeed_proto::v1::{
     user_service_server::UserService, CreateUserRequest, CreateUserResponse, DeleteUserRequest,
     DeleteUserResponse, GetUserRequest, GetUserResponse, UpdateUserRequest, UpdateUserResponse,
 };
+use shardfeed_server::deadline::Deadline;
 use tokio::sync::Notify;
 use tonic::{Request, Response, Status};
 

@@ -1,4 +1,4 @@
-use shardfeed_core::{ApiError, ApiResult};
+use shardfeed_server::{ApiError, ApiResult};
 use uuid::Uuid;
 
 /// Ids are positive; 0 is what an unset proto field reads as.

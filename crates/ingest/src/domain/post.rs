@@ -1,4 +1,4 @@
-use shardfeed_core::{ApiError, ApiResult};
+use shardfeed_server::{ApiError, ApiResult};
 
 /// A post's text: 1-500 Unicode scalar values, not only whitespace, no control characters but
 /// line breaks and tabs.

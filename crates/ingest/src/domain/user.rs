@@ -1,4 +1,4 @@
-use shardfeed_core::{ApiError, ApiResult};
+use shardfeed_server::{ApiError, ApiResult};
 
 /// A user's unique handle: 3-30 characters of `[a-z0-9_]`.
 #[derive(Debug, Clone, PartialEq, Eq)]

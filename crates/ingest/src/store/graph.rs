@@ -1,9 +1,10 @@
 //! The `follows` table.
 
 use deadpool_postgres::{Pool, Transaction};
-use shardfeed_core::{cache::CacheChange, ApiError, ApiResult};
+use shardfeed_cache::CacheChange;
+use shardfeed_server::{ApiError, ApiResult};
 
-use super::{outbox, posts::Written};
+use super::{outbox, outbox::Written};
 
 /// Which side of the edge a listing walks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -10,7 +10,7 @@
 //! ([`purge_expired`]): a retry later than that is a new request.
 
 use deadpool_postgres::Client;
-use shardfeed_core::{ApiError, ApiResult};
+use shardfeed_server::{ApiError, ApiResult};
 use tokio_postgres::error::{DbError, SqlState};
 use uuid::Uuid;
 

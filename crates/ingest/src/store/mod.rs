@@ -1,5 +1,5 @@
 //! PostgreSQL access for the write path. Functions take a pool or a transaction and return
-//! [`shardfeed_core::ApiError`]s already classified (unavailable, not found, conflict).
+//! [`shardfeed_server::ApiError`]s already classified (unavailable, not found, conflict).
 
 pub mod graph;
 pub mod idempotency;

@@ -1,7 +1,15 @@
 //! The transactional outbox: cache changes committed with the writes they mirror.
 
 use deadpool_postgres::{Pool, Transaction};
-use shardfeed_core::{cache::CacheChange, ApiError, ApiResult};
+use shardfeed_cache::CacheChange;
+use shardfeed_server::{ApiError, ApiResult};
+
+/// A committed write and the outbox row (id, change) the caller should apply after commit.
+pub struct Written<T> {
+    pub value: T,
+    /// `None` when nothing changed (an idempotent replay).
+    pub pending: Option<(i64, CacheChange)>,
+}
 
 /// Adds `change` to the outbox inside the caller's transaction; returns the row id.
 pub async fn enqueue(tx: &Transaction<'_>, change: &CacheChange) -> ApiResult<i64> {

@@ -1,28 +1,28 @@
 //! The `posts` table. Ids and times come from PostgreSQL's clock, so every ingest replica
 //! draws from one ordered source (see migrations/V2).
 
+use std::sync::LazyLock;
+
 use chrono::{DateTime, Utc};
 use deadpool_postgres::Pool;
 use prost::Message;
-use shardfeed_core::{cache::CacheChange, ids::POST_ID_EPOCH_MS, ApiError, ApiResult};
+use shardfeed_cache::CacheChange;
+use shardfeed_proto::ids::POST_ID_EPOCH_MS;
+use shardfeed_proto::time;
 use shardfeed_proto::v1::{CreatePostRequest, Post};
+use shardfeed_server::{ApiError, ApiResult};
 
-use super::{idempotency, outbox, users::timestamp};
+use super::{idempotency, outbox, outbox::Written};
 use crate::domain::{PostBody, RequestId};
 
 const CREATE_POST: &str = "CreatePost";
 
-/// A committed write and the cache change the caller should apply after commit.
-pub struct Written<T> {
-    pub value: T,
-    /// `None` when nothing changed (an idempotent replay).
-    pub pending: Option<(i64, CacheChange)>,
-}
-
 /// Creates a post, its outbox row and (with a `request_id`) its idempotency key in one
 /// statement: one round trip, one commit. The author row is share-locked so that a concurrent
 /// DeleteUser waits for this post (and then deletes it) instead of leaving an orphan.
-const CREATE_SQL: &str = "
+static CREATE_SQL: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "
     WITH author AS (
         SELECT user_id FROM users WHERE user_id = $1 FOR KEY SHARE
     ), now_ms AS (
@@ -38,8 +38,7 @@ const CREATE_SQL: &str = "
         RETURNING author_id, post_id, body, (extract(epoch FROM create_time) * 1000)::bigint AS time_ms
     ), o AS (
         INSERT INTO outbox (change)
-        SELECT jsonb_build_object('kind', 'post_created', 'author_id', author_id,
-                                  'post_id', post_id, 'time_ms', time_ms, 'body', body)
+        SELECT {post_created}
         FROM p
         RETURNING id
     ), k AS (
@@ -49,7 +48,21 @@ const CREATE_SQL: &str = "
         FROM p
         WHERE $4::uuid IS NOT NULL
     )
-    SELECT p.post_id, p.time_ms, o.id FROM p, o";
+    SELECT p.post_id, p.time_ms, o.id FROM p, o",
+        post_created = post_created_json()
+    )
+});
+
+/// The outbox JSON of a new post, from the columns `author_id`, `post_id`, `time_ms`, `body`.
+fn post_created_json() -> String {
+    CacheChange::PostCreated {
+        author_id: 0,
+        post_id: 0,
+        time_ms: 0,
+        body: String::new(),
+    }
+    .sql_json()
+}
 
 /// The request an idempotency key stands for: the CreatePost without its `request_id`, so a
 /// retry with the same key must carry the same author and body.
@@ -71,7 +84,7 @@ pub async fn create(
     let client = pool.get().await?;
     let key = request_id.map(|RequestId(id)| id);
     let canonical = key.map(|_| canonical_request(author_id, body));
-    let stmt = client.prepare_cached(CREATE_SQL).await?;
+    let stmt = client.prepare_cached(&CREATE_SQL).await?;
     let params: [&(dyn tokio_postgres::types::ToSql + Sync); 5] = [
         &author_id,
         &body.as_str(),
@@ -112,7 +125,7 @@ fn created(
         post_id,
         author_id,
         body: body.as_str().to_owned(),
-        create_time: Some(timestamp_from_ms(time_ms)),
+        create_time: Some(time::from_ms(time_ms)),
     };
     let change = CacheChange::PostCreated {
         author_id,
@@ -153,7 +166,9 @@ pub enum BatchOutcome {
 /// is skipped rather than waited for, so it holds up no other author's post: its posts come
 /// back as [`BatchOutcome::AuthorMissing`] and the caller tells locked from missing. Post ids are drawn per row from the shared sequence; every post of a batch gets the
 /// batch's commit-time millisecond, so ids still follow creation order.
-const CREATE_MANY_SQL: &str = "
+static CREATE_MANY_SQL: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "
     WITH input AS (
         SELECT * FROM unnest($1::bigint[], $2::text[], $3::uuid[], $4::bytea[], $5::int[])
             AS i(author_id, body, request_id, request, ord)
@@ -184,13 +199,15 @@ const CREATE_MANY_SQL: &str = "
         SELECT author_id, post_id, body, create_time FROM fresh
     ), o AS (
         INSERT INTO outbox (change)
-        SELECT jsonb_build_object('kind', 'post_created', 'author_id', author_id,
-                                  'post_id', post_id, 'time_ms', time_ms, 'body', body)
+        SELECT {post_created}
         FROM fresh
         RETURNING id, (change->>'post_id')::bigint AS post_id
     )
     SELECT ids.ord, ids.post_id, ids.time_ms, o.id
-    FROM ids LEFT JOIN o ON o.post_id = ids.post_id";
+    FROM ids LEFT JOIN o ON o.post_id = ids.post_id",
+        post_created = post_created_json()
+    )
+});
 
 pub async fn create_many(pool: &Pool, posts: &[NewPost]) -> ApiResult<Vec<BatchOutcome>> {
     let mut outcomes: Vec<BatchOutcome> = Vec::with_capacity(posts.len());
@@ -214,7 +231,7 @@ pub async fn create_many(pool: &Pool, posts: &[NewPost]) -> ApiResult<Vec<BatchO
         ords.push(i as i32);
     }
     let client = pool.get().await?;
-    let stmt = client.prepare_cached(CREATE_MANY_SQL).await?;
+    let stmt = client.prepare_cached(&CREATE_MANY_SQL).await?;
     let rows = client
         .query(
             &stmt,
@@ -294,15 +311,8 @@ fn post_from_json(value: &serde_json::Value, body: &PostBody) -> ApiResult<Post>
         post_id: int("post_id")?,
         author_id: int("author_id")?,
         body: body.as_str().to_owned(),
-        create_time: Some(timestamp_from_ms(int("time_ms")?)),
+        create_time: Some(time::from_ms(int("time_ms")?)),
     })
-}
-
-fn timestamp_from_ms(ms: i64) -> prost_types::Timestamp {
-    prost_types::Timestamp {
-        seconds: ms.div_euclid(1000),
-        nanos: (ms.rem_euclid(1000) * 1_000_000) as i32,
-    }
 }
 
 pub async fn get(pool: &Pool, post_id: i64) -> ApiResult<Post> {
@@ -323,7 +333,7 @@ pub async fn get(pool: &Pool, post_id: i64) -> ApiResult<Post> {
         author_id: row.get(0),
         post_id: row.get(1),
         body: row.get(2),
-        create_time: Some(timestamp(create_time)),
+        create_time: Some(time::from_micros(create_time.timestamp_micros())),
     })
 }
 

@@ -1,27 +1,32 @@
 //! The `users` table.
 
+use std::sync::LazyLock;
+
 use chrono::{DateTime, Utc};
 use deadpool_postgres::Pool;
 use prost::Message;
-use shardfeed_core::{ApiError, ApiResult};
+use shardfeed_proto::time;
 use shardfeed_proto::v1::{CreateUserRequest, User};
+use shardfeed_server::{ApiError, ApiResult};
 use tokio_postgres::{error::SqlState, Row};
 
-use super::{idempotency, outbox, posts::Written};
+use super::{idempotency, outbox, outbox::Written};
 use crate::domain::{DisplayName, Handle, RequestId};
-use shardfeed_core::cache::CacheChange;
+use shardfeed_cache::CacheChange;
 
 const CREATE_USER: &str = "CreateUser";
 
 /// Creates a user, its outbox row and (with a `request_id`) its idempotency key in one
 /// statement.
-const CREATE_SQL: &str = "
+static CREATE_SQL: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "
     WITH u AS (
         INSERT INTO users (handle, display_name) VALUES ($1, $2)
         RETURNING user_id, handle, display_name, create_time
     ), o AS (
         INSERT INTO outbox (change)
-        SELECT jsonb_build_object('kind', 'user_created', 'user_id', user_id) FROM u
+        SELECT {user_created} FROM u
         RETURNING id
     ), k AS (
         INSERT INTO idempotency_keys (operation, request_id, request, response)
@@ -32,7 +37,10 @@ const CREATE_SQL: &str = "
         FROM u
         WHERE $3::uuid IS NOT NULL
     )
-    SELECT u.user_id, u.handle, u.display_name, u.create_time, o.id FROM u, o";
+    SELECT u.user_id, u.handle, u.display_name, u.create_time, o.id FROM u, o",
+        user_created = CacheChange::UserCreated { user_id: 0 }.sql_json()
+    )
+});
 
 /// Inserts a user. With a `request_id`, a retry returns the user the first call created, even
 /// when the handle is taken by then (by that very first call).
@@ -66,7 +74,7 @@ pub async fn create(
             pending: None,
         });
     }
-    let stmt = client.prepare_cached(CREATE_SQL).await?;
+    let stmt = client.prepare_cached(&CREATE_SQL).await?;
     let params: [&(dyn tokio_postgres::types::ToSql + Sync); 4] =
         [&handle.as_str(), &display_name.as_str(), &key, &canonical];
     let row = match client.query_one(&stmt, &params).await {
@@ -121,10 +129,7 @@ fn user_from_json(value: &serde_json::Value) -> ApiResult<User> {
         user_id: int("user_id")?,
         handle: text("handle")?,
         display_name: text("display_name")?,
-        create_time: Some(prost_types::Timestamp {
-            seconds: micros.div_euclid(1_000_000),
-            nanos: (micros.rem_euclid(1_000_000) * 1000) as i32,
-        }),
+        create_time: Some(time::from_micros(micros)),
     })
 }
 
@@ -269,14 +274,6 @@ fn user_from_row(row: &Row) -> User {
         user_id: row.get("user_id"),
         handle: row.get("handle"),
         display_name: row.get("display_name"),
-        create_time: Some(timestamp(create_time)),
-    }
-}
-
-/// Wire timestamp of a database time.
-pub fn timestamp(time: DateTime<Utc>) -> prost_types::Timestamp {
-    prost_types::Timestamp {
-        seconds: time.timestamp(),
-        nanos: time.timestamp_subsec_nanos() as i32,
+        create_time: Some(time::from_micros(create_time.timestamp_micros())),
     }
 }

@@ -8,7 +8,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use fred::interfaces::{ClusterInterface, HashesInterface, KeysInterface, SortedSetsInterface};
 use fred::types::Value;
 use fred::util::redis_keyslot;
-use shardfeed_core::cache::layout::{copy_numbers, AuthorKeys};
+use shardfeed_cache::layout::{copy_numbers, AuthorKeys};
 use shardfeed_proto::v1::DeletePostRequest;
 
 use crate::{

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use fred::interfaces::ClusterInterface;
 use futures::future::join_all;
-use shardfeed_core::cache::CacheChange;
+use shardfeed_cache::CacheChange;
 use shardfeed_proto::v1::CreatePostRequest;
 use shardfeed_testkit::{RedisCluster, TestDb};
 
@@ -496,15 +496,15 @@ async fn a_replayed_change_is_confirmed_only_once_a_replica_has_it() {
     let replica = cluster.replicas_of(&master_of(&app, author)).unwrap()[0].clone();
     let fresh_writer = || async {
         let client =
-            shardfeed_core::redis::connect_and_wait(&app.settings.redis, Duration::from_secs(10))
+            shardfeed_server::redis::connect_and_wait(&app.settings.redis, Duration::from_secs(10))
                 .await
                 .unwrap();
-        shardfeed_core::cache::CacheWriter::new(client, app.layout.clone(), &app.cache_settings)
+        shardfeed_cache::CacheWriter::new(client, app.layout.clone(), &app.cache_settings)
     };
     let change = CacheChange::PostCreated {
         author_id: author,
         post_id: 1 << 40,
-        time_ms: shardfeed_core::ids::post_time_ms(1 << 40),
+        time_ms: shardfeed_proto::ids::post_time_ms(1 << 40),
         body: "replicated?".into(),
     };
     cluster.pause_node(&replica).unwrap();

@@ -18,7 +18,7 @@ const POST_ID_EPOCH_MS: i64 = 1_577_836_800_000;
 
 fn time_ms(post: &shardfeed_proto::v1::Post) -> i64 {
     let t = post.create_time.as_ref().expect("create_time");
-    t.seconds * 1000 + i64::from(t.nanos) / 1_000_000
+    shardfeed_proto::time::to_ms(t)
 }
 
 #[tokio::test]
@@ -355,7 +355,7 @@ async fn deleting_a_user_removes_their_posts_follows_and_cache() {
     // A late replay of the create cannot bring the post back.
     let writer = app.writer();
     writer
-        .apply(&shardfeed_core::cache::CacheChange::PostCreated {
+        .apply(&shardfeed_cache::CacheChange::PostCreated {
             author_id: gone.user_id,
             post_id: post.post_id,
             time_ms: time_ms(&post),
@@ -381,7 +381,7 @@ async fn a_replayed_create_never_resurrects_a_deleted_post() {
         .unwrap();
     app.settled().await;
     // The outbox relay (or a second replica) delivers the create again, late.
-    let replay = shardfeed_core::cache::CacheChange::PostCreated {
+    let replay = shardfeed_cache::CacheChange::PostCreated {
         author_id: author.user_id,
         post_id: post.post_id,
         time_ms: time_ms(&post),
@@ -431,7 +431,7 @@ async fn a_group_commit_answers_each_post_as_if_it_were_alone() {
     let app = TestApp::spawn().await;
     let alice = app.create_user(&unique_handle("gc_a"), "A").await;
     let bob = app.create_user(&unique_handle("gc_b"), "B").await;
-    let pool = shardfeed_core::postgres::pool(&app.settings.postgres).unwrap();
+    let pool = shardfeed_server::postgres::pool(&app.settings.postgres).unwrap();
     let new = |author_id: i64, body: &str, key: Option<uuid::Uuid>| NewPost {
         author_id,
         body: PostBody::parse(body).unwrap(),
@@ -626,7 +626,7 @@ async fn expired_idempotency_keys_are_purged() {
     .await
     .unwrap();
 
-    let pool = shardfeed_core::postgres::pool(&app.settings.postgres).unwrap();
+    let pool = shardfeed_server::postgres::pool(&app.settings.postgres).unwrap();
     let day = std::time::Duration::from_secs(86_400);
     assert_eq!(purge_expired(&pool, day, 100).await.unwrap(), 1);
     assert_eq!(purge_expired(&pool, day, 100).await.unwrap(), 0);

@@ -99,7 +99,7 @@ async fn ingest_applies_migrations_at_start_up_when_asked() {
         ];
         env.push(("SHARDFEED_REDIS__NODES".into(), "127.0.0.1:1".into()));
         env.push(("SHARDFEED_REDIS__CONNECT_TIMEOUT_MS".into(), "100".into()));
-        shardfeed_core::Settings::load_from(None, env).unwrap()
+        shardfeed_server::Settings::load_from(None, env).unwrap()
     };
     let users_table_exists = || async {
         let (client, conn) = tokio_postgres::connect(&pg.url(&name), tokio_postgres::NoTls)

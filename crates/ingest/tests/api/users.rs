@@ -408,7 +408,7 @@ async fn postgres_down_is_unavailable_and_not_serving_then_recovers() {
 
 #[tokio::test]
 async fn a_request_that_outlives_the_server_timeout_is_deadline_exceeded() {
-    // The caller's own `grpc-timeout` is covered in shardfeed-core's deadline tests; tonic's
+    // The caller's own `grpc-timeout` is covered in shardfeed-server's deadline tests; tonic's
     // client enforces that one itself, so here the server's bound is the shorter one.
     let db = shardfeed_testkit::TestDb::new().await.unwrap();
     let app = TestApp::spawn_with(db, &[("SHARDFEED_GRPC__REQUEST_TIMEOUT_MS", "300")]).await;
