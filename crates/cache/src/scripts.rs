@@ -4,21 +4,28 @@
 
 use std::sync::LazyLock;
 
+use fred::types::scripts::Script;
+
 /// A script's source and its SHA1, the name `EVALSHA` calls it by.
-pub struct LuaScript {
-    pub source: String,
-    pub sha1: String,
-}
+pub struct LuaScript(Script);
 
 impl LuaScript {
     fn new(source: &str) -> Self {
-        let sha1 = fred::types::scripts::Script::from_lua(source)
-            .sha1()
-            .to_string();
-        Self {
-            source: source.to_owned(),
-            sha1,
-        }
+        Self(Script::from_lua(source.to_owned()))
+    }
+
+    /// The script as fred runs it (`evalsha_with_reload`: `EVALSHA`, and on `NOSCRIPT` a
+    /// `SCRIPT LOAD` on every primary and `EVALSHA` again).
+    pub fn script(&self) -> &Script {
+        &self.0
+    }
+
+    pub fn sha1(&self) -> &str {
+        self.0.sha1()
+    }
+
+    pub fn source(&self) -> &str {
+        self.0.lua().map_or("", |lua| &**lua)
     }
 
     /// A timeline script: [`PRELUDE`] and then `body`.

@@ -1,14 +1,16 @@
 //! Applies [`CacheChange`]s to the cluster.
 
 use std::collections::HashMap;
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
+
+use parking_lot::RwLock;
 
 use fred::{
     clients::{Client, Pipeline, WithOptions},
     error::{Error, ErrorKind},
     interfaces::{
-        ClientLike, ClusterInterface, HashesInterface, KeysInterface, LuaInterface,
-        PubsubInterface, SortedSetsInterface,
+        ClientLike, ClusterInterface, HashesInterface, KeysInterface, PubsubInterface,
+        SortedSetsInterface,
     },
     types::{config::Server, ClusterHash, CustomCommand, Expiration, SetOptions, Value},
     util::redis_keyslot,
@@ -142,7 +144,6 @@ impl CacheWriter {
         };
         self.mirrored
             .read()
-            .unwrap_or_else(|e| e.into_inner())
             .get(&author_id)
             .cloned()
             .unwrap_or_default()
@@ -150,13 +151,7 @@ impl CacheWriter {
 
     /// The authors whose timelines are mirrored now.
     pub fn mirrored(&self) -> Vec<i64> {
-        let mut authors: Vec<i64> = self
-            .mirrored
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .keys()
-            .copied()
-            .collect();
+        let mut authors: Vec<i64> = self.mirrored.read().keys().copied().collect();
         authors.sort_unstable();
         authors
     }
@@ -172,10 +167,7 @@ impl CacheWriter {
         let numbers = super::layout::copy_numbers(&self.layout, &routing, author_id);
         // Mirror writes before taking the snapshot: a write is then in the snapshot, or
         // applied to the copies, or both (merging is idempotent).
-        self.mirrored
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(author_id, numbers.clone());
+        self.mirrored.write().insert(author_id, numbers.clone());
         self.sync_copies(author_id).await?;
         Ok(numbers)
     }
@@ -185,13 +177,7 @@ impl CacheWriter {
     /// and then, it repairs a copy that missed a write (a failover of its master, a write that
     /// raced the start of mirroring).
     pub async fn sync_copies(&self, author_id: i64) -> Result<(), Error> {
-        let Some(numbers) = self
-            .mirrored
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(&author_id)
-            .cloned()
-        else {
+        let Some(numbers) = self.mirrored.read().get(&author_id).cloned() else {
             return Ok(());
         };
         // The copies' first half of a rebuild, before the original is read.
@@ -260,15 +246,11 @@ impl CacheWriter {
         let numbers = self
             .mirrored
             .read()
-            .unwrap_or_else(|e| e.into_inner())
             .get(&author_id)
             .cloned()
             .unwrap_or_default();
         self.drop_copies(author_id, &numbers).await?;
-        self.mirrored
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(&author_id);
+        self.mirrored.write().remove(&author_id);
         self.drop_copies(author_id, &numbers).await
     }
 
@@ -283,26 +265,19 @@ impl CacheWriter {
         futures::future::try_join_all(deletes).await.map(|_| ())
     }
 
-    /// Runs a script by SHA, or by source on a node that does not know it yet.
+    /// Runs a script by SHA; a node that does not know it yet (new, restarted, just promoted)
+    /// gets it loaded first.
     async fn run(
         &self,
         script: &LuaScript,
         keys: Vec<String>,
         args: Vec<Value>,
     ) -> Result<(), Error> {
-        let by_sha: Result<Value, Error> = self
-            .client
-            .evalsha(script.sha1.as_str(), keys.clone(), args.clone())
-            .await;
-        match by_sha {
-            // A node that has not seen the script yet (new, restarted, just promoted): EVAL
-            // runs it and caches it there.
-            Err(err) if err.details().starts_with("NOSCRIPT") => {
-                let _: Value = self.client.eval(script.source.as_str(), keys, args).await?;
-                Ok(())
-            }
-            result => result.map(|_| ()),
-        }
+        let _: Value = script
+            .script()
+            .evalsha_with_reload(&self.client, keys, args)
+            .await?;
+        Ok(())
     }
 
     /// Applies a batch concurrently. fred pipelines concurrent commands on its one connection
@@ -443,10 +418,8 @@ impl CacheWriter {
         for (_, write) in writes {
             let _: () = match write {
                 Write::Script(script, keys, args) => {
-                    let mut all: Vec<Value> = vec![
-                        Value::from(script.sha1.as_str()),
-                        Value::from(keys.len() as i64),
-                    ];
+                    let mut all: Vec<Value> =
+                        vec![Value::from(script.sha1()), Value::from(keys.len() as i64)];
                     all.extend(keys.iter().map(|k| Value::from(k.as_str())));
                     all.extend(args.iter().cloned());
                     pipeline.custom(command("EVALSHA"), all).await?
@@ -486,11 +459,9 @@ impl CacheWriter {
     ) -> Result<(), Error> {
         let mut loaded = std::collections::HashSet::new();
         for script in scripts {
-            if loaded.insert(script.sha1.as_str()) {
+            if loaded.insert(script.sha1()) {
                 let command = CustomCommand::new("SCRIPT", ClusterHash::Random, false);
-                let _: Value = node
-                    .custom(command, vec!["LOAD", script.source.as_str()])
-                    .await?;
+                let _: Value = node.custom(command, vec!["LOAD", script.source()]).await?;
             }
         }
         Ok(())

@@ -17,7 +17,8 @@ use deadpool_postgres::Pool;
 use fred::interfaces::ClientLike;
 use shardfeed_cache::{CacheChange, CacheWriter};
 use shardfeed_server::config::OutboxSettings;
-use tokio::sync::{mpsc, oneshot, watch, Semaphore};
+use tokio::sync::{mpsc, oneshot, Semaphore};
+use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 use crate::store::outbox;
 
@@ -41,17 +42,11 @@ pub struct CacheSync {
     warm: mpsc::Sender<Warm>,
 }
 
-/// The background tasks of [`CacheSync`]: the batch deleter and the relay.
-pub struct CacheSyncTasks {
-    stop: watch::Sender<bool>,
-    handles: Vec<tokio::task::JoinHandle<()>>,
-}
-
-/// The queue of the fast path, drained by the warming task of [`CacheSyncTasks::spawn`].
+/// The queue of the fast path, drained by the warming task of [`spawn_tasks`].
 pub struct WarmQueue(mpsc::Receiver<Warm>);
 
 impl CacheSync {
-    /// The fast path, and the queue that [`CacheSyncTasks::spawn`] drains.
+    /// The fast path, and the queue that [`spawn_tasks`] drains.
     pub fn new(writer: CacheWriter, settings: &OutboxSettings) -> (Self, WarmQueue) {
         let (warm, queue) = mpsc::channel(WARM_QUEUE);
         (
@@ -104,46 +99,29 @@ impl CacheSync {
     }
 }
 
-impl CacheSyncTasks {
-    /// Starts the batch deleter and, when `settings.relay_enabled`, the relay.
-    pub fn spawn(
-        pool: Pool,
-        writer: CacheWriter,
-        settings: &OutboxSettings,
-        queue: WarmQueue,
-    ) -> Self {
-        let (stop, stopped) = watch::channel(false);
-        let (delivered, delivered_rx) = mpsc::unbounded_channel();
-        let mut handles = vec![
-            tokio::spawn(warm_batches(
-                writer.clone(),
-                queue.0,
-                delivered,
-                settings.fast_path_batches,
-            )),
-            tokio::spawn(delete_delivered(
-                pool.clone(),
-                delivered_rx,
-                stopped.clone(),
-            )),
-        ];
-        if settings.relay_enabled {
-            handles.push(tokio::spawn(relay(pool, writer, settings.clone(), stopped)));
-        }
-        Self { stop, handles }
-    }
-
-    /// Stops the relay and flushes the pending deletions.
-    pub async fn shutdown(self) {
-        let _ = self.stop.send(true);
-        for handle in self.handles {
-            if tokio::time::timeout(Duration::from_secs(5), handle)
-                .await
-                .is_err()
-            {
-                tracing::warn!("a cache sync task did not stop within 5 s");
-            }
-        }
+/// Starts the background tasks of [`CacheSync`] on `tasks`: the warming of the fast path's
+/// queue (it ends once every [`CacheSync`] is gone and its batches are done), the batch deleter
+/// (on `stop` it flushes the deletions that arrived, then ends) and, when
+/// `settings.relay_enabled`, the relay (it ends on `stop`).
+pub fn spawn_tasks(
+    tasks: &TaskTracker,
+    stop: &CancellationToken,
+    pool: Pool,
+    writer: CacheWriter,
+    settings: &OutboxSettings,
+    queue: WarmQueue,
+) {
+    let (delivered, delivered_rx) = mpsc::unbounded_channel();
+    tasks.spawn(warm_batches(
+        writer.clone(),
+        queue.0,
+        delivered,
+        settings.fast_path_batches,
+        tasks.clone(),
+    ));
+    tasks.spawn(delete_delivered(pool.clone(), delivered_rx, stop.clone()));
+    if settings.relay_enabled {
+        tasks.spawn(relay(pool, writer, settings.clone(), stop.clone()));
     }
 }
 
@@ -158,6 +136,7 @@ async fn warm_batches(
     mut queue: mpsc::Receiver<Warm>,
     delivered: mpsc::UnboundedSender<i64>,
     in_flight: usize,
+    tasks: TaskTracker,
 ) {
     let slots = Arc::new(Semaphore::new(in_flight.max(1)));
     loop {
@@ -170,7 +149,7 @@ async fn warm_batches(
         }
         let writer = writer.clone();
         let delivered = delivered.clone();
-        tokio::spawn(async move {
+        tasks.spawn(async move {
             let changes: Vec<CacheChange> = units
                 .iter()
                 .flat_map(|unit| unit.items.iter().map(|(_, change)| change.clone()))
@@ -204,14 +183,14 @@ async fn warm_batches(
 async fn delete_delivered(
     pool: Pool,
     mut delivered: mpsc::UnboundedReceiver<i64>,
-    mut stop: watch::Receiver<bool>,
+    stop: CancellationToken,
 ) {
     let mut batch = Vec::with_capacity(4096);
     loop {
         let received = tokio::select! {
             n = delivered.recv_many(&mut batch, 4096) => n,
             // Stopping: flush what already arrived, then end.
-            _ = async { let _ = stop.wait_for(|s| *s).await; } => {
+            _ = stop.cancelled() => {
                 while let Ok(id) = delivered.try_recv() {
                     batch.push(id);
                 }
@@ -245,12 +224,7 @@ async fn delete_delivered(
 /// position, so a row that commits late (with a lower id than rows already relayed) is still
 /// found. A row that fails waits for its own next attempt (exponential backoff) while the rows
 /// behind it go on; a round that delivered nothing pauses likewise.
-async fn relay(
-    pool: Pool,
-    writer: CacheWriter,
-    settings: OutboxSettings,
-    mut stop: watch::Receiver<bool>,
-) {
+async fn relay(pool: Pool, writer: CacheWriter, settings: OutboxSettings, stop: CancellationToken) {
     let mut idle_rounds = 0u32;
     let counters = RelayCounters::register();
     loop {
@@ -276,7 +250,7 @@ async fn relay(
             }
         };
         tokio::select! {
-            _ = async { let _ = stop.wait_for(|s| *s).await; } => return,
+            _ = stop.cancelled() => return,
             _ = tokio::time::sleep(pause) => {}
         }
     }

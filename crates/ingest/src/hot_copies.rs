@@ -14,13 +14,13 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use shardfeed_cache::{hot_set, CacheWriter};
-use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
 
 /// Copies are re-merged from the original every this many rounds.
 const REPAIR_EVERY: u64 = 10;
 
 /// Follows the hot set every `interval` until `stop`.
-pub async fn run(writer: CacheWriter, interval: Duration, mut stop: watch::Receiver<bool>) {
+pub async fn run(writer: CacheWriter, interval: Duration, stop: CancellationToken) {
     let mut round = 0u64;
     loop {
         round += 1;
@@ -28,7 +28,7 @@ pub async fn run(writer: CacheWriter, interval: Duration, mut stop: watch::Recei
             tracing::debug!(%error, "key replication round failed; retrying");
         }
         tokio::select! {
-            _ = async { let _ = stop.wait_for(|s| *s).await; } => return,
+            _ = stop.cancelled() => return,
             _ = tokio::time::sleep(interval) => {}
         }
     }

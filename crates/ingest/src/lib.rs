@@ -17,7 +17,7 @@ pub mod group_commit;
 pub mod hot_copies;
 pub mod store;
 
-use std::{future::Future, net::SocketAddr};
+use std::{future::Future, net::SocketAddr, time::Duration};
 
 use shardfeed_cache::{CacheLayout, CacheWriter};
 use shardfeed_proto::v1::{
@@ -28,8 +28,9 @@ use shardfeed_server::{
     config::OutboxSettings, grpc::GrpcServer, paging::PageTokens, postgres, redis, Settings,
 };
 
-use cache_sync::{CacheSync, CacheSyncTasks, WarmQueue};
+use cache_sync::{CacheSync, WarmQueue};
 use group_commit::{GroupCommit, PostWriter};
+use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 /// The ingest service, bound and ready to run.
 pub struct Application {
@@ -130,43 +131,55 @@ impl Application {
         self.server.local_addr()
     }
 
-    /// Serves until `shutdown` completes, then drains, then stops the outbox relay.
+    /// Serves until `shutdown` completes, then drains, then stops the background tasks (the
+    /// relay, the purges, key replication) and waits for each, at most 5 s in all.
     pub async fn run_until_stopped(
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
-        // Stops the background tasks that are not part of the cache sync.
-        let (stop_background, stopped) = tokio::sync::watch::channel(false);
-        let copies = self.hotspot.key_replicas_enabled.then(|| {
-            tokio::spawn(hot_copies::run(
+        let stop = CancellationToken::new();
+        let tasks = TaskTracker::new();
+        if self.hotspot.key_replicas_enabled {
+            tasks.spawn(hot_copies::run(
                 self.writer.clone(),
                 self.hotspot.refresh(),
-                stopped.clone(),
-            ))
-        });
-        let purge = tokio::spawn(store::idempotency::purge_loop(
+                stop.clone(),
+            ));
+        }
+        tasks.spawn(store::idempotency::purge_loop(
             self.pool.clone(),
             self.ingest.idempotency_key_ttl(),
             self.ingest.idempotency_purge_interval(),
-            stopped.clone(),
+            stop.clone(),
         ));
         // Woken by every DeleteUser; the interval (the same housekeeping interval as the keys')
         // only matters for a purge a stopped replica left unfinished.
-        let purge_posts = tokio::spawn(store::users::purge_deleted_loop(
+        tasks.spawn(store::users::purge_deleted_loop(
             self.pool.clone(),
             self.ingest.idempotency_purge_interval(),
             self.purge,
-            stopped,
+            stop.clone(),
         ));
-        let tasks = CacheSyncTasks::spawn(self.pool, self.writer, &self.outbox, self.warm_queue);
+        cache_sync::spawn_tasks(
+            &tasks,
+            &stop,
+            self.pool,
+            self.writer,
+            &self.outbox,
+            self.warm_queue,
+        );
         let served = self.server.run(shutdown).await;
-        let _ = stop_background.send(true);
-        if let Some(copies) = copies {
-            let _ = copies.await;
+        stop.cancel();
+        tasks.close();
+        if tokio::time::timeout(Duration::from_secs(5), tasks.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                left = tasks.len(),
+                "background tasks did not stop within 5 s"
+            );
         }
-        let _ = purge.await;
-        let _ = purge_posts.await;
-        tasks.shutdown().await;
         served
     }
 }

@@ -6,7 +6,8 @@ use std::{convert::Infallible, future::Future, net::SocketAddr, sync::Arc, time:
 
 use anyhow::Context;
 use futures::future::BoxFuture;
-use tokio::{net::TcpListener, sync::watch};
+use tokio::net::TcpListener;
+use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use tonic::{
     body::Body,
     server::NamedService,
@@ -118,21 +119,28 @@ impl GrpcServer {
                 .context("building reflection v1alpha")?,
         );
 
-        let (stopping_tx, stopping_rx) = watch::channel(false);
-        let readiness = tokio::spawn(readiness_loop(
+        let stopping = CancellationToken::new();
+        let readiness = TaskTracker::new();
+        readiness.spawn(readiness_loop(
             reporter.clone(),
             service_names.clone(),
             probes,
             settings.health_probe_interval(),
-            stopping_rx.clone(),
+            stopping.clone(),
         ));
+        readiness.close();
 
         let signal = {
             let reporter = reporter.clone();
             let names = service_names.clone();
+            let stopping = stopping.clone();
+            let readiness = readiness.clone();
             async move {
                 shutdown.await;
-                let _ = stopping_tx.send(true);
+                // The probe loop ends first, so that no late probe result overwrites the
+                // NOT_SERVING below.
+                stopping.cancel();
+                readiness.wait().await;
                 set_status(&reporter, &names, ServingStatus::NotServing).await;
                 tracing::info!(%addr, "stopped accepting; draining in-flight requests");
             }
@@ -152,11 +160,10 @@ impl GrpcServer {
         tokio::pin!(serve);
 
         let grace = settings.shutdown_grace();
-        let mut stopping = stopping_rx;
         let outcome = tokio::select! {
             result = &mut serve => result.context("gRPC server failed"),
             _ = async {
-                let _ = stopping.wait_for(|s| *s).await;
+                stopping.cancelled().await;
                 tokio::time::sleep(grace).await;
             } => {
                 tracing::warn!(%addr, grace_ms = grace.as_millis() as u64,
@@ -164,7 +171,9 @@ impl GrpcServer {
                 Ok(())
             }
         };
-        readiness.abort();
+        // A server that failed on its own leaves the probe loop running: end it too.
+        stopping.cancel();
+        readiness.wait().await;
         if outcome.is_ok() {
             tracing::info!(%addr, "gRPC server stopped");
         }
@@ -180,22 +189,23 @@ async fn set_status(reporter: &HealthReporter, names: &[&'static str], status: S
 }
 
 /// Probes the stores every `interval` and mirrors the result into the health service, logging
-/// only transitions. Stops once shutdown begins so NOT_SERVING sticks.
+/// only transitions. Ends as soon as `stopping` is cancelled, even mid-probe.
 async fn readiness_loop(
     reporter: HealthReporter,
     names: Vec<&'static str>,
     probes: Vec<(&'static str, Probe)>,
     interval: Duration,
-    stopping: watch::Receiver<bool>,
+    stopping: CancellationToken,
 ) {
     let mut last: Option<bool> = None;
     loop {
-        if *stopping.borrow() {
-            return;
-        }
         let mut ready = true;
         for (store, probe) in &probes {
-            match tokio::time::timeout(interval.max(Duration::from_millis(500)), probe()).await {
+            let probed = tokio::select! {
+                _ = stopping.cancelled() => return,
+                probed = tokio::time::timeout(interval.max(Duration::from_millis(500)), probe()) => probed,
+            };
+            match probed {
                 Ok(Ok(())) => {}
                 Ok(Err(err)) => {
                     ready = false;
@@ -211,7 +221,7 @@ async fn readiness_loop(
                 }
             }
         }
-        if *stopping.borrow() {
+        if stopping.is_cancelled() {
             return;
         }
         if last != Some(ready) {
@@ -224,7 +234,10 @@ async fn readiness_loop(
             set_status(&reporter, &names, status).await;
             last = Some(ready);
         }
-        tokio::time::sleep(interval).await;
+        tokio::select! {
+            _ = stopping.cancelled() => return,
+            _ = tokio::time::sleep(interval) => {}
+        }
     }
 }
 

@@ -77,7 +77,7 @@ pub async fn purge_loop(
     pool: deadpool_postgres::Pool,
     ttl: std::time::Duration,
     interval: std::time::Duration,
-    mut stop: tokio::sync::watch::Receiver<bool>,
+    stop: tokio_util::sync::CancellationToken,
 ) {
     const BATCH: i64 = 5000;
     loop {
@@ -97,7 +97,7 @@ pub async fn purge_loop(
             }
         }
         tokio::select! {
-            _ = async { let _ = stop.wait_for(|s| *s).await; } => return,
+            _ = stop.cancelled() => return,
             _ = tokio::time::sleep(interval) => {}
         }
     }

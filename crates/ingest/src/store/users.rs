@@ -239,7 +239,7 @@ pub async fn purge_deleted_loop(
     pool: Pool,
     interval: std::time::Duration,
     kick: std::sync::Arc<tokio::sync::Notify>,
-    mut stop: tokio::sync::watch::Receiver<bool>,
+    stop: tokio_util::sync::CancellationToken,
 ) {
     const BATCH: i64 = 5000;
     loop {
@@ -252,12 +252,12 @@ pub async fn purge_deleted_loop(
                     break;
                 }
             }
-            if *stop.borrow() {
+            if stop.is_cancelled() {
                 return;
             }
         }
         tokio::select! {
-            _ = async { let _ = stop.wait_for(|s| *s).await; } => return,
+            _ = stop.cancelled() => return,
             _ = kick.notified() => {}
             _ = tokio::time::sleep(interval) => {}
         }
