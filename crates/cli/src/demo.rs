@@ -17,27 +17,23 @@ use tonic_health::pb::{
 };
 use tonic_types::StatusExt;
 
+use crate::client::{AggregatorFlag, Channels, IngestFlag};
+
 #[derive(clap::Args)]
 pub struct DemoArgs {
-    /// The ingest service.
-    #[arg(
-        long,
-        default_value = "http://127.0.0.1:50051",
-        env = "SHARDFEED_DEMO_INGEST"
-    )]
-    ingest: String,
-    /// The aggregator service.
-    #[arg(
-        long,
-        default_value = "http://127.0.0.1:50052",
-        env = "SHARDFEED_DEMO_AGGREGATOR"
-    )]
-    aggregator: String,
+    #[command(flatten)]
+    ingest: IngestFlag,
+    #[command(flatten)]
+    aggregator: AggregatorFlag,
 }
 
 pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
-    let ingest = connect(&args.ingest).await?;
-    let aggregator = connect(&args.aggregator).await?;
+    let ingest = Channels::connect(&args.ingest.url, 1, "ingest service")
+        .await?
+        .get(0);
+    let aggregator = Channels::connect(&args.aggregator.url, 1, "aggregator")
+        .await?
+        .get(0);
 
     step("Both services report their health (grpc.health.v1)");
     for (name, channel) in [("ingest", &ingest), ("aggregator", &aggregator)] {
@@ -321,16 +317,6 @@ fn create_req(handle: &str, display_name: &str) -> CreateUserRequest {
         display_name: display_name.into(),
         request_id: String::new(),
     }
-}
-
-async fn connect(endpoint: &str) -> anyhow::Result<Channel> {
-    Channel::from_shared(endpoint.to_owned())
-        .with_context(|| format!("{endpoint} is not a valid endpoint"))?
-        .connect_timeout(Duration::from_secs(3))
-        .timeout(Duration::from_secs(10))
-        .connect()
-        .await
-        .with_context(|| format!("cannot reach {endpoint}; is the stack up (deploy/local/up.sh)?"))
 }
 
 async fn wait_serving(channel: Channel) -> anyhow::Result<ServingStatus> {

@@ -3,7 +3,11 @@
 #![forbid(unsafe_code)]
 
 mod bench;
+mod client;
 mod demo;
+mod measure;
+mod popularity;
+mod redis_info;
 mod sim;
 
 use clap::{Parser, Subcommand};

@@ -2,10 +2,9 @@
 //! with the floor a user would compare against (measured in the same run), a table, and as the
 //! last line of stdout a one-line JSON summary for scripts. Progress goes to stderr.
 
+mod body;
 pub mod feed;
 pub mod ingest;
-pub mod load;
-pub mod stats;
 
 use clap::Subcommand;
 

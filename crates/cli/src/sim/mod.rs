@@ -11,8 +11,11 @@
 //!    takes to show), checks home feeds against PostgreSQL, prints the table, writes the report
 //!    and ends with a one-line JSON summary.
 
-pub mod figures;
-pub mod report;
+mod drive;
+mod figures;
+mod masters;
+mod population;
+mod report;
 mod run;
 mod workload;
 

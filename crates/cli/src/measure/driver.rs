@@ -1,4 +1,4 @@
-//! The closed-loop load driver every `shardfeed bench` uses: N workers, each issuing one request
+//! The closed-loop load driver of every `shardfeed bench`: N workers, each issuing one request
 //! after the other, a warm-up that is not recorded, then a measured window.
 
 use std::future::Future;
@@ -9,7 +9,8 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use tokio::task::JoinSet;
 
-use super::stats::{OpError, Record, Summary};
+use super::record::{OpError, Record};
+use super::summary::Summary;
 
 /// No request may take longer than this; one that does counts as a `Timeout` error.
 pub const OP_TIMEOUT: Duration = Duration::from_secs(10);
@@ -65,6 +66,19 @@ pub async fn closed_loop<O: Op>(
     Ok(Summary::new(label, total, timing.duration))
 }
 
+/// `call`, bounded by [`OP_TIMEOUT`]: an answer that does not come in time is a `Timeout`.
+pub async fn within_timeout(
+    call: impl Future<Output = Result<(), OpError>>,
+) -> Result<(), OpError> {
+    match tokio::time::timeout(OP_TIMEOUT, call).await {
+        Ok(result) => result,
+        Err(_) => Err(OpError::new(
+            "Timeout",
+            format!("no answer within {} s", OP_TIMEOUT.as_secs()),
+        )),
+    }
+}
+
 async fn worker<O: Op>(
     mut op: O,
     measure_start: Instant,
@@ -74,13 +88,7 @@ async fn worker<O: Op>(
     let mut record = Record::default();
     loop {
         let t0 = Instant::now();
-        let result = match tokio::time::timeout(OP_TIMEOUT, op.call()).await {
-            Ok(result) => result,
-            Err(_) => Err(OpError::new(
-                "Timeout",
-                format!("no answer within {} s", OP_TIMEOUT.as_secs()),
-            )),
-        };
+        let result = within_timeout(op.call()).await;
         let t1 = Instant::now();
         if t1 >= end {
             break;

@@ -1,0 +1,195 @@
+//! What every command that talks to a running stack shares: the flags that name the services
+//! and PostgreSQL, gRPC channels shared round-robin by workers, PostgreSQL connections, and the
+//! `OpError` a failed call is recorded as.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use anyhow::Context;
+use shardfeed_server::Settings;
+use tokio_postgres::NoTls;
+use tonic::transport::Channel;
+
+use crate::measure::driver::OP_TIMEOUT;
+use crate::measure::OpError;
+
+/// `--ingest`: the ingest service.
+#[derive(clap::Args, Debug, Clone)]
+pub struct IngestFlag {
+    /// The ingest service.
+    #[arg(
+        id = "ingest",
+        long = "ingest",
+        value_name = "INGEST",
+        default_value = "http://127.0.0.1:50051",
+        env = "SHARDFEED_DEMO_INGEST"
+    )]
+    pub url: String,
+}
+
+/// `--aggregator`: the aggregator service.
+#[derive(clap::Args, Debug, Clone)]
+pub struct AggregatorFlag {
+    /// The aggregator service.
+    #[arg(
+        id = "aggregator",
+        long = "aggregator",
+        value_name = "AGGREGATOR",
+        default_value = "http://127.0.0.1:50052",
+        env = "SHARDFEED_DEMO_AGGREGATOR"
+    )]
+    pub url: String,
+}
+
+/// `--postgres-url`: the stack's PostgreSQL, for what a command reads or writes beside the API.
+#[derive(clap::Args, Debug, Clone)]
+pub struct PostgresFlag {
+    /// The stack's PostgreSQL [default: postgres.url of the settings, i.e.
+    /// SHARDFEED_POSTGRES__URL or postgres://shardfeed@127.0.0.1:54329/shardfeed].
+    #[arg(
+        id = "postgres_url",
+        long = "postgres-url",
+        value_name = "POSTGRES_URL"
+    )]
+    pub url: Option<String>,
+}
+
+impl PostgresFlag {
+    /// The flag's URL, else the settings' one.
+    pub fn config(&self, settings: &Settings) -> anyhow::Result<tokio_postgres::Config> {
+        postgres_config(self.url.as_deref().unwrap_or(settings.postgres.url()))
+    }
+}
+
+/// HTTP/2 connections to one service, handed out round-robin to the workers.
+#[derive(Debug, Clone)]
+pub struct Channels(Vec<Channel>);
+
+impl Channels {
+    /// `count` channels to `endpoint`, each its own HTTP/2 connection; `service` names it in
+    /// the error when it cannot be reached.
+    pub async fn connect(endpoint: &str, count: usize, service: &str) -> anyhow::Result<Self> {
+        let endpoint = Channel::from_shared(endpoint.to_owned())
+            .with_context(|| format!("{endpoint} is not a valid endpoint"))?
+            .connect_timeout(Duration::from_secs(3))
+            .timeout(OP_TIMEOUT)
+            .tcp_nodelay(true);
+        let mut channels = Vec::with_capacity(count);
+        for _ in 0..count {
+            // One `connect` per channel: each is its own HTTP/2 connection.
+            channels.push(endpoint.connect().await.with_context(|| {
+                format!(
+                    "cannot reach the {service} at {}; is the stack up (deploy/local/up.sh)?",
+                    endpoint.uri()
+                )
+            })?);
+        }
+        Ok(Channels(channels))
+    }
+
+    /// The channel of worker `i`: the channels in turn.
+    pub fn get(&self, i: usize) -> Channel {
+        self.0[i % self.0.len()].clone()
+    }
+
+    /// The first `n` channels alone.
+    pub fn first(&self, n: usize) -> Channels {
+        Channels(self.0[..n.min(self.0.len())].to_vec())
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+}
+
+/// A failed gRPC call: kind is its code.
+pub fn status_error(status: &tonic::Status) -> OpError {
+    OpError::new(format!("{:?}", status.code()), status.message())
+}
+
+/// `Code: message`, or the code alone when the message is empty.
+pub fn status_text(status: &tonic::Status) -> String {
+    if status.message().is_empty() {
+        format!("{:?}", status.code())
+    } else {
+        format!("{:?}: {}", status.code(), status.message())
+    }
+}
+
+/// A failed PostgreSQL call: kind is its SQLSTATE when the server answered.
+pub fn pg_error(err: tokio_postgres::Error) -> OpError {
+    match err.as_db_error() {
+        Some(db) => OpError::new(format!("SQLSTATE {}", db.code().code()), db.message()),
+        None if err.is_closed() => OpError::new("ConnectionClosed", err.to_string()),
+        None => OpError::new("Postgres", format!("{err:#}")),
+    }
+}
+
+pub fn postgres_config(url: &str) -> anyhow::Result<tokio_postgres::Config> {
+    let mut config = tokio_postgres::Config::from_str(url)
+        .context("the PostgreSQL URL (--postgres-url or postgres.url) is not valid")?;
+    if config.get_connect_timeout().is_none() {
+        config.connect_timeout(Duration::from_secs(3));
+    }
+    config.application_name("shardfeed-bench");
+    Ok(config)
+}
+
+/// host:port/db of the configuration, without the password.
+pub fn describe_postgres(config: &tokio_postgres::Config) -> String {
+    let host = match config.get_hosts().first() {
+        Some(tokio_postgres::config::Host::Tcp(host)) => host.clone(),
+        _ => return "(from the given URL)".to_owned(),
+    };
+    let port = config.get_ports().first().copied().unwrap_or(5432);
+    let db = config.get_dbname().unwrap_or("");
+    format!("{host}:{port}/{db}")
+}
+
+pub async fn connect_postgres(
+    config: &tokio_postgres::Config,
+) -> anyhow::Result<tokio_postgres::Client> {
+    let (client, connection) = config
+        .connect(NoTls)
+        .await
+        .context("cannot connect to PostgreSQL; is the stack up (deploy/local/up.sh)?")?;
+    tokio::spawn(async move {
+        // Ends when the client is dropped; an error here shows up in the requests too.
+        let _ = connection.await;
+    });
+    Ok(client)
+}
+
+/// The stack's Redis Cluster, as its services see it.
+pub async fn connect_redis(settings: &Settings) -> anyhow::Result<fred::clients::Client> {
+    shardfeed_server::redis::connect_and_wait(&settings.redis, Duration::from_secs(10))
+        .await
+        .context("cannot reach the Redis Cluster; is the stack up (deploy/local/up.sh)?")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn postgres_is_described_without_the_password() {
+        let config = postgres_config("postgres://me:secret@db.example:6543/feeds").unwrap();
+        assert_eq!(describe_postgres(&config), "db.example:6543/feeds");
+        assert_eq!(config.get_connect_timeout(), Some(&Duration::from_secs(3)));
+        assert!(postgres_config("not a url").is_err());
+    }
+
+    #[test]
+    fn statuses_become_errors_by_code() {
+        let err = status_error(&tonic::Status::unavailable("down"));
+        assert_eq!(
+            (err.kind.as_str(), err.message.as_str()),
+            ("Unavailable", "down")
+        );
+        assert_eq!(status_text(&tonic::Status::not_found("")), "NotFound");
+        assert_eq!(
+            status_text(&tonic::Status::internal("boom")),
+            "Internal: boom"
+        );
+    }
+}
