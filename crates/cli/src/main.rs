@@ -4,6 +4,7 @@
 
 mod bench;
 mod demo;
+mod dev;
 mod sim;
 
 use clap::{Parser, Subcommand};
@@ -39,6 +40,9 @@ enum Command {
         #[command(subcommand)]
         command: bench::BenchCommand,
     },
+    /// The local stack: PostgreSQL, a 6-node Redis Cluster and both services, kept running
+    /// between commands (up, down, status, logs, chaos, env).
+    Dev(dev::DevArgs),
 }
 
 #[tokio::main]
@@ -64,5 +68,6 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Demo(args) => demo::run(args).await,
         Command::Sim(args) => sim::run(args).await,
         Command::Bench { command } => bench::run(command).await,
+        Command::Dev(args) => dev::run(args).await,
     }
 }
