@@ -18,7 +18,15 @@ sf_ensure_postgres
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$SF_REPO/target}"
 
 locked="$(sf_locked)"
-cmd=(cargo test --workspace ${locked:+"$locked"} "$@")
+# The whole workspace unless packages are named (cargo would let --workspace win over -p).
+scope=(--workspace)
+for arg in "$@"; do
+  case "$arg" in
+    -p | -p* | --package | --package=*) scope=() ;;
+    --) break ;;
+  esac
+done
+cmd=(cargo test "${scope[@]}" ${locked:+"$locked"} "$@")
 log "redis-server: $(redis-server --version | awk '{print $3}'), postgres: $("$SFDEV_PG_BINDIR/postgres" --version)"
 log "CARGO_TARGET_DIR=$CARGO_TARGET_DIR"
 log "${cmd[*]}"
