@@ -243,11 +243,17 @@ pub fn down(stack: &Stack, purge: bool) -> anyhow::Result<()> {
     }
     if purge {
         let pg = stack.root.join("pg");
-        let mut dirs = vec![stack.redis_dir(), kept_data_dir(&pg)?, pg];
-        dirs.dedup();
-        for dir in dirs.iter().filter(|dir| dir.exists()) {
-            log(format_args!("purging {}", dir.display()));
-            std::fs::remove_dir_all(dir).with_context(|| format!("removing {}", dir.display()))?;
+        let data = kept_data_dir(&pg)?;
+        for dir in [stack.redis_dir(), data.clone(), pg] {
+            if dir.exists() {
+                log(format_args!("purging {}", dir.display()));
+                std::fs::remove_dir_all(&dir)
+                    .with_context(|| format!("removing {}", dir.display()))?;
+            }
+        }
+        // The dir of its own that PostgreSQL's data got outside the repo, once empty.
+        if let Some(outside) = data.parent().filter(|dir| !dir.starts_with(&stack.root)) {
+            let _ = std::fs::remove_dir(outside);
         }
     }
     log("local stack is down");

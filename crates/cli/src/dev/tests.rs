@@ -2,6 +2,7 @@
 
 use std::collections::HashMap;
 use std::net::TcpListener;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::time::Duration;
 
 use shardfeed_core::Settings;
@@ -103,6 +104,15 @@ fn free_ports(count: u16, bus: bool) -> u16 {
     panic!("no {count} free ports in a row");
 }
 
+/// Kept processes outlive the test: whatever happens, stop them and purge their data.
+struct DownOnDrop<'a>(&'a Stack);
+
+impl Drop for DownOnDrop<'_> {
+    fn drop(&mut self) {
+        let _ = stack::down(self.0, true);
+    }
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn stores_start_on_the_knob_ports_take_migrations_and_stop() {
     let root = tempfile::tempdir().unwrap();
@@ -110,8 +120,11 @@ async fn stores_start_on_the_knob_ports_take_migrations_and_stop() {
         (PG_PORT_VAR, free_ports(1, false).to_string()),
         (REDIS_BASE_PORT_VAR, free_ports(6, true).to_string()),
     ];
+    // Closed to other users, like a clone in root's home.
+    std::fs::set_permissions(root.path(), std::fs::Permissions::from_mode(0o700)).unwrap();
     let stack = stack_from(root.path().join(".local"), &vars).unwrap();
     let state = stack.state();
+    let _down = DownOnDrop(&stack);
     stack::up(&stack, true).await.expect("dev up --stores-only");
 
     // What `shardfeed migrate` does with the knobs in its environment.
@@ -122,6 +135,15 @@ async fn stores_start_on_the_knob_ports_take_migrations_and_stop() {
     assert!(!applied.is_empty());
     let pg = state.read("postgres").unwrap().expect("postgres recorded");
     assert_eq!(pg.port, stack.pg_port);
+    let data = pg.dir.clone().expect("a data dir");
+    if root.path().metadata().unwrap().uid() == 0 {
+        // As root, PostgreSQL runs as `postgres`, which cannot enter the 0700 temp dir.
+        assert!(
+            data.to_string_lossy().starts_with("/var/tmp/shardfeed-"),
+            "{}",
+            data.display()
+        );
+    }
 
     // Up again: everything is found running and left alone.
     stack::up(&stack, true).await.expect("dev up is idempotent");
@@ -148,7 +170,6 @@ async fn stores_start_on_the_knob_ports_take_migrations_and_stop() {
         assert_eq!(record.state(), ProcState::Gone, "{record:?} survived down");
     }
     assert!(state.names().unwrap().is_empty());
-    assert!(!shardfeed_testkit::kept_data_dir(&stack.root.join("pg"))
-        .unwrap()
-        .exists());
+    assert!(!data.exists(), "down --purge removes the data");
+    assert!(data.starts_with(&stack.root) || !data.parent().unwrap().exists());
 }
