@@ -1,5 +1,6 @@
-# shardfeed developer recipes. Each one calls a script under deploy/local/, which are the real
-# entry points (they work without `just`: `deploy/local/up.sh`, ...).
+# shardfeed developer recipes. Each calls `shardfeed dev` (through deploy/local/cli.sh, which
+# runs the release CLI with the stack's settings) or one of the short bootstrap scripts under
+# deploy/local/ (they work without `just`: `deploy/local/up.sh`, ...).
 # Install just with `cargo install just --locked` if you want these shortcuts.
 
 set shell := ["bash", "-euo", "pipefail", "-c"]
@@ -15,7 +16,11 @@ up *ARGS:
 
 # Stop what `up` started [--purge: also delete the data]
 down *ARGS:
-    @deploy/local/down.sh "$@"
+    @deploy/local/cli.sh dev down "$@"
+
+# What runs, on which port, and whether it is healthy
+status:
+    @deploy/local/cli.sh dev status
 
 # Bring the stack up and run the hot-partition simulation (`shardfeed sim`): table, report, JSON
 demo *ARGS:
@@ -39,16 +44,16 @@ lint:
 
 # Format the workspace (cargo fmt --all)
 fmt *ARGS:
-    @deploy/local/fmt.sh "$@"
+    @cargo fmt --all "$@"
 
 # Run the migrations against the local stack
-migrate *ARGS:
-    @deploy/local/migrate.sh "$@"
+migrate:
+    @deploy/local/cli.sh migrate
 
-# Show logs: [-f] [ingest|aggregator|redis|postgres]
+# Show logs: [-f] [-n LINES] [ingest|aggregator|redis|postgres]
 logs *ARGS:
-    @deploy/local/logs.sh "$@"
+    @deploy/local/cli.sh dev logs "$@"
 
 # Pause one Redis master for 5 s (SIGSTOP/SIGCONT) and watch the failover [--port P] [--seconds N]
 chaos *ARGS:
-    @deploy/local/chaos.sh "$@"
+    @deploy/local/cli.sh dev chaos pause "$@"

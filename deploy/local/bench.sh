@@ -8,6 +8,7 @@ set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 "$SF_REPO/deploy/local/up.sh"
+sf_stack_env
 echo
 log "shardfeed bench $*"
 sf_cli bench "$@"

@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
-# Runs the `shardfeed` CLI (release build) with the local stack's SHARDFEED_* environment.
-# Nothing is started or built: see up.sh for that.
-#
-# Usage: deploy/local/cli.sh SUBCOMMAND [ARGS...]     e.g. deploy/local/cli.sh token --user 1
+# Runs the release `shardfeed` CLI with the local stack's SHARDFEED_* settings, e.g.
+#   deploy/local/cli.sh migrate
+#   deploy/local/cli.sh dev status | dev logs -f ingest | dev chaos pause --seconds 8
+# Builds the CLI if it is missing; starts nothing (see up.sh).
 set -euo pipefail
 # shellcheck source=lib.sh
 # shellcheck source-path=SCRIPTDIR
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
-sf_validate_ports
+sf_stack_env
 sf_cli "$@"

@@ -3,16 +3,17 @@
 # Every check runs; the script fails when any of them failed.
 #
 # buf comes from npm (@bufbuild/buf), installed once under .local/tools.
-# Env: SHARDFEED_BUF_VERSION (default 1.75.0), CARGO_TARGET_DIR.
+# Env: SFDEV_BUF_VERSION (default 1.75.0), CARGO_TARGET_DIR.
 set -euo pipefail
 # shellcheck source=lib.sh
 # shellcheck source-path=SCRIPTDIR
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
-BUF_VERSION="${SHARDFEED_BUF_VERSION:-1.75.0}"
+BUF_VERSION="${SFDEV_BUF_VERSION:-1.75.0}"
+SF_TOOLS_DIR="$SF_REPO/.local/tools"
 cd "$SF_REPO"
 command -v cargo >/dev/null 2>&1 || die "cargo not found: install the Rust toolchain (rustup)"
-locked="$(sf_cargo_locked_flag)"
+locked="$(sf_locked)"
 
 # Prints the path of a working buf, installing @bufbuild/buf into .local/tools when needed.
 ensure_buf() {

@@ -5,7 +5,7 @@
 #
 # Usage: deploy/local/test.sh [CARGO TEST ARGS...]   e.g. deploy/local/test.sh -p shardfeed-server
 # Env: CARGO_TARGET_DIR (default <repo>/target)
-#      SHARDFEED_TEST_SUMMARY_FILE: when set, the one-line summary is also written there.
+#      SFDEV_TEST_SUMMARY_FILE: when set, the one-line summary is also written there.
 set -euo pipefail
 # shellcheck source=lib.sh
 # shellcheck source-path=SCRIPTDIR
@@ -13,14 +13,21 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 command -v cargo >/dev/null 2>&1 || die "cargo not found: install the Rust toolchain (rustup)"
 sf_ensure_redis
+# Exports SFDEV_PG_BINDIR, where the testkit finds initdb and postgres.
 sf_ensure_postgres
-# The test harness finds initdb/postgres/pg_ctl on PATH too.
-export PATH="$SF_PG_BIN:$PATH"
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$SF_REPO/target}"
 
-locked="$(sf_cargo_locked_flag)"
-cmd=(cargo test --workspace ${locked:+"$locked"} "$@")
-log "redis-server: $(redis-server --version | awk '{print $3}'), postgres: $("$SF_PG_BIN/postgres" --version)"
+locked="$(sf_locked)"
+# The whole workspace unless packages are named (cargo would let --workspace win over -p).
+scope=(--workspace)
+for arg in "$@"; do
+  case "$arg" in
+    -p | -p* | --package | --package=*) scope=() ;;
+    --) break ;;
+  esac
+done
+cmd=(cargo test "${scope[@]}" ${locked:+"$locked"} "$@")
+log "redis-server: $(redis-server --version | awk '{print $3}'), postgres: $("$SFDEV_PG_BINDIR/postgres" --version)"
 log "CARGO_TARGET_DIR=$CARGO_TARGET_DIR"
 log "${cmd[*]}"
 
@@ -50,7 +57,7 @@ if ((rc == 0 && passed == 0)); then
   echo "note: no test ran"
 fi
 echo "tests: $summary"
-if [[ -n "${SHARDFEED_TEST_SUMMARY_FILE:-}" ]]; then
-  echo "$summary" >"$SHARDFEED_TEST_SUMMARY_FILE"
+if [[ -n "${SFDEV_TEST_SUMMARY_FILE:-}" ]]; then
+  echo "$summary" >"$SFDEV_TEST_SUMMARY_FILE"
 fi
 exit "$rc"

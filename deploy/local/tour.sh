@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Brings the local stack up (up.sh: builds, starts what is not running) and runs the scripted
-# tour `shardfeed demo` against it. Extra arguments go to `shardfeed demo`.
+# Brings the local stack up (up.sh) and runs the scripted API tour `shardfeed demo` against it.
+# Extra arguments go to `shardfeed demo`.
 #
 # Usage: deploy/local/tour.sh [ARGS...]
 set -euo pipefail
@@ -9,6 +9,7 @@ set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 "$SF_REPO/deploy/local/up.sh"
+sf_stack_env
 echo
-log "shardfeed demo --ingest http://$SF_INGEST_ADDR --aggregator http://$SF_AGGREGATOR_ADDR $*"
-sf_cli demo --ingest "http://$SF_INGEST_ADDR" --aggregator "http://$SF_AGGREGATOR_ADDR" "$@"
+sf_cli demo --ingest "http://$SHARDFEED_INGEST__LISTEN_ADDR" \
+  --aggregator "http://$SHARDFEED_AGGREGATOR__LISTEN_ADDR" "$@"

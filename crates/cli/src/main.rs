@@ -5,6 +5,7 @@
 mod bench;
 mod client;
 mod demo;
+mod dev;
 mod measure;
 mod popularity;
 mod redis_info;
@@ -43,6 +44,9 @@ enum Command {
         #[command(subcommand)]
         command: bench::BenchCommand,
     },
+    /// The local stack: PostgreSQL, a 6-node Redis Cluster and both services, kept running
+    /// between commands (up, down, status, logs, chaos, env).
+    Dev(dev::DevArgs),
 }
 
 #[tokio::main]
@@ -69,5 +73,6 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Demo(args) => demo::run(args).await,
         Command::Sim(args) => sim::run(args).await,
         Command::Bench { command } => bench::run(command).await,
+        Command::Dev(args) => dev::run(args).await,
     }
 }

@@ -98,8 +98,43 @@ impl Drop for InstanceDir {
     }
 }
 
+/// Whether the OS user `uid` (primary group `gid`) can search every existing dir on the way to
+/// `path`, i.e. could reach `path` or create it. Supplementary groups are not considered, so a
+/// `false` may be too cautious, never wrong the other way.
+pub(crate) fn reachable_by(path: &Path, uid: u32, gid: u32) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    path.ancestors()
+        .skip(1)
+        .filter_map(|dir| fs::metadata(dir).ok())
+        .all(|meta| {
+            let mode = meta.mode();
+            if meta.uid() == uid {
+                mode & 0o100 != 0
+            } else if meta.gid() == gid {
+                mode & 0o010 != 0
+            } else {
+                mode & 0o001 != 0
+            }
+        })
+}
+
+/// A dir under `/var/tmp` for `path`'s data when other users cannot reach `path`:
+/// `/var/tmp/shardfeed-<hash of path>` (not created here).
+pub(crate) fn outside_home(path: &Path) -> PathBuf {
+    // FNV-1a: stable across Rust releases (std's hashers are not), so every command finds
+    // the same dir.
+    let hash = path
+        .as_os_str()
+        .as_encoded_bytes()
+        .iter()
+        .fold(0xcbf2_9ce4_8422_2325_u64, |hash, byte| {
+            (hash ^ u64::from(*byte)).wrapping_mul(0x0100_0000_01b3)
+        });
+    PathBuf::from(format!("/var/tmp/shardfeed-{hash:016x}"))
+}
+
 /// The last `max_lines` lines of a log file from byte `from` on, for error messages.
-pub(crate) fn log_tail(path: &Path, from: u64, max_lines: usize) -> String {
+pub fn log_tail(path: &Path, from: u64, max_lines: usize) -> String {
     let read = || -> io::Result<String> {
         let mut file = fs::File::open(path)?;
         let len = file.metadata()?.len();

@@ -1,14 +1,19 @@
-//! Real stores for shardfeed's integration tests: PostgreSQL servers, Redis Clusters, migrated
-//! per-test databases and per-test key namespaces.
+//! Real stores for shardfeed's integration tests and its local stack: PostgreSQL servers, Redis
+//! Clusters, migrated per-test databases, per-test key namespaces, and waiting for health.
 //!
-//! Tests never mock the stores. Every server runs as a child process on a free port under
+//! Tests never mock the stores. Every test server runs as a child process on a free port under
 //! `$TMPDIR/shardfeed-testkit/`, and none outlives the test process, even one that panics,
 //! aborts or is SIGKILLed: each is forked from a single long-lived thread with
 //! `PR_SET_PDEATHSIG` set, so the kernel signals it when the test process ends. The directories
 //! of dead test processes are removed by the next one.
 //!
+//! The same supervisors run the local stack (`shardfeed dev`) in their kept mode
+//! ([`PgServer::start_kept`], [`RedisCluster::start_kept`]): fixed ports, data kept, processes
+//! in a session of their own that outlive the command, each recorded in a [`StateDir`] (pid,
+//! start time, port, data dir) so that later commands find, pause and stop exactly them.
+//!
 //! Needs `redis-server` and `redis-cli` (7.x) on `PATH` and PostgreSQL's binaries in
-//! `/usr/lib/postgresql/15/bin` (or `$SHARDFEED_PG_BINDIR`). As root, PostgreSQL runs as the
+//! `/usr/lib/postgresql/15/bin` (or `$SFDEV_PG_BINDIR`). As root, PostgreSQL runs as the
 //! `postgres` OS user, since it refuses to run as root.
 //!
 //! ```no_run
@@ -22,6 +27,7 @@
 //! ```
 
 mod dirs;
+mod poll;
 mod ports;
 mod postgres;
 mod process;
@@ -31,12 +37,16 @@ mod resp;
 mod server;
 mod shared;
 mod spawner;
+mod state;
 mod sys;
 mod testdb;
 
-pub use dirs::{base_dir, remove_stale_dirs};
-pub use postgres::PgServer;
+pub use dirs::{base_dir, log_tail, remove_stale_dirs};
+pub use poll::{eventually, health, wait_for_health, ServingStatus};
+pub use postgres::{kept_data_dir, PgServer, BINDIR_VAR};
+pub use process::{ProcState, ProcessId};
 pub use redis::{RedisCluster, RedisNode};
 pub use server::{InProcessServer, Shutdown};
 pub use shared::{shared, unique_namespace, SharedStores};
+pub use state::{Record, StateDir};
 pub use testdb::TestDb;

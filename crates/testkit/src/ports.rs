@@ -62,6 +62,7 @@ impl Drop for PortLease {
     }
 }
 
-fn bindable(port: u16) -> bool {
+/// Whether a server could bind 127.0.0.1:`port` now.
+pub(crate) fn bindable(port: u16) -> bool {
     TcpListener::bind(("127.0.0.1", port)).is_ok()
 }

@@ -2,29 +2,40 @@
 
 use std::fs::{self, File, OpenOptions};
 use std::net::{SocketAddr, TcpStream};
+use std::os::unix::fs::DirBuilderExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use anyhow::{anyhow, bail, Context};
+use anyhow::{anyhow, bail, ensure, Context};
+use nix::sys::signal::Signal;
+use wait_timeout::ChildExt;
 
-use crate::dirs::{file_len, log_tail, InstanceDir};
-use crate::ports::PortLease;
-use crate::process::{terminate, wait_timeout, LaunchError};
+use crate::dirs::{self, file_len, log_tail, InstanceDir};
+use crate::ports::{self, PortLease};
+use crate::process::{LaunchError, Lifetime, Proc};
+use crate::state::{Record, StateDir};
 use crate::{spawner, sys};
+
+/// The name of a kept PostgreSQL in its [`StateDir`].
+const KEPT_NAME: &str = "postgres";
 
 /// The superuser that initdb creates; with trust auth it needs no password.
 const SUPERUSER: &str = "shardfeed";
 
-/// Where the PostgreSQL 15 binaries are unless `SHARDFEED_PG_BINDIR` says otherwise.
+/// Where the PostgreSQL 15 binaries are unless [`BINDIR_VAR`] says otherwise.
 const DEFAULT_BINDIR: &str = "/usr/lib/postgresql/15/bin";
+
+/// Names PostgreSQL's bin dir. Not `SHARDFEED_…`: every such variable is a setting of the
+/// services' configuration, which refuses unknown ones.
+pub const BINDIR_VAR: &str = "SFDEV_PG_BINDIR";
 
 /// Test settings: durability off (a crash loses a test database, not data anyone needs), room
 /// for many pools, small memory.
-const SETTINGS: &[(&str, &str)] = &[
+const TEST_SETTINGS: &[(&str, &str)] = &[
     ("fsync", "off"),
     ("synchronous_commit", "off"),
     ("full_page_writes", "off"),
@@ -33,28 +44,46 @@ const SETTINGS: &[(&str, &str)] = &[
     ("logging_collector", "off"),
 ];
 
+/// Settings of a kept server (the local stack): durable, room for the services' pools and a
+/// benchmark's, no Unix socket (TCP on loopback only).
+const KEPT_SETTINGS: &[(&str, &str)] = &[
+    ("max_connections", "200"),
+    ("logging_collector", "off"),
+    ("unix_socket_directories", ""),
+];
+
 const READY_TIMEOUT: Duration = Duration::from_secs(60);
 const STOP_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// One PostgreSQL postmaster on 127.0.0.1, with trust auth and superuser `shardfeed`.
 ///
-/// Dropping it shuts the server down (immediate mode) and removes its data dir. If the test
-/// process dies instead, the postmaster gets SIGQUIT (immediate shutdown, which also ends its
-/// backends) from `PR_SET_PDEATHSIG`.
+/// A test's server ([`PgServer::start`]): dropping it shuts the server down (immediate mode)
+/// and removes its data dir. If the test process dies instead, the postmaster gets SIGQUIT
+/// (immediate shutdown, which also ends its backends) from `PR_SET_PDEATHSIG`.
+///
+/// A kept server ([`PgServer::start_kept`], the local stack) outlives the process: dropping it
+/// leaves it running, and its record in the [`StateDir`] lets a later command find and stop it.
 #[derive(Debug)]
 pub struct PgServer {
     port: u16,
     bindir: PathBuf,
     /// The (uid, gid) to run as when we are root.
     owner: Option<(u32, u32)>,
-    child: Mutex<Option<Child>>,
+    lifetime: Lifetime,
+    /// The data dir (initdb's `-D`).
+    data: PathBuf,
+    log: PathBuf,
+    /// Where the Unix socket goes; a kept server has none.
+    socket_dir: Option<PathBuf>,
+    child: Mutex<Option<Proc>>,
     /// The migrated template database, created on first use by `TestDb`.
     pub(crate) template: tokio::sync::OnceCell<()>,
     /// `CREATE DATABASE ... TEMPLATE` fails when run concurrently on one template.
     pub(crate) copy_lock: tokio::sync::Mutex<()>,
-    _lease: PortLease,
-    /// Declared last so it is removed only after the server is gone.
-    dir: InstanceDir,
+    _lease: Option<PortLease>,
+    /// A test server's instance dir, declared last so it is removed only after the server is
+    /// gone.
+    dir: Option<InstanceDir>,
 }
 
 impl PgServer {
@@ -68,22 +97,30 @@ impl PgServer {
             std::os::unix::fs::chown(dir.path(), Some(uid), Some(gid))
                 .with_context(|| format!("giving {} to the postgres user", dir.path().display()))?;
         }
-        initdb(&bindir, dir.path(), owner)?;
+        let data = dir.path().join("data");
+        initdb(&bindir, dir.path(), &data, owner, true)?;
         let mut last_err = None;
         for _ in 0..10 {
             let lease = PortLease::acquire(false)?;
-            match launch(&bindir, dir.path(), lease.port(), owner) {
+            let mut server = PgServer {
+                port: lease.port(),
+                bindir: bindir.clone(),
+                owner,
+                lifetime: Lifetime::Test,
+                data: data.clone(),
+                log: dir.path().join("postgres.log"),
+                socket_dir: Some(dir.path().to_owned()),
+                child: Mutex::new(None),
+                template: tokio::sync::OnceCell::new(),
+                copy_lock: tokio::sync::Mutex::new(()),
+                _lease: Some(lease),
+                dir: None,
+            };
+            match server.launch() {
                 Ok(child) => {
-                    return Ok(PgServer {
-                        port: lease.port(),
-                        bindir,
-                        owner,
-                        child: Mutex::new(Some(child)),
-                        template: tokio::sync::OnceCell::new(),
-                        copy_lock: tokio::sync::Mutex::new(()),
-                        _lease: lease,
-                        dir,
-                    })
+                    *server.lock_child() = Some(child);
+                    server.dir = Some(dir);
+                    return Ok(server);
                 }
                 Err(LaunchError::PortInUse(err)) => last_err = Some(err),
                 Err(LaunchError::Failed(err)) => return Err(err),
@@ -92,6 +129,61 @@ impl PgServer {
         Err(last_err
             .unwrap_or_else(|| anyhow!("no attempt made"))
             .context("postgres found no free port in 10 tries"))
+    }
+
+    /// A server that outlives this process (the local stack): data in `data` (initdb'd on
+    /// first use), listening on `port`, its log in `state`'s `log/postgres.log` and its record
+    /// in `state`. A server already recorded there is taken over as it is (on its port).
+    ///
+    /// As root the server runs as the `postgres` OS user, which must reach `data`: see
+    /// [`kept_data_dir`].
+    pub fn start_kept(state: &StateDir, data: &Path, port: u16) -> anyhow::Result<PgServer> {
+        let owner = run_as()?;
+        state.create()?;
+        let mut server = PgServer {
+            port,
+            bindir: bindir(),
+            owner,
+            lifetime: Lifetime::Kept(state.clone()),
+            data: data.to_owned(),
+            log: state.log_path(KEPT_NAME),
+            socket_dir: None,
+            child: Mutex::new(None),
+            template: tokio::sync::OnceCell::new(),
+            copy_lock: tokio::sync::Mutex::new(()),
+            _lease: None,
+            dir: None,
+        };
+        if let Some(record) = state.live(KEPT_NAME)? {
+            server.port = record.port;
+            *server.lock_child() = Some(Proc::Recorded(record.process));
+            return Ok(server);
+        }
+        if !data.join("PG_VERSION").exists() {
+            if let Some(parent) = data.parent() {
+                fs::create_dir_all(parent)
+                    .with_context(|| format!("creating {}", parent.display()))?;
+            }
+            match fs::DirBuilder::new().mode(0o700).create(data) {
+                Ok(()) => {}
+                Err(err) if err.kind() == std::io::ErrorKind::AlreadyExists => {}
+                Err(err) => {
+                    return Err(err).with_context(|| format!("creating {}", data.display()))
+                }
+            }
+            if let Some((uid, gid)) = owner {
+                std::os::unix::fs::chown(data, Some(uid), Some(gid))
+                    .with_context(|| format!("giving {} to the postgres user", data.display()))?;
+            }
+            initdb(&server.bindir, &state.log_dir(), data, owner, false)?;
+        }
+        ensure!(
+            ports::bindable(port),
+            "port {port} is in use by a process this stack did not start"
+        );
+        let child = server.launch().map_err(anyhow::Error::from)?;
+        *server.lock_child() = Some(child);
+        Ok(server)
     }
 
     /// The TCP port on 127.0.0.1; it stays the same across `stop`/`restart`.
@@ -106,12 +198,18 @@ impl PgServer {
 
     /// The postmaster's pid while it runs.
     pub fn pid(&self) -> Option<u32> {
-        self.lock_child().as_ref().map(Child::id)
+        self.lock_child().as_ref().map(Proc::id)
     }
 
-    /// The instance dir: the data dir (`data/`), the unix socket and `postgres.log`.
+    /// A test server's instance dir: the data dir (`data/`), the unix socket and
+    /// `postgres.log`; a kept server's data dir.
     pub fn dir(&self) -> &Path {
-        self.dir.path()
+        self.dir.as_ref().map_or(&self.data, InstanceDir::path)
+    }
+
+    /// The server's log file.
+    pub fn log(&self) -> &Path {
+        &self.log
     }
 
     /// Fast shutdown (sessions are ended, nothing is lost); the data dir is kept so that
@@ -119,7 +217,12 @@ impl PgServer {
     pub fn stop(&self) -> anyhow::Result<()> {
         let mut child = self.lock_child();
         if let Some(mut running) = child.take() {
-            terminate(&mut running, libc::SIGINT, STOP_TIMEOUT).context("stopping postgres")?;
+            running
+                .terminate(Signal::SIGINT, STOP_TIMEOUT)
+                .context("stopping postgres")?;
+        }
+        if let Lifetime::Kept(state) = &self.lifetime {
+            state.remove(KEPT_NAME)?;
         }
         Ok(())
     }
@@ -129,29 +232,50 @@ impl PgServer {
     pub fn restart(&self) -> anyhow::Result<()> {
         let mut child = self.lock_child();
         if let Some(mut running) = child.take() {
-            terminate(&mut running, libc::SIGINT, STOP_TIMEOUT).context("stopping postgres")?;
+            running
+                .terminate(Signal::SIGINT, STOP_TIMEOUT)
+                .context("stopping postgres")?;
         }
-        let started = launch(&self.bindir, self.dir.path(), self.port, self.owner)
+        let started = self
+            .launch()
             .map_err(anyhow::Error::from)
             .with_context(|| format!("restarting postgres on port {}", self.port))?;
         *child = Some(started);
         Ok(())
     }
 
-    fn lock_child(&self) -> MutexGuard<'_, Option<Child>> {
+    fn lock_child(&self) -> MutexGuard<'_, Option<Proc>> {
         self.child.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
 
 impl Drop for PgServer {
     fn drop(&mut self) {
+        if self.lifetime.is_kept() {
+            return;
+        }
         if let Some(mut running) = self.lock_child().take() {
             // Immediate shutdown: the data dir is about to go anyway.
-            if let Err(err) = terminate(&mut running, libc::SIGQUIT, STOP_TIMEOUT) {
+            if let Err(err) = running.terminate(Signal::SIGQUIT, STOP_TIMEOUT) {
                 tracing::warn!(error = %err, "could not stop postgres");
             }
         }
     }
+}
+
+/// Where a kept server's data dir goes: `preferred` when the `postgres` OS user (the server's
+/// user when we are root) can reach it; else, since every parent dir must be searchable by
+/// that user (a clone in root's 0700 home is not), a dir of its own under `/var/tmp` (kept
+/// across reboots, unlike `/tmp`), named after `preferred` so that every command finds the
+/// same one.
+pub fn kept_data_dir(preferred: &Path) -> anyhow::Result<PathBuf> {
+    let Some((uid, gid)) = run_as()? else {
+        return Ok(preferred.to_owned());
+    };
+    if dirs::reachable_by(preferred, uid, gid) {
+        return Ok(preferred.to_owned());
+    }
+    Ok(dirs::outside_home(preferred).join("pg"))
 }
 
 /// The OS user to run postgres as: none unless we are root, which postgres refuses.
@@ -170,21 +294,21 @@ fn run_as() -> anyhow::Result<Option<(u32, u32)>> {
 }
 
 fn bindir() -> PathBuf {
-    match std::env::var_os("SHARDFEED_PG_BINDIR") {
+    match std::env::var_os(BINDIR_VAR) {
         Some(dir) => PathBuf::from(dir),
         None => PathBuf::from(DEFAULT_BINDIR),
     }
 }
 
+/// Runs in `/`: the postgres user need not be able to enter our working dir.
 fn command(
     bindir: &Path,
     program: &str,
-    dir: &Path,
     log: File,
     owner: Option<(u32, u32)>,
 ) -> anyhow::Result<Command> {
     let mut cmd = Command::new(bindir.join(program));
-    cmd.current_dir(dir)
+    cmd.current_dir("/")
         .stdin(Stdio::null())
         .stdout(log.try_clone().context("duplicating the log file")?)
         .stderr(log);
@@ -194,27 +318,35 @@ fn command(
     Ok(cmd)
 }
 
-fn initdb(bindir: &Path, dir: &Path, owner: Option<(u32, u32)>) -> anyhow::Result<()> {
-    let log_path = dir.join("initdb.log");
+/// initdb into `data`, its output in `log_dir/initdb.log`; `no_sync` for test servers.
+fn initdb(
+    bindir: &Path,
+    log_dir: &Path,
+    data: &Path,
+    owner: Option<(u32, u32)>,
+    no_sync: bool,
+) -> anyhow::Result<()> {
+    let log_path = log_dir.join("initdb.log");
     let log = File::create(&log_path).context("creating initdb.log")?;
-    let mut cmd = command(bindir, "initdb", dir, log, owner)?;
-    cmd.arg("-D")
-        .arg(dir.join("data"))
-        .args([
-            "-U",
-            SUPERUSER,
-            "--auth=trust",
-            "--encoding=UTF8",
-            "--locale=C",
-        ])
-        .args(["--no-sync", "--no-instructions"]);
-    let mut child = spawner::spawn(cmd, libc::SIGKILL).with_context(|| {
+    let mut cmd = command(bindir, "initdb", log, owner)?;
+    cmd.arg("-D").arg(data).args([
+        "-U",
+        SUPERUSER,
+        "--auth=trust",
+        "--encoding=UTF8",
+        "--locale=C",
+        "--no-instructions",
+    ]);
+    if no_sync {
+        cmd.arg("--no-sync");
+    }
+    let mut child = spawner::spawn(cmd, Signal::SIGKILL).with_context(|| {
         format!(
-            "running {}/initdb (set SHARDFEED_PG_BINDIR to PostgreSQL's bin dir)",
+            "running {}/initdb (set {BINDIR_VAR} to PostgreSQL's bin dir)",
             bindir.display()
         )
     })?;
-    match wait_timeout(&mut child, Duration::from_secs(120))? {
+    match child.wait_timeout(Duration::from_secs(120))? {
         Some(status) if status.success() => Ok(()),
         Some(status) => bail!("initdb failed ({status})\n{}", log_tail(&log_path, 0, 30)),
         None => {
@@ -225,53 +357,71 @@ fn initdb(bindir: &Path, dir: &Path, owner: Option<(u32, u32)>) -> anyhow::Resul
     }
 }
 
-/// Starts the postmaster and waits until it accepts connections.
-fn launch(
-    bindir: &Path,
-    dir: &Path,
-    port: u16,
-    owner: Option<(u32, u32)>,
-) -> Result<Child, LaunchError> {
-    let log_path = dir.join("postgres.log");
-    let log_start = file_len(&log_path);
-    let log = OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&log_path)
-        .context("opening postgres.log")
-        .map_err(LaunchError::Failed)?;
-    let mut cmd = command(bindir, "postgres", dir, log, owner).map_err(LaunchError::Failed)?;
-    cmd.arg("-D")
-        .arg(dir.join("data"))
-        .args(["-p", &port.to_string(), "-h", "127.0.0.1", "-k"])
-        .arg(dir);
-    for (name, value) in SETTINGS {
-        cmd.arg("-c").arg(format!("{name}={value}"));
-    }
-    // SIGQUIT is postgres' immediate shutdown: the postmaster ends its backends before exiting.
-    let mut child = spawner::spawn(cmd, libc::SIGQUIT)
-        .with_context(|| format!("running {}/postgres", bindir.display()))
-        .map_err(LaunchError::Failed)?;
-    match wait_ready(&mut child, dir, port) {
-        Ok(()) => Ok(child),
-        Err(err) => {
-            let _ = terminate(&mut child, libc::SIGQUIT, STOP_TIMEOUT);
-            let tail = log_tail(&log_path, log_start, 30);
-            let err = err.context(format!("postgres on port {port} did not start\n{tail}"));
-            Err(LaunchError::classify(err, &tail))
+impl PgServer {
+    /// Starts the postmaster and waits until it accepts connections; a kept one is recorded.
+    fn launch(&self) -> Result<Proc, LaunchError> {
+        let log_start = file_len(&self.log);
+        let log = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .with_context(|| format!("opening {}", self.log.display()))
+            .map_err(LaunchError::Failed)?;
+        let mut cmd =
+            command(&self.bindir, "postgres", log, self.owner).map_err(LaunchError::Failed)?;
+        cmd.arg("-D")
+            .arg(&self.data)
+            .args(["-p", &self.port.to_string(), "-h", "127.0.0.1"]);
+        if let Some(socket_dir) = &self.socket_dir {
+            cmd.arg("-k").arg(socket_dir);
+        }
+        let settings = match self.lifetime {
+            Lifetime::Test => TEST_SETTINGS,
+            Lifetime::Kept(_) => KEPT_SETTINGS,
+        };
+        for (name, value) in settings {
+            cmd.arg("-c").arg(format!("{name}={value}"));
+        }
+        // SIGQUIT is postgres' immediate shutdown: the postmaster ends its backends before
+        // exiting.
+        let mut child = self
+            .lifetime
+            .spawn(cmd, Signal::SIGQUIT)
+            .with_context(|| format!("running {}/postgres", self.bindir.display()))
+            .map_err(LaunchError::Failed)?;
+        let ready = wait_ready(&mut child, &self.data, self.port).and_then(|()| {
+            let record = Record::new(
+                child.process_id()?,
+                self.port,
+                Some(self.data.clone()),
+                Signal::SIGINT,
+            );
+            self.lifetime.record(KEPT_NAME, record)
+        });
+        match ready {
+            Ok(()) => Ok(child),
+            Err(err) => {
+                let _ = child.terminate(Signal::SIGQUIT, STOP_TIMEOUT);
+                let tail = log_tail(&self.log, log_start, 30);
+                let err = err.context(format!(
+                    "postgres on port {} did not start\n{tail}",
+                    self.port
+                ));
+                Err(LaunchError::classify(err, &tail))
+            }
         }
     }
 }
 
 /// Ready means what `pg_ctl -w` checks: postmaster.pid names our child and says "ready". The
 /// TCP connect then confirms the port is really ours.
-fn wait_ready(child: &mut Child, dir: &Path, port: u16) -> anyhow::Result<()> {
-    let pid_file = dir.join("data").join("postmaster.pid");
+fn wait_ready(child: &mut Proc, data: &Path, port: u16) -> anyhow::Result<()> {
+    let pid_file = data.join("postmaster.pid");
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
     let deadline = Instant::now() + READY_TIMEOUT;
     loop {
-        if let Some(status) = child.try_wait()? {
-            bail!("postgres exited ({status})");
+        if let Some(how) = child.exited() {
+            bail!("postgres {how}");
         }
         let ready = fs::read_to_string(&pid_file).is_ok_and(|text| {
             let lines: Vec<&str> = text.lines().collect();

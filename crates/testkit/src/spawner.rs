@@ -4,23 +4,24 @@
 //! Test threads come and go, so children are forked from this thread instead, which lives until
 //! the process ends: then, and only then, every child gets its death signal.
 
-use std::ffi::c_int;
 use std::io;
 use std::process::{Child, Command};
 use std::sync::mpsc;
 use std::sync::OnceLock;
 use std::thread;
 
-use crate::sys;
+use nix::sys::signal::Signal;
+
+use crate::sys::{self, ExecHook};
 
 struct Request {
     cmd: Command,
-    death_signal: c_int,
+    death_signal: Signal,
     reply: mpsc::SyncSender<io::Result<Child>>,
 }
 
 /// Spawns `cmd` from the spawner thread; the child gets `death_signal` when this process dies.
-pub(crate) fn spawn(cmd: Command, death_signal: c_int) -> io::Result<Child> {
+pub(crate) fn spawn(cmd: Command, death_signal: Signal) -> io::Result<Child> {
     let (reply, response) = mpsc::sync_channel(1);
     let request = Request {
         cmd,
@@ -45,7 +46,10 @@ fn sender() -> &'static mpsc::Sender<Request> {
                 // The sender lives in a static, so this loop never ends and the thread never
                 // exits before the process does.
                 for mut request in requests {
-                    sys::die_with_parent(&mut request.cmd, request.death_signal);
+                    sys::set_exec_hook(
+                        &mut request.cmd,
+                        ExecHook::DieWithParent(request.death_signal),
+                    );
                     let _ = request.reply.send(request.cmd.spawn());
                 }
             })

@@ -1,79 +1,61 @@
-//! The few libc calls std has no safe wrapper for. Each is a small function of its own so that
-//! `unsafe` stays allowed only where it is needed (the workspace denies it).
+//! The OS calls std has no wrapper for, through `nix`. The one `unsafe` left is the fork-to-exec
+//! hook (`CommandExt::pre_exec` is unsafe by nature); the workspace denies it everywhere else.
 
-use std::ffi::{c_int, CString};
 use std::io;
 use std::os::unix::process::CommandExt;
 use std::process::Command;
 
-/// Makes the child get `signal` when the thread that spawns it exits, so that no store outlives
-/// the test process, not even one killed with SIGKILL. The caller must spawn from a thread that
-/// lives as long as the process (see `spawner`).
-#[allow(unsafe_code)]
-pub(crate) fn die_with_parent(cmd: &mut Command, signal: c_int) {
+use nix::sys::signal::{self, Signal};
+use nix::unistd::{self, Pid, User};
+
+/// What a store process does between fork and exec.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum ExecHook {
+    /// Gets the signal when the thread that spawned it exits, so that it cannot outlive the test
+    /// process, not even one killed with SIGKILL. The caller spawns from a thread that lives as
+    /// long as the process (see `spawner`).
+    DieWithParent(Signal),
+    /// Leaves the caller's session (setsid), so that neither a Ctrl-C in the terminal nor the
+    /// end of the command that started it reaches it: it lives until stopped.
+    NewSession,
+}
+
+pub(crate) fn set_exec_hook(cmd: &mut Command, hook: ExecHook) {
     let parent = std::process::id();
     // SAFETY: the hook runs between fork and exec, where only async-signal-safe calls are
-    // allowed: prctl(2) and getppid(2) are system calls taking integers, and the errors are
+    // allowed: prctl(2), getppid(2) and setsid(2) are plain system calls, and the errors are
     // built from raw errno values without allocating. It runs after std's setuid/setgid, which
     // would otherwise clear the death signal.
+    #[allow(unsafe_code)]
     unsafe {
-        cmd.pre_exec(move || {
-            if libc::prctl(libc::PR_SET_PDEATHSIG, signal as libc::c_ulong, 0, 0, 0) == -1 {
-                return Err(io::Error::last_os_error());
+        cmd.pre_exec(move || match hook {
+            ExecHook::DieWithParent(signal) => {
+                nix::sys::prctl::set_pdeathsig(signal).map_err(io::Error::from)?;
+                // The parent may have died before prctl: then nobody would ever signal us.
+                if std::os::unix::process::parent_id() != parent {
+                    return Err(io::Error::from_raw_os_error(nix::libc::ESRCH));
+                }
+                Ok(())
             }
-            // The parent may have died before prctl: then nobody would ever signal us.
-            if std::os::unix::process::parent_id() != parent {
-                return Err(io::Error::from_raw_os_error(libc::ESRCH));
-            }
-            Ok(())
+            ExecHook::NewSession => unistd::setsid().map(drop).map_err(io::Error::from),
         });
     }
 }
 
-/// Sends `signal` to `pid`. Only call it for a child that has not been waited for, so that the
-/// pid cannot have been reused.
-#[allow(unsafe_code)]
-pub(crate) fn send_signal(pid: u32, signal: c_int) -> io::Result<()> {
-    let pid = libc::pid_t::try_from(pid).map_err(|_| io::Error::from_raw_os_error(libc::ESRCH))?;
-    // SAFETY: kill(2) takes two integers and touches no memory of ours.
-    if unsafe { libc::kill(pid, signal) } == -1 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
+/// Sends `signal` to `pid`. Callers make sure the pid is still the process they mean: a child
+/// not waited for yet, or a recorded process whose start time still matches.
+pub(crate) fn send_signal(pid: u32, signal: Signal) -> io::Result<()> {
+    let pid = i32::try_from(pid).map_err(|_| io::Error::from_raw_os_error(nix::libc::ESRCH))?;
+    signal::kill(Pid::from_raw(pid), signal).map_err(io::Error::from)
 }
 
 /// The effective user id: PostgreSQL refuses to run as root.
-#[allow(unsafe_code)]
 pub(crate) fn euid() -> u32 {
-    // SAFETY: geteuid(2) cannot fail and touches no memory.
-    unsafe { libc::geteuid() }
+    unistd::geteuid().as_raw()
 }
 
-/// Looks up an OS user's (uid, gid) by name; `None` if there is no such user.
-#[allow(unsafe_code)]
+/// An OS user's (uid, gid) by name; `None` if there is no such user.
 pub(crate) fn user_ids(name: &str) -> io::Result<Option<(u32, u32)>> {
-    let name = CString::new(name).map_err(io::Error::other)?;
-    let mut buf = vec![0 as libc::c_char; 16 * 1024];
-    let mut pwd = std::mem::MaybeUninit::<libc::passwd>::uninit();
-    let mut result: *mut libc::passwd = std::ptr::null_mut();
-    // SAFETY: every pointer is valid for the call: `name` is NUL-terminated, `pwd` and `buf`
-    // are writable and `buf.len()` is its true size. getpwnam_r (unlike getpwnam) keeps no
-    // static state, so concurrent calls are fine. `result` is either null or points to `pwd`,
-    // which getpwnam_r then has initialized; we only read two integers from it.
-    unsafe {
-        let rc = libc::getpwnam_r(
-            name.as_ptr(),
-            pwd.as_mut_ptr(),
-            buf.as_mut_ptr(),
-            buf.len(),
-            &mut result,
-        );
-        if rc != 0 {
-            return Err(io::Error::from_raw_os_error(rc));
-        }
-        if result.is_null() {
-            return Ok(None);
-        }
-        Ok(Some(((*result).pw_uid, (*result).pw_gid)))
-    }
+    let user = User::from_name(name).map_err(io::Error::from)?;
+    Ok(user.map(|user| (user.uid.as_raw(), user.gid.as_raw())))
 }

@@ -172,3 +172,20 @@ async fn restart_on_a_taken_port_fails_with_the_log_tail() {
     pg.restart().unwrap();
     connect(&pg.url("postgres")).await.unwrap();
 }
+
+#[test]
+fn the_bindir_knob_names_where_postgres_is_looked_for() {
+    // A process of its own, since the knob is read from the environment: the stand-in test
+    // process fails to start its stores, naming the dir it was pointed at.
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_shardfeed-testkit-child"))
+        .env(shardfeed_testkit::BINDIR_VAR, "/nonexistent/pg/bin")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("/nonexistent/pg/bin/initdb") && stderr.contains("SFDEV_PG_BINDIR"),
+        "{stderr}"
+    );
+}

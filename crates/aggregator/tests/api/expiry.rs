@@ -9,7 +9,7 @@ use shardfeed_cache::CacheChange;
 use shardfeed_proto::v1::GetHomeFeedRequest;
 use tonic::Code;
 
-use crate::timeline::{flat, unreachable_postgres, Harness};
+use crate::harness::{flat, unreachable_postgres, Harness};
 
 impl Harness {
     async fn del(&self, key: String) {
@@ -52,13 +52,10 @@ impl Harness {
 async fn keys_written_at_different_times_expire_together() {
     // The scenario of a user whose meta was written before the first post: each key used to
     // renew its own TTL, so the timeline expired while the meta still vouched for two posts.
-    let mut h = Harness::start_configured(
-        800,
-        None,
-        &shardfeed_testkit::shared().redis.seed_nodes(),
-        &[("SHARDFEED_CACHE__TTL_SECS", "3")],
-    )
-    .await;
+    let mut h = Harness::builder()
+        .setting("SHARDFEED_CACHE__TTL_SECS", "3")
+        .start()
+        .await;
     let author = h.user(true).await;
     tokio::time::sleep(Duration::from_millis(1000)).await;
     h.posts(author, 1, 1, true).await;
@@ -242,7 +239,10 @@ async fn feeds_of_unknown_users_take_no_rebuild() {
 
 #[tokio::test]
 async fn bodies_lost_while_postgres_is_down_give_a_degraded_page() {
-    let mut h = Harness::start_with(800, Some(unreachable_postgres())).await;
+    let mut h = Harness::builder()
+        .aggregator_pg(unreachable_postgres())
+        .start()
+        .await;
     let reader = h.user(true).await;
     let kept = h.user(true).await;
     let lost = h.user(true).await;

@@ -7,7 +7,7 @@ use fred::{interfaces::ClusterInterface, util::redis_keyslot};
 use shardfeed_proto::v1::{GetHomeFeedRequest, GetHomeFeedResponse};
 use shardfeed_testkit::RedisCluster;
 
-use crate::timeline::Harness;
+use crate::harness::Harness;
 
 /// A reader following `n` cached authors with a few posts each.
 async fn world(h: &mut Harness, n: usize) -> (i64, Vec<i64>) {
@@ -64,7 +64,10 @@ async fn walk(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_master_killed_mid_walk_yields_the_exact_feed() {
     let cluster = RedisCluster::start_async().await.unwrap();
-    let mut h = Harness::start_on(800, None, &cluster.seed_nodes()).await;
+    let mut h = Harness::builder()
+        .redis(&cluster.seed_nodes())
+        .start()
+        .await;
     let (reader, _) = world(&mut h, 12).await;
     let truth = h.home_truth(reader).await;
 
@@ -90,12 +93,11 @@ struct NoPostgres {
 
 async fn without_postgres() -> NoPostgres {
     let cluster = RedisCluster::start_async().await.unwrap();
-    let mut h = Harness::start_on(
-        800,
-        Some(crate::timeline::unreachable_postgres()),
-        &cluster.seed_nodes(),
-    )
-    .await;
+    let mut h = Harness::builder()
+        .aggregator_pg(crate::harness::unreachable_postgres())
+        .redis(&cluster.seed_nodes())
+        .start()
+        .await;
     let (reader, authors) = world(&mut h, 12).await;
     // Healthy: the whole feed from the cache alone.
     let full = home(&h, reader).await.unwrap();
@@ -182,7 +184,10 @@ fn assert_only_the_victims_authors_left_out(w: &NoPostgres, partial: &GetHomeFee
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_feed_of_a_random_world_stays_exact_across_a_killed_master() {
     let cluster = RedisCluster::start_async().await.unwrap();
-    let mut h = Harness::start_on(800, None, &cluster.seed_nodes()).await;
+    let mut h = Harness::builder()
+        .redis(&cluster.seed_nodes())
+        .start()
+        .await;
     let users = crate::home::random_world(&mut h, 29).await;
     let mut killed_at = None;
     for (i, &user) in users.iter().enumerate() {

@@ -8,7 +8,8 @@ use shardfeed_cache::CacheChange;
 use shardfeed_proto::v1::GetHomeFeedRequest;
 use tonic::Code;
 
-use crate::timeline::{assert_violation, flat, Harness};
+use crate::harness::{flat, Harness};
+use crate::timeline::assert_violation;
 
 impl Harness {
     pub(crate) async fn follow_cached(&self, follower: i64, followee: i64, version: i64) {
@@ -512,14 +513,10 @@ async fn a_deleted_post_leaves_feeds_at_once_though_its_body_is_remembered() {
 /// once, and even an unannounced one shows once the remembered set expires.
 #[tokio::test]
 async fn a_remembered_followee_set_follows_announced_and_unannounced_changes() {
-    let nodes = shardfeed_testkit::shared().redis.seed_nodes();
-    let mut h = Harness::start_configured(
-        800,
-        None,
-        &nodes,
-        &[("SHARDFEED_AGGREGATOR__FOLLOWEE_CACHE_TTL_MS", "1000")],
-    )
-    .await;
+    let mut h = Harness::builder()
+        .setting("SHARDFEED_AGGREGATOR__FOLLOWEE_CACHE_TTL_MS", "1000")
+        .start()
+        .await;
     let reader = h.user(true).await;
     let (old, new) = (h.user(true).await, h.user(true).await);
     h.follow(reader, old, 1, true).await;

@@ -13,7 +13,7 @@ use shardfeed_proto::v1::{
 };
 use tonic::Code;
 
-use crate::timeline::Harness;
+use crate::harness::Harness;
 
 /// Quick detection for tests: a few reads per second make an author hot.
 const QUICK: &[(&str, &str)] = &[
@@ -23,9 +23,12 @@ const QUICK: &[(&str, &str)] = &[
 ];
 
 pub(crate) async fn start(extra: &[(&str, &str)]) -> Harness {
-    let nodes = shardfeed_testkit::shared().redis.seed_nodes();
-    let settings: Vec<(&str, &str)> = QUICK.iter().chain(extra).copied().collect();
-    Harness::start_configured(100, None, &nodes, &settings).await
+    Harness::builder()
+        .timeline_len(100)
+        .settings(QUICK)
+        .settings(extra)
+        .start()
+        .await
 }
 
 async fn hot(h: &Harness, limit: i32) -> Result<GetHotAuthorsResponse, tonic::Status> {
@@ -403,7 +406,12 @@ async fn a_load_every_reader_gave_up_on_is_never_served_later() {
             ("SHARDFEED_HOTSPOT__HALF_LIFE_MS", "30000"),
         ])
         .collect();
-    let mut h = Harness::start_configured(100, None, &cluster.seed_nodes(), &settings).await;
+    let mut h = Harness::builder()
+        .timeline_len(100)
+        .redis(&cluster.seed_nodes())
+        .settings(&settings)
+        .start()
+        .await;
     let author = author_with_posts(&mut h, 3).await;
     heat(&h, author).await;
     let routing = h.writer.client().cached_cluster_state().unwrap();

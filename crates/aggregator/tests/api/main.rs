@@ -1,114 +1,57 @@
 //! Integration tests of the aggregator: the real server, in-process on port 0, against the real
 //! Redis Cluster and PostgreSQL started by shardfeed-testkit.
 
-use std::time::Duration;
-
-use shardfeed_aggregator::Application;
-use shardfeed_server::Settings;
+use shardfeed_testkit::{RedisCluster, ServingStatus};
 
 mod expiry;
 mod failures;
+mod harness;
 mod home;
 mod hotspot;
 mod model;
 mod rebuild;
 mod timeline;
-use shardfeed_testkit::InProcessServer;
-use tonic::transport::Channel;
-use tonic_health::pb::{
-    health_check_response::ServingStatus, health_client::HealthClient, HealthCheckRequest,
-};
 
-struct TestApp {
-    channel: Channel,
-    _server: InProcessServer,
-}
+use harness::Harness;
 
-async fn spawn(redis_nodes: &str) -> TestApp {
-    let stores = shardfeed_testkit::shared();
-    let settings = Settings::load_from(
-        None,
-        [
-            ("SHARDFEED_POSTGRES__URL", stores.pg.url("postgres")),
-            ("SHARDFEED_REDIS__NODES", redis_nodes.to_string()),
-            (
-                "SHARDFEED_REDIS__NAMESPACE",
-                shardfeed_testkit::unique_namespace(),
-            ),
-            (
-                "SHARDFEED_AGGREGATOR__LISTEN_ADDR",
-                "127.0.0.1:0".to_string(),
-            ),
-            (
-                "SHARDFEED_GRPC__HEALTH_PROBE_INTERVAL_MS",
-                "100".to_string(),
-            ),
-        ]
-        .map(|(k, v)| (k.to_string(), v)),
-    )
-    .unwrap();
-    let app = Application::build(settings)
-        .await
-        .expect("aggregator builds");
-    let server = InProcessServer::start(app.local_addr(), |s| app.run_until_stopped(s))
-        .await
-        .unwrap();
-    TestApp {
-        channel: server.channel.clone(),
-        _server: server,
-    }
-}
-
-async fn wait_for_health(channel: &Channel, want: ServingStatus) {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
-    loop {
-        let status = HealthClient::new(channel.clone())
-            .check(HealthCheckRequest {
-                service: "shardfeed.v1.FeedService".into(),
-            })
-            .await
-            .unwrap()
-            .into_inner()
-            .status();
-        if status == want {
-            return;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "health stayed {status:?}, wanted {want:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
+/// Readiness probes every 100 ms, so that health follows the stores quickly.
+const QUICK_PROBES: (&str, &str) = ("SHARDFEED_GRPC__HEALTH_PROBE_INTERVAL_MS", "100");
 
 #[tokio::test]
 async fn serving_while_the_redis_cluster_answers() {
-    let nodes = shardfeed_testkit::shared().redis.seed_nodes().join(",");
-    let app = spawn(&nodes).await;
-    wait_for_health(&app.channel, ServingStatus::Serving).await;
+    let h = Harness::builder()
+        .setting(QUICK_PROBES.0, QUICK_PROBES.1)
+        .start()
+        .await;
+    h.wait_for_health(ServingStatus::Serving).await;
 }
 
 #[tokio::test]
 async fn not_serving_while_no_redis_node_answers() {
-    // A port nothing listens on: the service starts, but must not claim to be ready.
-    let free = std::net::TcpListener::bind("127.0.0.1:0")
+    // A cluster of the test's own, to kill: readiness must first see it answer, then not.
+    let cluster = tokio::task::spawn_blocking(|| RedisCluster::start_with(3, 0))
+        .await
         .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let app = spawn(&format!("127.0.0.1:{free}")).await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    wait_for_health(&app.channel, ServingStatus::NotServing).await;
+        .unwrap();
+    let h = Harness::builder()
+        .redis(&cluster.seed_nodes())
+        .setting(QUICK_PROBES.0, QUICK_PROBES.1)
+        .start()
+        .await;
+    h.wait_for_health(ServingStatus::Serving).await;
+    for node in cluster.seed_nodes() {
+        cluster.kill_node(&node).unwrap();
+    }
+    h.wait_for_health(ServingStatus::NotServing).await;
 }
 
 #[tokio::test]
 async fn reflection_lists_the_services_in_v1_and_v1alpha() {
-    let nodes = shardfeed_testkit::shared().redis.seed_nodes().join(",");
-    let app = spawn(&nodes).await;
-    let v1 = shardfeed_testkit::reflection::list_services_v1(app.channel.clone())
+    let h = Harness::start(800).await;
+    let v1 = shardfeed_testkit::reflection::list_services_v1(h.channel.clone())
         .await
         .unwrap();
-    let v1alpha = shardfeed_testkit::reflection::list_services_v1alpha(app.channel.clone())
+    let v1alpha = shardfeed_testkit::reflection::list_services_v1alpha(h.channel.clone())
         .await
         .unwrap();
     for listed in [&v1, &v1alpha] {

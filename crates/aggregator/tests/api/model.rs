@@ -24,7 +24,7 @@ use shardfeed_proto::v1::{
 use shardfeed_testkit::InProcessServer;
 use tonic::transport::Channel;
 
-use crate::timeline::{flat, Harness};
+use crate::harness::{flat, Harness};
 
 struct World {
     users: Vec<i64>,
@@ -267,8 +267,11 @@ async fn run(extra: &[(&str, &str)], bound: Option<Duration>, writes: Writes) {
     eprintln!("model test: SHARDFEED_MODEL_SEED={seed} SHARDFEED_MODEL_STEPS={steps}");
     let mut rng = StdRng::seed_from_u64(seed);
     // A short window, so trimming, floors and reads past the window happen all the time.
-    let nodes = shardfeed_testkit::shared().redis.seed_nodes();
-    let mut h = Harness::start_configured(4, None, &nodes, extra).await;
+    let mut h = Harness::builder()
+        .timeline_len(4)
+        .settings(extra)
+        .start()
+        .await;
     let mut ingest = None;
     if writes == Writes::ThroughIngest {
         archive_outbox(&h).await;

@@ -7,7 +7,7 @@ use fred::interfaces::{HashesInterface, SortedSetsInterface};
 use shardfeed_aggregator::read::rebuild::{Rebuilder, Target};
 use shardfeed_cache::CacheChange;
 
-use crate::timeline::{flat, Harness};
+use crate::harness::{flat, Harness};
 
 impl Harness {
     pub(crate) async fn meta(&self, user: i64) -> HashMap<String, String> {

@@ -1,6 +1,6 @@
 //! Reading the cache the way a test wants to look at it: keys come from `CacheLayout` only.
 
-use std::{collections::HashMap, future::Future, time::Duration};
+use std::collections::HashMap;
 
 use fred::{
     interfaces::{HashesInterface, KeysInterface, SortedSetsInterface},
@@ -95,24 +95,8 @@ impl TestApp {
     }
 }
 
-/// Polls `check` until it returns true, failing the test after `timeout`.
-pub async fn eventually<F, Fut>(timeout: Duration, what: &str, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = bool>,
-{
-    let deadline = tokio::time::Instant::now() + timeout;
-    loop {
-        if check().await {
-            return;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting until {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
+/// The testkit's, under the name the tests import it by.
+pub use shardfeed_testkit::eventually;
 
 impl TestApp {
     /// Like `timeline_ids`, but a node that does not answer (mid-failover) is an error, not a

@@ -10,11 +10,8 @@ use shardfeed_proto::v1::{
     Post, User,
 };
 use shardfeed_server::Settings;
-use shardfeed_testkit::{InProcessServer, PgServer, TestDb};
+use shardfeed_testkit::{InProcessServer, PgServer, ServingStatus, TestDb};
 use tonic::transport::Channel;
-use tonic_health::pb::{
-    health_check_response::ServingStatus, health_client::HealthClient, HealthCheckRequest,
-};
 
 pub struct TestApp {
     pub db: TestDb,
@@ -250,31 +247,12 @@ impl TestApp {
         client
     }
 
-    pub async fn health(&self) -> ServingStatus {
-        HealthClient::new(self.channel.clone())
-            .check(HealthCheckRequest {
-                service: String::new(),
-            })
-            .await
-            .expect("health check answers")
-            .into_inner()
-            .status()
-    }
-
-    /// Polls health until it reports `want` (readiness probes run every 100 ms in tests).
+    /// Polls the server's health until it reports `want` (readiness probes run every 100 ms
+    /// in tests).
     pub async fn wait_for_health(&self, want: ServingStatus) {
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
-        loop {
-            let now = self.health().await;
-            if now == want {
-                return;
-            }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "health stayed {now:?}, wanted {want:?}"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        shardfeed_testkit::wait_for_health(&self.channel, "", want, Duration::from_secs(15))
+            .await
+            .unwrap_or_else(|err| panic!("{err:#}"));
     }
 
     /// Rows in `users`, straight from PostgreSQL.

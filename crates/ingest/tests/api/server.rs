@@ -1,7 +1,11 @@
 //! What every server has: health, reflection v1 and v1alpha, graceful shutdown.
 
+use std::time::{Duration, Instant};
+
 use tonic::Code;
-use tonic_health::pb::health_check_response::ServingStatus;
+use tonic_health::pb::{
+    health_check_response::ServingStatus, health_client::HealthClient, HealthCheckRequest,
+};
 
 use crate::helpers::TestApp;
 
@@ -54,9 +58,33 @@ async fn reflection_lists_the_services_in_v1_and_v1alpha() {
 async fn shutdown_reports_not_serving_and_stops() {
     let app = TestApp::spawn().await;
     app.wait_for_health(ServingStatus::Serving).await;
-    let started = std::time::Instant::now();
-    app.shutdown().await.expect("clean shutdown");
-    assert!(started.elapsed() < std::time::Duration::from_secs(5));
+    // A Watch stream opened before the shutdown is a request in flight: it lives through the
+    // drain, and carries the change of status.
+    let mut watch = HealthClient::new(app.channel.clone())
+        .watch(HealthCheckRequest {
+            service: String::new(),
+        })
+        .await
+        .expect("Watch answers")
+        .into_inner();
+    let first = watch.message().await.expect("a status").expect("a status");
+    assert_eq!(first.status(), ServingStatus::Serving);
+
+    let started = Instant::now();
+    let stopped = tokio::spawn(app.shutdown());
+    let next = tokio::time::timeout(Duration::from_secs(5), watch.message())
+        .await
+        .expect("a status change within 5 s of the shutdown")
+        .expect("the stream stays open during the drain")
+        .expect("a status");
+    assert_eq!(next.status(), ServingStatus::NotServing);
+    // The last request in flight ends: the drain is over.
+    drop(watch);
+    stopped
+        .await
+        .expect("the shutdown task")
+        .expect("clean shutdown");
+    assert!(started.elapsed() < Duration::from_secs(5));
 }
 
 #[tokio::test]

@@ -1,237 +1,54 @@
 //! Redis Cluster: `redis-server` nodes in cluster mode, joined by `redis-cli --cluster create`.
 
+mod node;
+mod topology;
+
 use std::collections::BTreeSet;
 use std::fs::{self, File};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::{Mutex, MutexGuard, PoisonError};
-use std::thread;
-use std::time::{Duration, Instant};
+use std::process::{Command, Stdio};
+use std::time::Duration;
 
 use anyhow::{bail, ensure, Context};
+use nix::sys::signal::Signal;
+use wait_timeout::ChildExt;
 
-use crate::dirs::{file_len, log_tail, InstanceDir};
-use crate::ports::PortLease;
-use crate::process::{wait_timeout, LaunchError};
+pub use node::RedisNode;
+use topology::{
+    check_topology, info_field, parse_cluster_nodes, wait_until, ClusterNode, SlotOwners, SLOTS,
+};
+
+use crate::dirs::{log_tail, InstanceDir};
+use crate::process::{Lifetime, Proc};
 use crate::resp::{self, Reply};
-use crate::{spawner, sys};
+use crate::spawner;
+use crate::state::StateDir;
 
-/// The number of hash slots every healthy cluster covers.
-const SLOTS: u32 = 16_384;
-
-/// Short, so that failover tests are quick: a master is failed over about 5 s after it dies.
-const NODE_TIMEOUT_MS: &str = "3000";
-
-const START_TIMEOUT: Duration = Duration::from_secs(30);
 const CLUSTER_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// One `redis-server` in cluster mode on 127.0.0.1; its dir keeps `nodes.conf` and `redis.log`.
-///
-/// Killed (SIGKILL) on drop, and by `PR_SET_PDEATHSIG` if the test process dies.
-#[derive(Debug)]
-pub struct RedisNode {
-    port: u16,
-    dir: PathBuf,
-    state: Mutex<NodeState>,
-    _lease: PortLease,
-}
-
-#[derive(Debug)]
-struct NodeState {
-    /// `None` once killed.
-    child: Option<Child>,
-    paused: bool,
-}
-
-impl RedisNode {
-    /// Starts a node on a free port (and free bus port) in a subdir of `cluster_dir`.
-    fn start(cluster_dir: &Path) -> anyhow::Result<RedisNode> {
-        let mut last_err = None;
-        for _ in 0..10 {
-            let lease = PortLease::acquire(true)?;
-            let dir = cluster_dir.join(lease.port().to_string());
-            fs::create_dir(&dir).with_context(|| format!("creating {}", dir.display()))?;
-            match launch(&dir, lease.port()) {
-                Ok(child) => {
-                    return Ok(RedisNode {
-                        port: lease.port(),
-                        dir,
-                        state: Mutex::new(NodeState {
-                            child: Some(child),
-                            paused: false,
-                        }),
-                        _lease: lease,
-                    })
-                }
-                Err(LaunchError::PortInUse(err)) => {
-                    let _ = fs::remove_dir_all(&dir);
-                    last_err = Some(err);
-                }
-                Err(LaunchError::Failed(err)) => return Err(err),
-            }
-        }
-        Err(last_err
-            .unwrap_or_else(|| anyhow::anyhow!("no attempt made"))
-            .context("redis-server found no free port in 10 tries"))
-    }
-
-    /// The client port; the cluster bus listens on this plus 10000.
-    pub fn port(&self) -> u16 {
-        self.port
-    }
-
-    /// `127.0.0.1:{port}`, as the node is known in the cluster.
-    pub fn addr(&self) -> String {
-        format!("127.0.0.1:{}", self.port)
-    }
-
-    /// The redis-server's pid, unless it was killed.
-    pub fn pid(&self) -> Option<u32> {
-        self.lock().child.as_ref().map(Child::id)
-    }
-
-    /// The node's dir: `nodes.conf`, `redis.log`.
-    pub fn dir(&self) -> &Path {
-        &self.dir
-    }
-
-    /// Running and not paused: expected to answer.
-    pub fn is_live(&self) -> bool {
-        let mut state = self.lock();
-        !state.paused && running(&mut state)
-    }
-
-    fn lock(&self) -> MutexGuard<'_, NodeState> {
-        self.state.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    fn kill(&self) -> anyhow::Result<()> {
-        let mut state = self.lock();
-        if let Some(mut child) = state.child.take() {
-            // Already-exited children are only reaped: kill() never signals a reaped pid.
-            child.kill().context("killing redis-server")?;
-            child.wait().context("reaping redis-server")?;
-        }
-        state.paused = false;
-        Ok(())
-    }
-
-    fn signal(&self, signal: libc::c_int, paused: bool) -> anyhow::Result<()> {
-        let mut state = self.lock();
-        ensure!(running(&mut state), "{} is not running", self.addr());
-        let pid = state.child.as_ref().map(Child::id).unwrap_or_default();
-        sys::send_signal(pid, signal).with_context(|| format!("signalling {}", self.addr()))?;
-        state.paused = paused;
-        Ok(())
-    }
-
-    fn restart(&self) -> anyhow::Result<()> {
-        self.kill()?;
-        let child = launch(&self.dir, self.port)
-            .map_err(anyhow::Error::from)
-            .with_context(|| format!("restarting {}", self.addr()))?;
-        self.lock().child = Some(child);
-        Ok(())
-    }
-}
-
-impl Drop for RedisNode {
-    fn drop(&mut self) {
-        if let Err(err) = self.kill() {
-            tracing::warn!(addr = %self.addr(), error = %err, "could not kill redis-server");
-        }
-    }
-}
-
-/// Whether the node's process is still there (a not yet reaped child cannot be confused with
-/// another process).
-fn running(state: &mut NodeState) -> bool {
-    state
-        .child
-        .as_mut()
-        .is_some_and(|child| matches!(child.try_wait(), Ok(None)))
-}
-
-/// Starts redis-server in `dir` and waits until it answers PING.
-fn launch(dir: &Path, port: u16) -> Result<Child, LaunchError> {
-    let log_path = dir.join("redis.log");
-    let out_path = dir.join("stdout.log");
-    let (log_start, out_start) = (file_len(&log_path), file_len(&out_path));
-    let spawn = || -> anyhow::Result<Child> {
-        // Early failures (bad arguments) go to stdout before the log file is opened.
-        let out = File::options()
-            .create(true)
-            .append(true)
-            .open(&out_path)
-            .context("opening stdout.log")?;
-        let mut cmd = Command::new("redis-server");
-        cmd.current_dir(dir)
-            .stdin(Stdio::null())
-            .stdout(out.try_clone()?)
-            .stderr(out)
-            .args(["--port", &port.to_string()])
-            .args(["--cluster-enabled", "yes"])
-            .args(["--cluster-config-file", "nodes.conf"])
-            .args(["--cluster-node-timeout", NODE_TIMEOUT_MS])
-            .args(["--appendonly", "no", "--save", ""])
-            .arg("--dir")
-            .arg(dir)
-            .args([
-                "--bind",
-                "127.0.0.1",
-                "--protected-mode",
-                "no",
-                "--daemonize",
-                "no",
-            ])
-            .arg("--logfile")
-            .arg(&log_path)
-            // Replicas would otherwise wait 5 s before their first sync.
-            .args(["--repl-diskless-sync-delay", "0"])
-            // A master pings its replicas every 10 s by default. Until the first ping a new
-            // cluster's replication offsets are 0, and nodes leave replicas at offset 0 out of
-            // CLUSTER SLOTS (see `check_slots_list_replicas`).
-            .args(["--repl-ping-replica-period", "1"]);
-        spawner::spawn(cmd, libc::SIGKILL).context("running redis-server (is it on PATH?)")
-    };
-    let mut child = spawn().map_err(LaunchError::Failed)?;
-    let addr = format!("127.0.0.1:{port}");
-    let ready = wait_until(START_TIMEOUT, || {
-        if let Some(status) = child.try_wait()? {
-            return Err(anyhow::anyhow!("redis-server exited ({status})"));
-        }
-        Ok(matches!(resp::call(&addr, &["PING"]), Ok(Reply::Status(pong)) if pong == "PONG"))
-    });
-    match ready {
-        Ok(()) => Ok(child),
-        Err(err) => {
-            let _ = child.kill();
-            let _ = child.wait();
-            let tail = format!(
-                "{}\n{}",
-                log_tail(&log_path, log_start, 30),
-                log_tail(&out_path, out_start, 10)
-            );
-            let err = err.context(format!("redis-server on port {port} did not start\n{tail}"));
-            Err(LaunchError::classify(err, &tail))
-        }
-    }
-}
+/// Masters and replicas per master of [`RedisCluster::start`] and of a kept cluster.
+const MASTERS: usize = 3;
+const REPLICAS_PER_MASTER: usize = 1;
 
 /// A Redis Cluster of real nodes on 127.0.0.1 (node timeout 3 s).
 ///
-/// Dropping it kills every node and removes its dir.
+/// A test's cluster: dropping it kills every node and removes its dir. A kept cluster
+/// ([`RedisCluster::start_kept`], the local stack) outlives the process: dropping it leaves the
+/// nodes running, recorded in the [`StateDir`] as `redis-<port>`.
 #[derive(Debug)]
 pub struct RedisCluster {
     /// Declared before `dir`: fields drop in order, so the nodes die before their dir goes.
     nodes: Vec<RedisNode>,
-    dir: InstanceDir,
+    /// Holds `cluster-create.log` (and a test cluster's node dirs).
+    root: PathBuf,
+    /// A test cluster's instance dir.
+    _dir: Option<InstanceDir>,
 }
 
 impl RedisCluster {
     /// 3 masters with 1 replica each.
     pub fn start() -> anyhow::Result<RedisCluster> {
-        RedisCluster::start_with(3, 1)
+        RedisCluster::start_with(MASTERS, REPLICAS_PER_MASTER)
     }
 
     /// [`RedisCluster::start`] off the async runtime's threads (it blocks for seconds), for
@@ -257,8 +74,96 @@ impl RedisCluster {
             .map(|_| RedisNode::start(dir.path()))
             .collect::<anyhow::Result<Vec<_>>>()?;
         // From here on, dropping `cluster` on an error cleans everything up.
-        let cluster = RedisCluster { nodes, dir };
+        let cluster = RedisCluster {
+            nodes,
+            root: dir.path().to_owned(),
+            _dir: Some(dir),
+        };
         cluster.create(replicas_per_master)?;
+        cluster.wait_until_formed(masters, replicas_per_master)?;
+        Ok(cluster)
+    }
+
+    /// A cluster that outlives this process (the local stack): 3 masters with 1 replica each
+    /// on `base_port..base_port + 6`, node dirs `dir/<port>`, logs `log/redis-<port>.log` and
+    /// records `redis-<port>` in `state`. Nodes recorded as running are left alone, the others
+    /// started; a fresh set of nodes is joined into a cluster, nodes that know theirs
+    /// (`nodes.conf`) find each other again. Returns once the cluster is healthy.
+    pub fn start_kept(
+        state: &StateDir,
+        dir: &Path,
+        base_port: u16,
+    ) -> anyhow::Result<RedisCluster> {
+        let total = MASTERS * (1 + REPLICAS_PER_MASTER);
+        let last = u32::from(base_port) + total as u32 - 1;
+        ensure!(
+            last + u32::from(crate::ports::CLUSTER_BUS_OFFSET) <= 65_535,
+            "base port {base_port} is too high: node ports and their bus ports (+10000) must \
+             stay below 65536"
+        );
+        state.create()?;
+        let cluster = RedisCluster::kept(state, dir, &kept_ports(base_port))?;
+        for node in &cluster.nodes {
+            fs::create_dir_all(node.dir())
+                .with_context(|| format!("creating {}", node.dir().display()))?;
+            node.ensure_running()?;
+        }
+        if cluster.is_fresh()? {
+            cluster.create(REPLICAS_PER_MASTER)?;
+            cluster.wait_until_formed(MASTERS, REPLICAS_PER_MASTER)?;
+        } else {
+            cluster.wait_until_healthy(CLUSTER_TIMEOUT)?;
+        }
+        Ok(cluster)
+    }
+
+    /// The kept cluster of [`RedisCluster::start_kept`] as it is now, nodes not running
+    /// included: for looking at it and for chaos. Dropping it leaves the nodes as they are.
+    pub fn find_kept(state: &StateDir, dir: &Path, base_port: u16) -> anyhow::Result<RedisCluster> {
+        RedisCluster::kept(state, dir, &kept_ports(base_port))
+    }
+
+    fn kept(state: &StateDir, dir: &Path, ports: &[u16]) -> anyhow::Result<RedisCluster> {
+        let nodes = ports
+            .iter()
+            .map(|&port| {
+                let name = RedisNode::record_name(port);
+                let proc = state
+                    .live(&name)?
+                    .map(|record| Proc::Recorded(record.process));
+                Ok(RedisNode::kept(
+                    Lifetime::Kept(state.clone()),
+                    port,
+                    dir.join(port.to_string()),
+                    state.log_path(&name),
+                    proc,
+                ))
+            })
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        Ok(RedisCluster {
+            nodes,
+            root: dir.to_owned(),
+            _dir: None,
+        })
+    }
+
+    /// No node has met another or owns a slot yet.
+    fn is_fresh(&self) -> anyhow::Result<bool> {
+        for node in &self.nodes {
+            let info = resp::call_text(&node.addr(), &["CLUSTER", "INFO"])?;
+            if info_field(&info, "cluster_known_nodes") != Some("1")
+                || info_field(&info, "cluster_slots_assigned") != Some("0")
+            {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+
+    /// Waits for a new cluster: healthy, every replica attached, every node listing every
+    /// replica in `CLUSTER SLOTS`.
+    fn wait_until_formed(&self, masters: usize, replicas_per_master: usize) -> anyhow::Result<()> {
+        let cluster = self;
         let mut last_err = None;
         let healthy = wait_until(CLUSTER_TIMEOUT, || {
             let result = cluster
@@ -273,7 +178,7 @@ impl RedisCluster {
             let err = last_err.map_or(err, |last| last.context("the new cluster is not healthy"));
             bail!("{err:#}\n{}", cluster.logs());
         }
-        Ok(cluster)
+        Ok(())
     }
 
     /// `127.0.0.1:{port}` of every node, killed ones included: what clients are configured with.
@@ -286,9 +191,9 @@ impl RedisCluster {
         &self.nodes
     }
 
-    /// The instance dir, with one subdir per node.
+    /// The cluster's dir, with one subdir per node.
     pub fn dir(&self) -> &Path {
-        self.dir.path()
+        &self.root
     }
 
     /// The masters that serve slots and are not flagged as failing, per `CLUSTER NODES` of the
@@ -381,12 +286,30 @@ impl RedisCluster {
 
     /// SIGSTOPs the node: it keeps its sockets but answers nothing, as a hung server would.
     pub fn pause_node(&self, addr: &str) -> anyhow::Result<()> {
-        self.node(addr)?.signal(libc::SIGSTOP, true)
+        self.node(addr)?.signal(Signal::SIGSTOP)
     }
 
     /// SIGCONTs a paused node.
     pub fn resume_node(&self, addr: &str) -> anyhow::Result<()> {
-        self.node(addr)?.signal(libc::SIGCONT, false)
+        self.node(addr)?.signal(Signal::SIGCONT)
+    }
+
+    /// `cluster_state` of `CLUSTER INFO` as `addr` sees it (`ok`, `fail`).
+    pub fn cluster_state(&self, addr: &str) -> anyhow::Result<String> {
+        let info = resp::call_text(addr, &["CLUSTER", "INFO"])?;
+        info_field(&info, "cluster_state")
+            .map(str::to_owned)
+            .with_context(|| format!("{addr} reports no cluster_state"))
+    }
+
+    /// One pass of [`RedisCluster::wait_until_healthy`]'s check: `Ok` if healthy now.
+    pub fn health(&self) -> anyhow::Result<()> {
+        self.check_health().map(drop)
+    }
+
+    /// Stops every node cleanly (SIGTERM), kept ones included; their data dirs stay.
+    pub fn stop(&self) -> anyhow::Result<()> {
+        self.nodes.iter().try_for_each(RedisNode::stop)
     }
 
     /// Starts the node again with the same port and config (its `nodes.conf` is kept, so it
@@ -430,7 +353,7 @@ impl RedisCluster {
     }
 
     fn create(&self, replicas_per_master: usize) -> anyhow::Result<()> {
-        let log_path = self.dir.path().join("cluster-create.log");
+        let log_path = self.root.join("cluster-create.log");
         let log = File::create(&log_path).context("creating cluster-create.log")?;
         let mut cmd = Command::new("redis-cli");
         cmd.stdin(Stdio::null())
@@ -444,8 +367,8 @@ impl RedisCluster {
                 "--cluster-yes",
             ]);
         let mut child =
-            spawner::spawn(cmd, libc::SIGKILL).context("running redis-cli (is it on PATH?)")?;
-        match wait_timeout(&mut child, CLUSTER_TIMEOUT)? {
+            spawner::spawn(cmd, Signal::SIGKILL).context("running redis-cli (is it on PATH?)")?;
+        match child.wait_timeout(CLUSTER_TIMEOUT)? {
             Some(status) if status.success() => Ok(()),
             Some(status) => bail!(
                 "redis-cli --cluster create failed ({status})\n{}",
@@ -560,151 +483,16 @@ impl RedisCluster {
     fn logs(&self) -> String {
         self.nodes
             .iter()
-            .map(|node| log_tail(&node.dir.join("redis.log"), 0, 10))
+            .map(|node| log_tail(node.log(), 0, 10))
             .collect::<Vec<_>>()
             .join("\n")
     }
 }
 
-/// Who serves which slots, as one node sees it: `(addr, slot ranges)` sorted by addr.
-type SlotOwners = Vec<(String, Vec<(u16, u16)>)>;
-
-/// Checks the view for `masters` masters with `replicas` live replicas each.
-fn check_topology(view: &[ClusterNode], masters: usize, replicas: usize) -> anyhow::Result<()> {
-    let serving: Vec<&ClusterNode> = view
-        .iter()
-        .filter(|n| n.has_flag("master") && !n.slots.is_empty() && !n.failing())
-        .collect();
-    ensure!(
-        serving.len() == masters,
-        "{} of {masters} masters serve slots",
-        serving.len()
-    );
-    for master in serving {
-        let attached = view
-            .iter()
-            .filter(|n| n.has_flag("slave") && !n.failing())
-            .filter(|n| n.master_id.as_deref() == Some(master.id.as_str()))
-            .count();
-        ensure!(
-            attached == replicas,
-            "master {} has {attached} of {replicas} replicas",
-            master.addr
-        );
-    }
-    Ok(())
-}
-
-/// Polls `check` every 50 ms until it returns `Ok(true)`; an `Err` ends the wait at once.
-fn wait_until(
-    timeout: Duration,
-    mut check: impl FnMut() -> anyhow::Result<bool>,
-) -> anyhow::Result<()> {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if check()? {
-            return Ok(());
-        }
-        if Instant::now() >= deadline {
-            bail!("timed out after {timeout:?}");
-        }
-        thread::sleep(Duration::from_millis(50));
-    }
-}
-
-/// `name:value` lines, as in INFO and CLUSTER INFO.
-fn info_field<'a>(info: &'a str, name: &str) -> Option<&'a str> {
-    info.lines()
-        .find_map(|line| line.strip_prefix(name)?.strip_prefix(':'))
-        .map(str::trim)
-}
-
-/// One line of `CLUSTER NODES`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct ClusterNode {
-    id: String,
-    /// `ip:port`, without the bus port or hostname.
-    addr: String,
-    flags: Vec<String>,
-    master_id: Option<String>,
-    /// Inclusive ranges; importing/migrating markers are left out.
-    slots: Vec<(u16, u16)>,
-}
-
-impl ClusterNode {
-    fn has_flag(&self, flag: &str) -> bool {
-        self.flags.iter().any(|f| f == flag)
-    }
-
-    /// Flagged as failed, or suspected to be by this node.
-    fn failing(&self) -> bool {
-        self.has_flag("fail") || self.has_flag("fail?")
-    }
-
-    fn slot_count(&self) -> u32 {
-        self.slots
-            .iter()
-            .map(|&(first, last)| u32::from(last) - u32::from(first) + 1)
-            .sum()
-    }
-
-    fn port(&self) -> u16 {
-        self.addr
-            .rsplit(':')
-            .next()
-            .and_then(|port| port.parse().ok())
-            .unwrap_or(0)
-    }
-}
-
-/// Parses `<id> <ip:port@cport[,hostname]> <flags> <master> <ping> <pong> <epoch> <link> <slot>...`.
-fn parse_cluster_nodes(text: &str) -> Vec<ClusterNode> {
-    text.lines()
-        .filter_map(|line| {
-            let fields: Vec<&str> = line.split_whitespace().collect();
-            if fields.len() < 8 {
-                return None;
-            }
-            let addr = fields[1].split(['@', ',']).next().unwrap_or_default();
-            let slots = fields[8..]
-                .iter()
-                .filter(|slot| !slot.starts_with('['))
-                .filter_map(|slot| match slot.split_once('-') {
-                    Some((first, last)) => Some((first.parse().ok()?, last.parse().ok()?)),
-                    None => slot.parse().ok().map(|s| (s, s)),
-                })
-                .collect();
-            Some(ClusterNode {
-                id: fields[0].to_owned(),
-                addr: addr.to_owned(),
-                flags: fields[2].split(',').map(str::to_owned).collect(),
-                master_id: (fields[3] != "-").then(|| fields[3].to_owned()),
-                slots,
-            })
-        })
+/// The ports of a kept cluster's nodes.
+fn kept_ports(base_port: u16) -> Vec<u16> {
+    let total = MASTERS * (1 + REPLICAS_PER_MASTER);
+    (0..total as u16)
+        .map(|i| base_port.saturating_add(i))
         .collect()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn parses_cluster_nodes() {
-        let text = "\
-a1 127.0.0.1:20001@30001,host myself,master - 0 0 1 connected 0-5460 [5461->-b2]
-b2 127.0.0.1:20002@30002 master,fail? - 0 0 2 connected 5461 5462-16383
-c3 127.0.0.1:20003@30003 slave a1 0 0 1 connected
-";
-        let nodes = parse_cluster_nodes(text);
-        assert_eq!(nodes.len(), 3);
-        assert_eq!(nodes[0].addr, "127.0.0.1:20001");
-        assert_eq!(nodes[0].slots, vec![(0, 5460)]);
-        assert!(nodes[0].has_flag("myself") && !nodes[0].failing());
-        assert!(nodes[1].failing());
-        assert_eq!(nodes[0].slot_count() + nodes[1].slot_count(), SLOTS);
-        assert_eq!(nodes[2].master_id.as_deref(), Some("a1"));
-        assert_eq!(nodes[2].port(), 20003);
-        assert!(check_topology(&nodes, 2, 0).is_err());
-    }
 }

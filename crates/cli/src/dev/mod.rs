@@ -1,0 +1,223 @@
+//! `shardfeed dev`: the local stack without Docker — PostgreSQL, a 6-node Redis Cluster (3
+//! masters, 3 replicas), migrations and both services, run by the testkit's supervisors in
+//! their kept mode: the processes outlive the command, and `<repo>/.local/` keeps their state
+//! (`run/`: pids, ports, data dirs; `log/`; `pg/`, `redis/`: the data), so that `down`,
+//! `status` and `chaos` find exactly them and touch nothing else.
+
+mod chaos;
+mod ports;
+mod stack;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{bail, ensure, Context};
+use clap::{Args, Subcommand};
+
+/// The environment knobs of the local stack. Deliberately not `SHARDFEED_…`: the services'
+/// configuration reads every `SHARDFEED_*` variable as a setting (`__` separating levels) and
+/// refuses unknown ones, so `SHARDFEED_PG_PORT` would make `shardfeed migrate` and both
+/// services fail with "unknown field `pg_port`".
+pub const PG_PORT_VAR: &str = "SFDEV_PG_PORT";
+pub const REDIS_BASE_PORT_VAR: &str = "SFDEV_REDIS_BASE_PORT";
+pub const INGEST_ADDR_VAR: &str = "SFDEV_INGEST_ADDR";
+pub const AGGREGATOR_ADDR_VAR: &str = "SFDEV_AGGREGATOR_ADDR";
+pub const START_TIMEOUT_VAR: &str = "SFDEV_START_TIMEOUT";
+
+#[derive(Args)]
+pub struct DevArgs {
+    #[command(subcommand)]
+    command: DevCommand,
+}
+
+#[derive(Subcommand)]
+enum DevCommand {
+    /// Start what is not running: PostgreSQL, the Redis Cluster, then migrations and both
+    /// services (built next to this binary), each waited for until healthy.
+    Up {
+        /// Only PostgreSQL and the Redis Cluster.
+        #[arg(long)]
+        stores_only: bool,
+    },
+    /// Stop exactly what `up` started (found through .local/run/).
+    Down {
+        /// Also delete the data (PostgreSQL's and Redis'); logs are kept.
+        #[arg(long)]
+        purge: bool,
+    },
+    /// What runs, on which port, and whether it is healthy.
+    Status,
+    /// Show the logs (.local/log/).
+    Logs {
+        /// Follow (tail -F).
+        #[arg(short, long)]
+        follow: bool,
+        /// Lines per file.
+        #[arg(short = 'n', long, default_value_t = 50)]
+        lines: u32,
+        /// Components (default: all).
+        #[arg(value_enum)]
+        components: Vec<stack::Component>,
+    },
+    /// Break the Redis Cluster on purpose and watch it recover.
+    Chaos {
+        #[command(subcommand)]
+        command: chaos::ChaosCommand,
+    },
+    /// Print the `export SHARDFEED_…` lines that point the CLI or a service at this stack.
+    Env,
+}
+
+pub async fn run(args: DevArgs) -> anyhow::Result<()> {
+    let stack = Stack::from_vars(repo_root()?.join(".local"), |name| std::env::var(name).ok())?;
+    match args.command {
+        DevCommand::Up { stores_only } => {
+            ports::reserve(&stack.ports());
+            stack::up(&stack, stores_only).await
+        }
+        DevCommand::Down { purge } => stack::down(&stack, purge),
+        DevCommand::Status => stack::status(&stack).await,
+        DevCommand::Logs {
+            follow,
+            lines,
+            components,
+        } => stack::logs(&stack, follow, lines, &components),
+        DevCommand::Chaos { command } => chaos::run(&stack, command).await,
+        DevCommand::Env => {
+            for (name, value) in stack.client_env() {
+                println!("export {name}={value}");
+            }
+            Ok(())
+        }
+    }
+}
+
+/// The repo whose `.local/` holds the stack: the nearest ancestor of the working dir with
+/// `Cargo.toml` and `deploy/local/`.
+fn repo_root() -> anyhow::Result<PathBuf> {
+    let cwd = std::env::current_dir().context("reading the working directory")?;
+    cwd.ancestors()
+        .find(|dir| dir.join("Cargo.toml").is_file() && dir.join("deploy/local").is_dir())
+        .map(Path::to_owned)
+        .with_context(|| {
+            format!(
+                "{} is not inside a shardfeed checkout (no Cargo.toml with deploy/local/ above it)",
+                cwd.display()
+            )
+        })
+}
+
+/// Where the local stack lives and listens, from the `SFDEV_*` knobs.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Stack {
+    /// `<repo>/.local`.
+    pub root: PathBuf,
+    pub pg_port: u16,
+    /// The six Redis nodes listen on `redis_base_port..redis_base_port + 6`.
+    pub redis_base_port: u16,
+    pub ingest_addr: SocketAddr,
+    pub aggregator_addr: SocketAddr,
+    /// How long each component may take to become healthy.
+    pub start_timeout: Duration,
+}
+
+const REDIS_NODES: u16 = 6;
+
+impl Stack {
+    /// Resolves the knobs through `var` (the process environment, or a test's map).
+    pub fn from_vars(root: PathBuf, var: impl Fn(&str) -> Option<String>) -> anyhow::Result<Stack> {
+        fn parse<T: std::str::FromStr>(
+            var: &impl Fn(&str) -> Option<String>,
+            name: &str,
+            default: T,
+            what: &str,
+        ) -> anyhow::Result<T> {
+            match var(name) {
+                None => Ok(default),
+                Some(text) => text
+                    .trim()
+                    .parse()
+                    .map_err(|_| anyhow::anyhow!("{name} must be {what}, got {text:?}")),
+            }
+        }
+        let pg_port: u16 = parse(&var, PG_PORT_VAR, 54329, "a port number")?;
+        ensure!(
+            pg_port != 5432,
+            "{PG_PORT_VAR}=5432 is refused: the local stack never takes the system PostgreSQL port"
+        );
+        let redis_base_port: u16 = parse(&var, REDIS_BASE_PORT_VAR, 7000, "a port number")?;
+        if u32::from(redis_base_port) + u32::from(REDIS_NODES) - 1 + 10_000 > 65_535 {
+            bail!(
+                "{REDIS_BASE_PORT_VAR}={redis_base_port} is too high (each node also needs its \
+                 cluster bus port, port + 10000)"
+            );
+        }
+        let addr = |name, default: &str| -> anyhow::Result<SocketAddr> {
+            parse(
+                &var,
+                name,
+                default.parse()?,
+                "an address like 127.0.0.1:50051",
+            )
+        };
+        let start_timeout: u64 = parse(&var, START_TIMEOUT_VAR, 60, "a number of seconds")?;
+        Ok(Stack {
+            root,
+            pg_port,
+            redis_base_port,
+            ingest_addr: addr(INGEST_ADDR_VAR, "127.0.0.1:50051")?,
+            aggregator_addr: addr(AGGREGATOR_ADDR_VAR, "127.0.0.1:50052")?,
+            start_timeout: Duration::from_secs(start_timeout),
+        })
+    }
+
+    pub fn state(&self) -> shardfeed_testkit::StateDir {
+        shardfeed_testkit::StateDir::new(&self.root)
+    }
+
+    pub fn pg_url(&self) -> String {
+        format!("postgres://shardfeed@127.0.0.1:{}/shardfeed", self.pg_port)
+    }
+
+    pub fn redis_nodes(&self) -> Vec<String> {
+        (0..REDIS_NODES)
+            .map(|i| format!("127.0.0.1:{}", self.redis_base_port + i))
+            .collect()
+    }
+
+    /// Every port the stack listens on, the Redis cluster bus ports included.
+    pub fn ports(&self) -> Vec<u16> {
+        let redis = (0..REDIS_NODES).map(|i| self.redis_base_port + i);
+        std::iter::once(self.pg_port)
+            .chain(redis.clone())
+            .chain(redis.map(|port| port + 10_000))
+            .chain([self.ingest_addr.port(), self.aggregator_addr.port()])
+            .collect()
+    }
+
+    pub fn redis_dir(&self) -> PathBuf {
+        self.root.join("redis")
+    }
+
+    /// The settings (`SHARDFEED_*`) that point the CLI and the services at this stack.
+    pub fn client_env(&self) -> Vec<(String, String)> {
+        [
+            ("SHARDFEED_POSTGRES__URL", self.pg_url()),
+            ("SHARDFEED_REDIS__NODES", self.redis_nodes().join(",")),
+            (
+                "SHARDFEED_INGEST__LISTEN_ADDR",
+                self.ingest_addr.to_string(),
+            ),
+            (
+                "SHARDFEED_AGGREGATOR__LISTEN_ADDR",
+                self.aggregator_addr.to_string(),
+            ),
+        ]
+        .map(|(name, value)| (name.to_owned(), value))
+        .into()
+    }
+}
+
+#[cfg(test)]
+mod tests;

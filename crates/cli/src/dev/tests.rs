@@ -1,0 +1,175 @@
+//! The local stack's knobs, and its stores started, used and stopped on the ports they name.
+
+use std::collections::HashMap;
+use std::net::TcpListener;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::time::Duration;
+
+use shardfeed_server::Settings;
+use shardfeed_testkit::{ProcState, RedisCluster};
+
+use super::*;
+
+fn stack_from(root: PathBuf, vars: &[(&str, String)]) -> anyhow::Result<Stack> {
+    let vars: HashMap<String, String> = vars
+        .iter()
+        .map(|(name, value)| (name.to_string(), value.clone()))
+        .collect();
+    Stack::from_vars(root, |name| vars.get(name).cloned())
+}
+
+/// Every knob set, as the process environment of `shardfeed migrate` (or of a service) would
+/// hold them next to the stack's settings.
+fn process_env(vars: &[(&str, String)], stack: &Stack) -> Vec<(String, String)> {
+    vars.iter()
+        .map(|(name, value)| (name.to_string(), value.clone()))
+        .chain(stack.client_env())
+        .collect()
+}
+
+#[test]
+fn every_knob_is_honoured_and_the_settings_still_load() {
+    let vars = [
+        (PG_PORT_VAR, "54349".to_owned()),
+        (REDIS_BASE_PORT_VAR, "7200".to_owned()),
+        (INGEST_ADDR_VAR, "127.0.0.1:50081".to_owned()),
+        (AGGREGATOR_ADDR_VAR, "127.0.0.1:50082".to_owned()),
+        (START_TIMEOUT_VAR, "5".to_owned()),
+        (
+            shardfeed_testkit::BINDIR_VAR,
+            "/usr/lib/postgresql/15/bin".to_owned(),
+        ),
+    ];
+    let stack = stack_from("/repo/.local".into(), &vars).unwrap();
+    assert_eq!(stack.pg_port, 54349);
+    assert_eq!(stack.redis_base_port, 7200);
+    assert_eq!(stack.ingest_addr.to_string(), "127.0.0.1:50081");
+    assert_eq!(stack.aggregator_addr.to_string(), "127.0.0.1:50082");
+    assert_eq!(stack.start_timeout, Duration::from_secs(5));
+
+    let settings = Settings::load_from(None, process_env(&vars, &stack))
+        .expect("the knobs leave the configuration alone");
+    assert_eq!(
+        settings.postgres.url(),
+        "postgres://shardfeed@127.0.0.1:54349/shardfeed"
+    );
+    assert_eq!(settings.redis.nodes.len(), 6);
+    assert_eq!(settings.redis.nodes[0].to_string(), "127.0.0.1:7200");
+    assert_eq!(settings.redis.nodes[5].to_string(), "127.0.0.1:7205");
+    assert_eq!(settings.ingest.listen_addr.to_string(), "127.0.0.1:50081");
+    assert_eq!(
+        settings.aggregator.listen_addr.to_string(),
+        "127.0.0.1:50082"
+    );
+}
+
+#[test]
+fn a_knob_named_like_a_setting_would_break_the_configuration() {
+    // Why the knobs are not SHARDFEED_…: the configuration refuses the unknown key.
+    let err =
+        Settings::load_from(None, [("SHARDFEED_PG_PORT".into(), "54349".into())]).unwrap_err();
+    assert!(err.to_string().contains("pg_port"), "{err}");
+}
+
+#[test]
+fn defaults_and_bad_values() {
+    let stack = stack_from("/r".into(), &[]).unwrap();
+    assert_eq!(
+        (stack.pg_port, stack.redis_base_port),
+        (54329, 7000),
+        "the documented defaults"
+    );
+    assert_eq!(stack.ingest_addr.to_string(), "127.0.0.1:50051");
+    for (name, value, says) in [
+        (PG_PORT_VAR, "5432", "refused"),
+        (PG_PORT_VAR, "many", "port number"),
+        (REDIS_BASE_PORT_VAR, "60000", "too high"),
+        (INGEST_ADDR_VAR, "nowhere", "address"),
+        (START_TIMEOUT_VAR, "-1", "seconds"),
+    ] {
+        let err = stack_from("/r".into(), &[(name, value.to_owned())]).unwrap_err();
+        assert!(err.to_string().contains(says), "{name}={value}: {err}");
+    }
+}
+
+/// A free port whose `count - 1` successors (and their bus ports when `bus`) are free too.
+fn free_ports(count: u16, bus: bool) -> u16 {
+    let free = |port: u16| TcpListener::bind(("127.0.0.1", port)).is_ok();
+    for _ in 0..1000 {
+        let base = 40_000 + rand::random::<u16>() % 15_000;
+        if (base..base + count).all(|p| free(p) && (!bus || free(p + 10_000))) {
+            return base;
+        }
+    }
+    panic!("no {count} free ports in a row");
+}
+
+/// Kept processes outlive the test: whatever happens, stop them and purge their data.
+struct DownOnDrop<'a>(&'a Stack);
+
+impl Drop for DownOnDrop<'_> {
+    fn drop(&mut self) {
+        let _ = stack::down(self.0, true);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn stores_start_on_the_knob_ports_take_migrations_and_stop() {
+    let root = tempfile::tempdir().unwrap();
+    let vars = [
+        (PG_PORT_VAR, free_ports(1, false).to_string()),
+        (REDIS_BASE_PORT_VAR, free_ports(6, true).to_string()),
+    ];
+    // Closed to other users, like a clone in root's home.
+    std::fs::set_permissions(root.path(), std::fs::Permissions::from_mode(0o700)).unwrap();
+    let stack = stack_from(root.path().join(".local"), &vars).unwrap();
+    let state = stack.state();
+    let _down = DownOnDrop(&stack);
+    stack::up(&stack, true).await.expect("dev up --stores-only");
+
+    // What `shardfeed migrate` does with the knobs in its environment.
+    let settings = Settings::load_from(None, process_env(&vars, &stack)).unwrap();
+    let applied = shardfeed_server::postgres::run_migrations(settings.postgres.url())
+        .await
+        .expect("migrations on the knob's port");
+    assert!(!applied.is_empty());
+    let pg = state.read("postgres").unwrap().expect("postgres recorded");
+    assert_eq!(pg.port, stack.pg_port);
+    let data = pg.dir.clone().expect("a data dir");
+    if root.path().metadata().unwrap().uid() == 0 {
+        // As root, PostgreSQL runs as `postgres`, which cannot enter the 0700 temp dir.
+        assert!(
+            data.to_string_lossy().starts_with("/var/tmp/shardfeed-"),
+            "{}",
+            data.display()
+        );
+    }
+
+    // Up again: everything is found running and left alone.
+    stack::up(&stack, true).await.expect("dev up is idempotent");
+    assert_eq!(state.read("postgres").unwrap().unwrap().process, pg.process);
+    let cluster = {
+        let (state, dir, base) = (state.clone(), stack.redis_dir(), stack.redis_base_port);
+        tokio::task::spawn_blocking(move || RedisCluster::find_kept(&state, &dir, base))
+            .await
+            .unwrap()
+            .unwrap()
+    };
+    assert_eq!(cluster.seed_nodes(), stack.redis_nodes());
+    cluster.health().expect("the kept cluster is healthy");
+    let records: Vec<_> = state
+        .names()
+        .unwrap()
+        .iter()
+        .map(|name| state.read(name).unwrap().unwrap())
+        .collect();
+    assert_eq!(records.len(), 7, "postgres and six nodes");
+
+    stack::down(&stack, true).expect("dev down --purge");
+    for record in records {
+        assert_eq!(record.state(), ProcState::Gone, "{record:?} survived down");
+    }
+    assert!(state.names().unwrap().is_empty());
+    assert!(!data.exists(), "down --purge removes the data");
+    assert!(data.starts_with(&stack.root) || !data.parent().unwrap().exists());
+}
