@@ -13,6 +13,11 @@ use tonic::transport::Channel;
 use crate::measure::driver::OP_TIMEOUT;
 use crate::measure::OpError;
 
+/// The env knobs of `--ingest` and `--aggregator`. Not `SHARDFEED_*`: every such variable is a
+/// setting, and an unknown one stops the settings from loading. `shardfeed dev env` sets them.
+pub const INGEST_URL_VAR: &str = "SFDEV_INGEST_URL";
+pub const AGGREGATOR_URL_VAR: &str = "SFDEV_AGGREGATOR_URL";
+
 /// `--ingest`: the ingest service.
 #[derive(clap::Args, Debug, Clone)]
 pub struct IngestFlag {
@@ -22,7 +27,7 @@ pub struct IngestFlag {
         long = "ingest",
         value_name = "INGEST",
         default_value = "http://127.0.0.1:50051",
-        env = "SHARDFEED_DEMO_INGEST"
+        env = INGEST_URL_VAR
     )]
     pub url: String,
 }
@@ -36,7 +41,7 @@ pub struct AggregatorFlag {
         long = "aggregator",
         value_name = "AGGREGATOR",
         default_value = "http://127.0.0.1:50052",
-        env = "SHARDFEED_DEMO_AGGREGATOR"
+        env = AGGREGATOR_URL_VAR
     )]
     pub url: String,
 }
@@ -177,6 +182,34 @@ mod tests {
         assert_eq!(describe_postgres(&config), "db.example:6543/feeds");
         assert_eq!(config.get_connect_timeout(), Some(&Duration::from_secs(3)));
         assert!(postgres_config("not a url").is_err());
+    }
+
+    #[derive(clap::Parser)]
+    struct Flags {
+        #[command(flatten)]
+        ingest: IngestFlag,
+        #[command(flatten)]
+        aggregator: AggregatorFlag,
+    }
+
+    /// The only test that sets these variables (the environment is shared by the test threads).
+    #[test]
+    fn the_service_knobs_are_honoured_and_leave_the_settings_loadable() {
+        use clap::Parser;
+        let defaults = Flags::parse_from(["t"]);
+        assert_eq!(defaults.ingest.url, "http://127.0.0.1:50051");
+        std::env::set_var(INGEST_URL_VAR, "http://127.0.0.1:50081");
+        std::env::set_var(AGGREGATOR_URL_VAR, "http://127.0.0.1:50082");
+        let flags = Flags::parse_from(["t"]);
+        let settings = Settings::load();
+        std::env::remove_var(INGEST_URL_VAR);
+        std::env::remove_var(AGGREGATOR_URL_VAR);
+        assert_eq!(flags.ingest.url, "http://127.0.0.1:50081");
+        assert_eq!(flags.aggregator.url, "http://127.0.0.1:50082");
+        settings.expect("the knobs are no settings");
+        // A flag still wins over its knob.
+        let flags = Flags::parse_from(["t", "--ingest", "http://elsewhere:1"]);
+        assert_eq!(flags.ingest.url, "http://elsewhere:1");
     }
 
     #[test]

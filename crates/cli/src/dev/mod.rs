@@ -200,7 +200,8 @@ impl Stack {
         self.root.join("redis")
     }
 
-    /// The settings (`SHARDFEED_*`) that point the CLI and the services at this stack.
+    /// The settings (`SHARDFEED_*`) that point the CLI and the services at this stack, and the
+    /// CLI's own service knobs (`--ingest`, `--aggregator`).
     pub fn client_env(&self) -> Vec<(String, String)> {
         [
             ("SHARDFEED_POSTGRES__URL", self.pg_url()),
@@ -212,6 +213,14 @@ impl Stack {
             (
                 "SHARDFEED_AGGREGATOR__LISTEN_ADDR",
                 self.aggregator_addr.to_string(),
+            ),
+            (
+                crate::client::INGEST_URL_VAR,
+                format!("http://{}", self.ingest_addr),
+            ),
+            (
+                crate::client::AGGREGATOR_URL_VAR,
+                format!("http://{}", self.aggregator_addr),
             ),
         ]
         .map(|(name, value)| (name.to_owned(), value))
