@@ -591,15 +591,18 @@ mod tests {
         let published: Vec<AtomicU64> = (0..KEYS).map(|_| AtomicU64::new(0)).collect();
         let writing = AtomicBool::new(true);
         let started = Barrier::new(4);
+        // Reader iterations, so that a loaded machine cannot end the writes before any read.
+        let reads = AtomicU64::new(0);
 
         thread::scope(|scope| {
             for seed in 1..=3_u64 {
-                let (memory, store, published, writing, started) =
-                    (&memory, &store, &published, &writing, &started);
+                let (memory, store, published, writing, started, reads) =
+                    (&memory, &store, &published, &writing, &started, &reads);
                 scope.spawn(move || {
                     let mut rng = Rng(seed * 0x9e37_79b9);
                     started.wait();
                     while writing.load(Ordering::SeqCst) {
+                        reads.fetch_add(1, Ordering::Relaxed);
                         let key = rng.below(KEYS as u64) as usize;
                         let floor = published[key].load(Ordering::SeqCst);
                         if let Some(kept) = memory.get(key as i64) {
@@ -619,7 +622,8 @@ mod tests {
             }
             started.wait();
             let mut rng = Rng(0xdead_beef);
-            for round in 0..20_000 {
+            let mut round = 0;
+            while round < 20_000 || reads.load(Ordering::Relaxed) < 20_000 {
                 let key = rng.below(KEYS as u64) as usize;
                 let version = store[key].fetch_add(1, Ordering::SeqCst) + 1;
                 if round % 1_000 == 999 {
@@ -631,6 +635,7 @@ mod tests {
                 if round % 16 == 0 {
                     thread::yield_now();
                 }
+                round += 1;
             }
             writing.store(false, Ordering::SeqCst);
         });
