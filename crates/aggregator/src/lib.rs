@@ -2,27 +2,45 @@
 //! Redis Cluster (PostgreSQL on a miss), and hot authors are detected and taken off their node.
 //!
 //! It never runs migrations: the schema belongs to the write path.
+//!
+//! Modules depend one way, from the bottom up:
+//! - [`cursor`], [`slice`]: the keyset position, and what the cache's replies mean;
+//! - [`memory`]: what is kept in process of the cache (near-cache, newest-post times, followee
+//!   sets) and the change subscription that gates it; [`detect`]: the hot set and the per-node
+//!   counters. Neither knows the other;
+//! - [`read`]: the readers of timelines, heads and home feeds, using both;
+//! - [`mitigate`]: the hot read path, choosing among the ways to read a hot author's head;
+//! - [`api`]: the gRPC handlers, composing the readers and the hot path.
 
 #![forbid(unsafe_code)]
 
 pub mod api;
-pub mod hot;
+pub mod cursor;
+pub mod detect;
+pub mod memory;
+pub mod mitigate;
 pub mod read;
+pub mod slice;
 
-use std::{future::Future, net::SocketAddr};
+use std::{future::Future, net::SocketAddr, time::Duration};
 
 use shardfeed_cache::{CacheLayout, CacheWriter};
 use shardfeed_proto::v1::{
     feed_service_server::FeedServiceServer, hotspot_service_server::HotspotServiceServer,
 };
 use shardfeed_server::{grpc::GrpcServer, paging::PageTokens, postgres, redis, Settings};
+use tokio_util::{
+    sync::{CancellationToken, DropGuard},
+    task::TaskTracker,
+};
 
 /// The aggregator service, bound and ready to run.
 pub struct Application {
     server: GrpcServer,
-    /// Hot-set refresh and change subscriber: stopped with the server.
-    /// Background tasks, stopped when the service stops.
-    tasks: Vec<tokio::task::JoinHandle<()>>,
+    /// Background tasks: the hot-set refresh, the change subscriber, the topology follower.
+    tasks: TaskTracker,
+    /// Cancels the background tasks when the service stops (or is dropped unstarted).
+    stop: DropGuard,
 }
 
 impl Application {
@@ -34,7 +52,6 @@ impl Application {
         // Feed reads go to a client per node while the cluster client reconnects (see
         // `read::nodes`).
         let nodes = read::nodes::NodeClients::new(settings.redis.clone(), redis.clone());
-        let topology_task = nodes.follow_topology();
         let pool = postgres::pool(&settings.postgres)?;
         let layout = CacheLayout::new(settings.redis.namespace.clone());
         let rebuilder = read::rebuild::Rebuilder::new(
@@ -44,46 +61,77 @@ impl Application {
             settings.aggregator.max_concurrent_rebuilds,
         );
         let aggregator = &settings.aggregator;
-        let hot = hot::Hotspots::new(
-            redis.clone(),
-            layout.clone(),
-            settings.hotspot.clone(),
-            hot::Remembered {
-                newest_bytes: if aggregator.meta_cache_enabled {
-                    aggregator.meta_cache_bytes
-                } else {
-                    0
-                },
-                newest_ttl: std::time::Duration::from_millis(aggregator.meta_cache_ttl_ms),
-                following_bytes: aggregator.followee_cache_bytes,
-                following_ttl: std::time::Duration::from_millis(aggregator.followee_cache_ttl_ms),
+        let hotspot = &settings.hotspot;
+        let memories = memory::Memories::new(memory::Budgets {
+            heads_bytes: if hotspot.near_cache_enabled {
+                hotspot.near_cache_bytes
+            } else {
+                0
             },
+            heads_ttl: hotspot.near_cache_ttl(),
+            newest_bytes: if aggregator.meta_cache_enabled {
+                aggregator.meta_cache_bytes
+            } else {
+                0
+            },
+            newest_ttl: Duration::from_millis(aggregator.meta_cache_ttl_ms),
+            following_bytes: aggregator.followee_cache_bytes,
+            following_ttl: Duration::from_millis(aggregator.followee_cache_ttl_ms),
+        });
+        let detect = detect::Detector::new(redis.clone(), layout.clone(), hotspot.clone());
+        let hot = mitigate::HotReads::new(
+            nodes.clone(),
+            layout.clone(),
+            hotspot.clone(),
+            detect.clone(),
+            memories.clone(),
         );
-        let mut tasks = hot.spawn();
-        tasks.push(topology_task);
+
+        let cancel = CancellationToken::new();
+        let tasks = TaskTracker::new();
+        tasks.spawn(
+            cancel
+                .clone()
+                .run_until_cancelled_owned(hot.clone().refresh_every_period()),
+        );
+        if memories.any_enabled() {
+            tasks.spawn(memories.clone().follow_changes(
+                redis.clone(),
+                layout.changes_channel(),
+                cancel.clone(),
+            ));
+        }
+        tasks.spawn(
+            cancel
+                .clone()
+                .run_until_cancelled_owned(nodes.clone().follow_topology()),
+        );
+
         let mut server =
             GrpcServer::bind(settings.aggregator.listen_addr, settings.grpc.clone()).await?;
         let limit = server.max_message_bytes();
+        let home = read::home::HomeReader::new(
+            nodes.clone(),
+            layout.clone(),
+            pool.clone(),
+            aggregator.node_timeout(),
+            rebuilder.clone(),
+            read::home::HomeParts {
+                detect: detect.clone(),
+                memories,
+                bodies: read::home::HomeReader::body_cache(aggregator.body_cache_bytes),
+            },
+        );
+        let author = read::author::AuthorReader::new(nodes, layout, rebuilder, detect.clone());
         server
             .add_service(
                 FeedServiceServer::new(api::feed::Feeds::new(
-                    read::author::AuthorReader::new(
-                        nodes.clone(),
-                        layout.clone(),
-                        rebuilder.clone(),
-                    ),
-                    read::home::HomeReader::new(
-                        nodes.clone(),
-                        layout,
-                        pool.clone(),
-                        settings.aggregator.node_timeout(),
-                        rebuilder,
-                        hot.clone(),
-                        read::home::HomeReader::body_cache(aggregator.body_cache_bytes),
-                    ),
+                    author,
+                    home,
                     pool,
                     PageTokens::new(&settings.paging.token_secret),
                     settings.grpc.request_timeout(),
+                    detect,
                     hot.clone(),
                 ))
                 .max_decoding_message_size(limit)
@@ -95,22 +143,31 @@ impl Application {
                     .max_encoding_message_size(limit),
             )
             .add_probe("Redis Cluster", shardfeed_server::grpc::redis_probe(redis));
-        Ok(Self { server, tasks })
+        tasks.close();
+        Ok(Self {
+            server,
+            tasks,
+            stop: cancel.drop_guard(),
+        })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
         self.server.local_addr()
     }
 
-    /// Serves until `shutdown` completes, then drains.
+    /// Serves until `shutdown` completes, then drains and waits for the background tasks.
     pub async fn run_until_stopped(
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
-        let result = self.server.run(shutdown).await;
-        for task in self.tasks {
-            task.abort();
-        }
+        let Self {
+            server,
+            tasks,
+            stop,
+        } = self;
+        let result = server.run(shutdown).await;
+        drop(stop);
+        tasks.wait().await;
         result
     }
 }

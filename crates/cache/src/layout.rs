@@ -76,26 +76,40 @@ impl AuthorMeta {
         meta::FLOOR_MS,
     ];
 
+    /// The fields a reader of the timeline needs: [`AuthorMeta::FIELDS`] without the floor and
+    /// the tombstone count, which only the writer uses.
+    pub const READ_FIELDS: [&'static str; 5] = [
+        meta::LOADED,
+        meta::COMPLETE,
+        meta::GONE,
+        meta::COUNT,
+        meta::NEWEST_MS,
+    ];
+
     /// Decodes the replies of `HMGET meta` [`AuthorMeta::FIELDS`]. A missing meta (every
     /// reply nil) is the default: not loaded, nothing known.
     pub fn decode(values: &[Option<String>]) -> AuthorMeta {
-        let text = |i: usize| {
-            values
-                .get(i)
-                .and_then(|v| v.as_deref())
-                .filter(|v| !v.is_empty())
+        Self::decode_fields(&Self::FIELDS, values)
+    }
+
+    /// Decodes the replies of `HMGET meta` of `fields` (names of [`meta`]), in that order;
+    /// a field not asked for is left at its default.
+    pub fn decode_fields(fields: &[&str], values: &[Option<String>]) -> AuthorMeta {
+        let text = |name: &str| {
+            let i = fields.iter().position(|f| *f == name)?;
+            values.get(i)?.as_deref().filter(|v| !v.is_empty())
         };
-        let flag = |i: usize| text(i) == Some("1");
-        let number = |i: usize| text(i).and_then(|v| v.parse::<i64>().ok());
+        let flag = |name: &str| text(name) == Some("1");
+        let number = |name: &str| text(name).and_then(|v| v.parse::<i64>().ok());
         AuthorMeta {
-            loaded: flag(0),
-            complete: flag(1),
-            gone: flag(2),
-            count: number(3),
-            dels: number(4),
-            newest_ms: number(5),
-            floor: text(6).map(str::to_owned),
-            floor_ms: number(7),
+            loaded: flag(meta::LOADED),
+            complete: flag(meta::COMPLETE),
+            gone: flag(meta::GONE),
+            count: number(meta::COUNT),
+            dels: number(meta::DELS),
+            newest_ms: number(meta::NEWEST_MS),
+            floor: text(meta::FLOOR).map(str::to_owned),
+            floor_ms: number(meta::FLOOR_MS),
         }
     }
 }
@@ -314,6 +328,26 @@ mod tests {
         let m = AuthorMeta::decode(&reply(&[("loaded", "true"), ("count", "x"), ("floor", "")]));
         assert!(!m.loaded);
         assert_eq!((m.count, m.floor), (None, None));
+        // A reader's shorter read decodes by the same names.
+        let m = AuthorMeta::decode_fields(
+            &AuthorMeta::READ_FIELDS,
+            &[
+                Some("1".into()),
+                None,
+                None,
+                Some("4".into()),
+                Some("9".into()),
+            ],
+        );
+        assert_eq!(
+            m,
+            AuthorMeta {
+                loaded: true,
+                count: Some(4),
+                newest_ms: Some(9),
+                ..AuthorMeta::default()
+            }
+        );
     }
 
     #[test]

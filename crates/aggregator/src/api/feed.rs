@@ -15,12 +15,16 @@ use shardfeed_server::{
 };
 use tonic::{Request, Response, Status};
 
-use crate::hot::{head::Head, Hotspots};
-use crate::read::{
-    author::{AuthorReader, CachedPage},
+use crate::{
     cursor::Position,
-    home::HomeReader,
-    postgres,
+    detect::Detector,
+    mitigate::HotReads,
+    read::{
+        author::{AuthorReader, CachedPage},
+        home::{HomePage, HomeReader},
+        postgres,
+    },
+    slice::Head,
 };
 
 /// AIP-158 sizes for feeds and timelines.
@@ -36,17 +40,20 @@ pub struct Feeds {
     pool: Pool,
     tokens: PageTokens,
     request_timeout: Duration,
-    hot: Hotspots,
+    detect: Detector,
+    hot: HotReads,
 }
 
 impl Feeds {
+    /// `detect` counts every author a read touches; `hot` reads the hot ones.
     pub fn new(
         reader: AuthorReader,
         home: HomeReader,
         pool: Pool,
         tokens: PageTokens,
         request_timeout: Duration,
-        hot: Hotspots,
+        detect: Detector,
+        hot: HotReads,
     ) -> Self {
         Self {
             reader,
@@ -54,8 +61,22 @@ impl Feeds {
             pool,
             tokens,
             request_timeout,
+            detect,
             hot,
         }
+    }
+
+    /// One page of the home feed of a user who follows `followees`: the hot ones from their
+    /// heads, the others by the home reader.
+    async fn home_page(
+        &self,
+        followees: &[i64],
+        after: Option<Position>,
+        size: usize,
+    ) -> ApiResult<HomePage> {
+        self.detect.record(followees);
+        let (heads, cold) = self.hot.heads(followees, self.home.node_timeout()).await;
+        self.home.page(&heads, &cold, after, size).await
     }
 
     /// The page from a hot author's head, when the author is hot and the head covers it.
@@ -65,23 +86,8 @@ impl Feeds {
         after: Option<Position>,
         size: usize,
     ) -> Option<ApiResult<(Vec<Post>, bool)>> {
-        if !self.hot.is_hot(author_id) {
-            return None;
-        }
-        // Bounded like a node's batch (see `HomeReader::page`).
-        let head = tokio::time::timeout(self.home.node_timeout(), self.hot.head(author_id));
-        let head = match head.await {
-            Ok(Ok(Some(head))) => head,
-            Ok(Ok(None)) => return None,
-            Ok(Err(err)) => {
-                tracing::debug!(author_id, error = %err, "hot read failed; ordinary path");
-                return None;
-            }
-            Err(_) => {
-                tracing::debug!(author_id, "hot read timed out; ordinary path");
-                return None;
-            }
-        };
+        let (heads, _) = self.hot.heads(&[author_id], self.home.node_timeout()).await;
+        let (_, head) = heads.into_iter().next()?;
         if matches!(*head, Head::Gone) {
             return Some(Err(ApiError::not_found(format!(
                 "user {author_id} does not exist"
@@ -100,13 +106,10 @@ impl Feeds {
         after: Option<Position>,
         size: usize,
     ) -> ApiResult<(Vec<Post>, bool)> {
-        self.hot.record(&[author_id]);
+        self.detect.record(&[author_id]);
         if let Some(page) = self.hot_page(author_id, after, size).await {
             return page;
         }
-        // The slice and then the bodies: two round trips to the author's node.
-        self.hot
-            .count_requests(self.hot.owner(author_id).as_ref(), 2);
         let cached = match self.reader.page(author_id, after, size).await {
             Ok(cached) => cached,
             Err(err) => {
@@ -207,7 +210,7 @@ impl FeedService for Feeds {
         let page = deadline
             .run(async {
                 let followees = self.home.followees(user_id).await?;
-                self.home.page(&followees, after, size).await
+                self.home_page(&followees, after, size).await
             })
             .await??;
         let next_page_token = self.next_token(&scope, page.posts.last(), page.more);

@@ -8,17 +8,17 @@ use shardfeed_proto::v1::{
 use shardfeed_server::{paging::page_size, ApiResult};
 use tonic::{Request, Response, Status};
 
-use crate::hot::Hotspots;
+use crate::mitigate::HotReads;
 
 const DEFAULT_LIMIT: usize = 10;
 const MAX_LIMIT: usize = 100;
 
 pub struct HotspotApi {
-    hot: Hotspots,
+    hot: HotReads,
 }
 
 impl HotspotApi {
-    pub fn new(hot: Hotspots) -> Self {
+    pub fn new(hot: HotReads) -> Self {
         Self { hot }
     }
 

@@ -1,8 +1,8 @@
 //! Home feeds: the followees' timelines, read in one parallel round of pipelined batches, one
 //! batch per Redis node, merged by post id; bodies fetched for the page only.
 //!
-//! 0. Hot authors (see `crate::hot`) are answered from their timeline heads: the near-cache,
-//!    or one coalesced read, from a replica when configured. The rest as follows.
+//! 0. Hot authors come with their timeline heads, read by the hot path (`crate::mitigate`):
+//!    a head that covers the page answers for its author. The rest as follows.
 //! 1. Followees from memory when read lately (dropped when ingest announces a follow change
 //!    by the user, at most `aggregator.followee_cache_ttl_ms` old), else from the cached set
 //!    (`{u:F}:fol`), or PostgreSQL when it is not loaded.
@@ -29,31 +29,33 @@
 use std::{
     collections::{HashMap, HashSet},
     sync::Arc,
-    time::{Duration, Instant},
+    time::Duration,
 };
 
 use deadpool_postgres::Pool;
 use fred::{
-    interfaces::{HashesInterface, SortedSetsInterface},
+    interfaces::HashesInterface,
     types::{config::Server, Value},
     util::redis_keyslot,
 };
-use shardfeed_cache::{
-    layout::{meta, FOLLOWING_LOADED},
-    CacheLayout,
-};
+use shardfeed_cache::{layout::FOLLOWING_LOADED, CacheLayout};
 use shardfeed_proto::ids::post_time_ms;
 use shardfeed_proto::v1::Post;
 use shardfeed_server::ApiResult;
 
-use crate::hot::{head::Head, near_cache::NearCache, Hotspots, Newest};
-
 use super::{
-    author::{cached_post, interpret, queue_timeline, Slice, META_FIELDS},
-    cursor::Position,
     nodes::NodeClients,
     postgres,
     rebuild::{Rebuilder, Target},
+};
+use crate::{
+    cursor::Position,
+    detect::Detector,
+    memory::{cache::Memory, Memories, Newest},
+    slice::{
+        cached_post, queue_slice, queue_timeline, remembered_meta, take_slice, take_timeline, Head,
+        Slice,
+    },
 };
 
 /// One page of a home feed.
@@ -82,7 +84,7 @@ pub const BODY_TTL: Duration = Duration::from_secs(600);
 const BODY_OVERHEAD_BYTES: usize = std::mem::size_of::<Post>();
 
 /// Post bodies read before, by post id (see [`HomeReader::new`]).
-pub type Bodies = Arc<NearCache<Post>>;
+pub type Bodies = Arc<Memory<Arc<Post>>>;
 
 #[derive(Clone)]
 pub struct HomeReader {
@@ -91,20 +93,29 @@ pub struct HomeReader {
     pool: Pool,
     node_timeout: Duration,
     rebuilder: Rebuilder,
-    hot: Hotspots,
+    detect: Detector,
+    memories: Memories,
     bodies: Bodies,
 }
 
+/// What a home reader reads with besides the stores.
+pub struct HomeParts {
+    /// Counts the round trips to each node.
+    pub detect: Detector,
+    /// Followee sets and newest-post times.
+    pub memories: Memories,
+    /// The in-process body cache, bounded in bytes (a zero budget turns it off).
+    pub bodies: Bodies,
+}
+
 impl HomeReader {
-    /// `bodies`: the in-process body cache, bounded in bytes (a zero budget turns it off).
     pub fn new(
         nodes: NodeClients,
         layout: CacheLayout,
         pool: Pool,
         node_timeout: Duration,
         rebuilder: Rebuilder,
-        hot: Hotspots,
-        bodies: Bodies,
+        parts: HomeParts,
     ) -> Self {
         Self {
             nodes,
@@ -112,8 +123,9 @@ impl HomeReader {
             pool,
             node_timeout,
             rebuilder,
-            hot,
-            bodies,
+            detect: parts.detect,
+            memories: parts.memories,
+            bodies: parts.bodies,
         }
     }
 
@@ -124,18 +136,19 @@ impl HomeReader {
 
     /// A body cache of `bytes` at most.
     pub fn body_cache(bytes: usize) -> Bodies {
-        Arc::new(NearCache::new(bytes, BODY_TTL))
+        Arc::new(Memory::new(bytes, BODY_TTL))
     }
 
     /// Whom `user_id` follows: from memory when read lately (dropped when ingest announces a
     /// follow change by the user), else from the cached set. `NOT_FOUND` for an unknown user.
     pub async fn followees(&self, user_id: i64) -> ApiResult<Arc<Vec<i64>>> {
-        if let Some(followees) = self.hot.followees_of(user_id) {
+        if let Some(followees) = self.memories.followees_of(user_id) {
             return Ok(followees);
         }
-        let ticket = self.hot.followees_ticket();
-        self.hot.count_request(self.hot.owner(user_id).as_ref());
+        let ticket = self.memories.followees_ticket();
         let key = self.layout.following(user_id);
+        self.detect
+            .count_request(self.nodes.owner_of(&key).as_ref());
         let cached: Result<HashMap<String, String>, _> =
             self.nodes.for_key(&key).hgetall(&key).await;
         match cached {
@@ -148,7 +161,7 @@ impl HomeReader {
                         .filter_map(|(field, _)| field.parse().ok())
                         .collect(),
                 );
-                self.hot
+                self.memories
                     .remember_followees(user_id, Arc::clone(&followees), ticket);
                 Ok(followees)
             }
@@ -166,17 +179,18 @@ impl HomeReader {
         }
     }
 
-    /// The page of up to `size` posts of `followees` after `after`.
+    /// The page of up to `size` posts after `after` of the authors of `heads` (hot authors,
+    /// read by the hot path) and of `followees` (the others).
     pub async fn page(
         &self,
+        heads: &[(i64, Arc<Head>)],
         followees: &[i64],
         after: Option<Position>,
         size: usize,
     ) -> ApiResult<HomePage> {
-        // 0. Hot authors come from the hot path (near-cache, coalesced and replica reads):
-        //    their posts are candidates before any node is asked.
-        self.hot.record(followees);
-        let (mut candidates, cold) = self.read_hot(followees, after, size).await;
+        // 0. The posts of hot authors whose head covers the page are candidates before any
+        //    node is asked.
+        let (mut candidates, cold) = from_heads(heads, followees, after, size);
 
         // 1. Every other followee's newest-post time, from memory. Authors it does not know are
         //    read in the first wave whatever their time (their meta comes with the timeline).
@@ -239,62 +253,12 @@ impl HomeReader {
         })
     }
 
-    /// The candidates of the hot authors among `followees`, from their heads; returns the
-    /// followees left for the ordinary path (not hot, or their head cannot answer this page).
-    async fn read_hot(
-        &self,
-        followees: &[i64],
-        after: Option<Position>,
-        size: usize,
-    ) -> (Vec<Candidate>, Vec<i64>) {
-        let (hot, mut cold) = self.hot.split_hot(followees);
-        if hot.is_empty() {
-            return (Vec::new(), cold);
-        }
-        // Bounded like a node's batch: a head read stuck behind a reconnecting cluster client
-        // falls back to the ordinary path instead of waiting for the command timeout.
-        let heads = futures::future::join_all(hot.iter().map(|a| async move {
-            match tokio::time::timeout(self.node_timeout, self.hot.head(*a)).await {
-                Ok(head) => head.map_err(anyhow::Error::from),
-                Err(_) => Err(anyhow::anyhow!("no answer within {:?}", self.node_timeout)),
-            }
-        }))
-        .await;
-        let mut candidates = Vec::new();
-        for (author, head) in hot.into_iter().zip(heads) {
-            let head = match head {
-                Ok(Some(head)) => head,
-                Ok(None) => {
-                    cold.push(author);
-                    continue;
-                }
-                Err(err) => {
-                    tracing::debug!(author, error = %err, "hot read failed; ordinary path");
-                    cold.push(author);
-                    continue;
-                }
-            };
-            if matches!(*head, Head::Gone) {
-                continue;
-            }
-            match head.page(after, size) {
-                Some(page) => candidates.extend(page.posts.iter().map(|post| Candidate {
-                    post_id: post.post_id,
-                    author_id: author,
-                    post: Some(post.clone()),
-                })),
-                None => cold.push(author),
-            }
-        }
-        (candidates, cold)
-    }
-
-    /// The followees whose newest-post time is in memory (see `crate::hot::Hotspots::newest_of`),
+    /// The followees whose newest-post time is in memory (see `Memories::newest_of`),
     /// with it, and the others. Deleted users are left out.
     fn known_newest(&self, followees: &[i64]) -> (Vec<Ranked>, Vec<i64>) {
         let mut ranked = Vec::with_capacity(followees.len());
         let mut unknown = Vec::new();
-        for (author, newest) in followees.iter().zip(self.hot.newest_of(followees)) {
+        for (author, newest) in followees.iter().zip(self.memories.newest_of(followees)) {
             match newest {
                 Some(Newest::Gone) => {}
                 Some(Newest::At {
@@ -319,7 +283,7 @@ impl HomeReader {
         after: Option<Position>,
         size: usize,
     ) -> (Vec<Candidate>, Vec<i64>) {
-        let ticket = self.hot.newest_ticket();
+        let ticket = self.memories.newest_ticket();
         let known: HashMap<i64, Ranked> = wave
             .iter()
             .filter_map(|r| r.known.map(|k| (r.author, k)))
@@ -331,7 +295,7 @@ impl HomeReader {
             .map(|(node, authors)| {
                 let known = &known;
                 async move {
-                    self.hot.count_request(node.as_ref());
+                    self.detect.count_request(node.as_ref());
                     let slices = self
                         .read_node(node.as_ref(), &authors, known, after, size)
                         .await;
@@ -345,9 +309,9 @@ impl HomeReader {
                 Ok(slices) => {
                     for (author, (slice, newest)) in authors.iter().zip(slices) {
                         match newest {
-                            Some(newest) => self.hot.remember_newest(*author, newest, ticket),
+                            Some(newest) => self.memories.remember_newest(*author, newest, ticket),
                             None if matches!(slice, Slice::NotLoaded) => {
-                                self.hot.forget_newest(*author)
+                                self.memories.forget_newest(*author)
                             }
                             None => {}
                         }
@@ -451,50 +415,31 @@ impl HomeReader {
         let remembered = |author: &i64| after.is_none().then(|| known.get(author)).flatten();
         let pipeline = self.nodes.on(node).pipeline();
         for author in authors {
-            if remembered(author).is_none() {
-                let _: () = pipeline
-                    .hmget(
-                        self.layout.meta(*author),
-                        [META_FIELDS.as_slice(), &[meta::NEWEST_MS]].concat(),
-                    )
-                    .await?;
-                let _: () = pipeline.zcard(self.layout.timeline(*author)).await?;
+            let timeline = self.layout.timeline(*author);
+            if remembered(author).is_some() {
+                queue_timeline(&pipeline, timeline, after, size).await?;
+            } else {
+                queue_slice(&pipeline, self.layout.meta(*author), timeline, after, size).await?;
             }
-            queue_timeline(&pipeline, &self.layout, *author, after, size).await?;
         }
         let replies = tokio::time::timeout(self.node_timeout, pipeline.try_all::<Value>())
             .await
             .map_err(|_| anyhow::anyhow!("no answer within {:?}", self.node_timeout))?;
         let mut replies = replies.into_iter();
-        let missing = || anyhow::anyhow!("a reply is missing");
         authors
             .iter()
             .map(|author| {
                 if let Some(known) = remembered(author) {
-                    let raw: Vec<i64> = replies.next().ok_or_else(missing)??.convert()?;
-                    if raw.is_empty() && known.newest_ms > 0 {
-                        return Ok((Slice::NotLoaded, None));
-                    }
-                    let flags = [
-                        Some("1".to_owned()),
-                        Some(if known.complete { "1" } else { "0" }.to_owned()),
-                        None,
-                    ];
-                    return Ok((interpret(&flags, None, &raw, after, size), None));
+                    let meta = remembered_meta(known.newest_ms, known.complete);
+                    return Ok((take_timeline(&mut replies, &meta, after, size)?, None));
                 }
-                let mut flags: Vec<Option<String>> =
-                    replies.next().ok_or_else(missing)??.convert()?;
-                let card: i64 = replies.next().ok_or_else(missing)??.convert()?;
-                let raw: Vec<i64> = replies.next().ok_or_else(missing)??.convert()?;
-                let newest_ms: Option<i64> = flags.pop().flatten().and_then(|v| v.parse().ok());
-                let complete = flags.get(1).and_then(|f| f.as_deref()) == Some("1");
-                let slice = interpret(&flags, Some(card), &raw, after, size);
+                let (meta, slice) = take_slice(&mut replies, after, size)?;
                 let newest = match &slice {
                     Slice::Gone => Some(Newest::Gone),
                     Slice::NotLoaded => None,
-                    Slice::Miss | Slice::Ids { .. } => newest_ms.map(|newest_ms| Newest::At {
+                    Slice::Miss | Slice::Ids { .. } => meta.newest_ms.map(|newest_ms| Newest::At {
                         newest_ms,
-                        complete,
+                        complete: meta.complete,
                     }),
                 };
                 Ok((slice, newest))
@@ -508,7 +453,6 @@ impl HomeReader {
     /// PostgreSQL does not answer either, those posts are left out: returns the page and how
     /// many authors lost posts that way.
     async fn fill_bodies(&self, mut page: Vec<Candidate>) -> (Vec<Post>, usize) {
-        let now = Instant::now();
         let ticket = self.bodies.ticket();
         let unknown: Vec<i64> = page
             .iter()
@@ -516,7 +460,7 @@ impl HomeReader {
             .map(|c| c.post_id)
             .collect();
         if !unknown.is_empty() {
-            let mut remembered = self.bodies.get_many(&unknown, now).into_iter();
+            let mut remembered = self.bodies.get_many(&unknown).into_iter();
             for c in page.iter_mut().filter(|c| c.post.is_none()) {
                 c.post = remembered.next().flatten().map(|post| (*post).clone());
             }
@@ -533,7 +477,7 @@ impl HomeReader {
             .map(|(node, group)| {
                 let wanted = &wanted;
                 async move {
-                    self.hot.count_request(node.as_ref());
+                    self.detect.count_request(node.as_ref());
                     let read = self.read_bodies(node.as_ref(), &group, wanted).await;
                     if read.is_err() {
                         self.nodes.read_failed();
@@ -574,7 +518,7 @@ impl HomeReader {
         for post in found.values() {
             let bytes = post.body.len() + BODY_OVERHEAD_BYTES;
             self.bodies
-                .insert(post.post_id, Arc::new(post.clone()), bytes, ticket, now);
+                .insert(post.post_id, Arc::new(post.clone()), bytes, ticket);
         }
         // A post deleted since its id was read has no body anywhere: it drops out.
         let posts = page
@@ -622,6 +566,32 @@ struct Ranked {
 struct ToRead {
     author: i64,
     known: Option<Ranked>,
+}
+
+/// The candidates of the authors of `heads` whose head covers the page (a deleted author has
+/// none), and `followees` with the authors whose head does not.
+fn from_heads(
+    heads: &[(i64, Arc<Head>)],
+    followees: &[i64],
+    after: Option<Position>,
+    size: usize,
+) -> (Vec<Candidate>, Vec<i64>) {
+    let mut candidates = Vec::new();
+    let mut cold = followees.to_vec();
+    for (author, head) in heads {
+        if matches!(**head, Head::Gone) {
+            continue;
+        }
+        match head.page(after, size) {
+            Some(page) => candidates.extend(page.posts.iter().map(|post| Candidate {
+                post_id: post.post_id,
+                author_id: *author,
+                post: Some(post.clone()),
+            })),
+            None => cold.push(*author),
+        }
+    }
+    (candidates, cold)
 }
 
 /// The time of the post that would be the page's lookahead (the `size + 1`-th newest

@@ -7,7 +7,7 @@
 //! position is "strictly below this post id".
 
 pub mod author;
-pub mod cursor;
+pub mod head;
 pub mod home;
 pub mod nodes;
 pub mod postgres;

@@ -16,7 +16,7 @@
 
 use std::{
     collections::HashMap,
-    sync::{Arc, Mutex, MutexGuard, PoisonError},
+    sync::Arc,
     time::{Duration, Instant},
 };
 
@@ -26,8 +26,9 @@ use fred::{
     types::config::Server,
     util::redis_keyslot,
 };
+use parking_lot::Mutex;
 use shardfeed_server::{config::RedisSettings, redis};
-use tokio::{sync::broadcast::error::RecvError, task::JoinHandle};
+use tokio::sync::broadcast::error::RecvError;
 
 /// How often a failed read may ask for a fresh slot map.
 const RESYNC_INTERVAL: Duration = Duration::from_secs(1);
@@ -59,7 +60,7 @@ impl NodeClients {
 
     /// The client of `node`, connecting on first use; the cluster client if none can be built.
     fn client(&self, node: &Server) -> Client {
-        let mut clients = lock(&self.inner.clients);
+        let mut clients = self.inner.clients.lock();
         if let Some(client) = clients.get(node) {
             return client.clone();
         }
@@ -100,6 +101,17 @@ impl NodeClients {
         self.inner.cluster.cached_cluster_state()
     }
 
+    /// The cluster client (it follows `MOVED` and reconnects by itself).
+    pub fn cluster(&self) -> &Client {
+        &self.inner.cluster
+    }
+
+    /// The master that owns `key`'s slot, by the cluster client's slot map.
+    pub fn owner_of(&self, key: &str) -> Option<Server> {
+        self.routing()
+            .and_then(|routing| routing.get_server(redis_keyslot(key.as_bytes())).cloned())
+    }
+
     /// The client for a batch of keys owned by `node`: the cluster client while it is
     /// connected (it routes by key itself, as it does for `None`: an owner not known), else
     /// the client of `node`.
@@ -115,32 +127,27 @@ impl NodeClients {
         if self.inner.cluster.is_connected() {
             return self.inner.cluster.clone();
         }
-        let owner = self
-            .routing()
-            .and_then(|routing| routing.get_server(redis_keyslot(key.as_bytes())).cloned());
-        match owner {
+        match self.owner_of(key) {
             Some(node) => self.client(&node),
             None => self.inner.cluster.clone(),
         }
     }
 
     /// Keeps a client connected to every master: once the cluster client has connected, and
-    /// again at every change to the cluster it reports.
-    pub fn follow_topology(&self) -> JoinHandle<()> {
-        let nodes = self.clone();
+    /// again at every change to the cluster it reports. Returns when the cluster client is
+    /// gone.
+    pub async fn follow_topology(self) {
         let mut changes = self.inner.cluster.cluster_change_rx();
-        tokio::spawn(async move {
-            if nodes.inner.cluster.wait_for_connect().await.is_err() {
-                return;
+        if self.inner.cluster.wait_for_connect().await.is_err() {
+            return;
+        }
+        loop {
+            self.connect_masters();
+            match changes.recv().await {
+                Ok(_) | Err(RecvError::Lagged(_)) => {}
+                Err(RecvError::Closed) => return,
             }
-            loop {
-                nodes.connect_masters();
-                match changes.recv().await {
-                    Ok(_) | Err(RecvError::Lagged(_)) => {}
-                    Err(RecvError::Closed) => return,
-                }
-            }
-        })
+        }
     }
 
     /// Connects to every master of the current slot map ahead of the reads that may need
@@ -150,7 +157,7 @@ impl NodeClients {
             for node in routing.unique_primary_nodes() {
                 self.client(&node);
             }
-            self.drop_former_masters(&mut lock(&self.inner.clients));
+            self.drop_former_masters(&mut self.inner.clients.lock());
         }
     }
 
@@ -158,7 +165,7 @@ impl NodeClients {
     /// per `RESYNC_INTERVAL`.
     pub fn read_failed(&self) {
         {
-            let mut last = lock(&self.inner.last_resync);
+            let mut last = self.inner.last_resync.lock();
             if last.is_some_and(|at| at.elapsed() < RESYNC_INTERVAL) {
                 return;
             }
@@ -171,8 +178,4 @@ impl NodeClients {
             }
         });
     }
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }

@@ -6,12 +6,10 @@
 //! at once — a miss that finds no free slot is simply served from PostgreSQL and tried again on
 //! a later read.
 
-use std::{
-    collections::HashSet,
-    sync::{Arc, Mutex},
-};
+use std::{collections::HashSet, sync::Arc};
 
 use deadpool_postgres::Pool;
+use parking_lot::Mutex;
 use shardfeed_cache::CacheWriter;
 use tokio::sync::Semaphore;
 
@@ -60,12 +58,7 @@ impl Rebuilder {
         let Ok(slot) = self.slots.clone().try_acquire_owned() else {
             return;
         };
-        if !self
-            .in_flight
-            .lock()
-            .expect("not poisoned")
-            .insert((target, user_id))
-        {
+        if !self.in_flight.lock().insert((target, user_id)) {
             return;
         }
         let this = self.clone();
@@ -78,10 +71,7 @@ impl Rebuilder {
                     "cache rebuild failed"
                 );
             }
-            this.in_flight
-                .lock()
-                .expect("not poisoned")
-                .remove(&(target, user_id));
+            this.in_flight.lock().remove(&(target, user_id));
             drop(slot);
         });
     }
