@@ -4,9 +4,9 @@
 //! server binds it, so callers retry on "Address already in use". Within this process, a lease
 //! keeps the port from being handed out twice while its server lives.
 
+use parking_lot::Mutex;
 use std::collections::BTreeSet;
 use std::net::TcpListener;
-use std::sync::{Mutex, PoisonError};
 
 use anyhow::bail;
 use rand::Rng;
@@ -31,7 +31,7 @@ impl PortLease {
         for _ in 0..500 {
             let port = rng.gen_range(20_000..30_000u16);
             let bus = port + CLUSTER_BUS_OFFSET;
-            let mut leased = LEASED.lock().unwrap_or_else(PoisonError::into_inner);
+            let mut leased = LEASED.lock();
             if leased.contains(&port) || (with_bus && leased.contains(&bus)) {
                 continue;
             }
@@ -54,7 +54,7 @@ impl PortLease {
 
 impl Drop for PortLease {
     fn drop(&mut self) {
-        let mut leased = LEASED.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut leased = LEASED.lock();
         leased.remove(&self.port);
         if self.with_bus {
             leased.remove(&(self.port + CLUSTER_BUS_OFFSET));

@@ -1,12 +1,12 @@
 //! PostgreSQL: one postmaster per [`PgServer`], in a data dir of its own.
 
+use parking_lot::Mutex;
 use std::fs::{self, File, OpenOptions};
 use std::net::{SocketAddr, TcpStream};
 use std::os::unix::fs::DirBuilderExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -118,7 +118,7 @@ impl PgServer {
             };
             match server.launch() {
                 Ok(child) => {
-                    *server.lock_child() = Some(child);
+                    *server.child.lock() = Some(child);
                     server.dir = Some(dir);
                     return Ok(server);
                 }
@@ -156,7 +156,7 @@ impl PgServer {
         };
         if let Some(record) = state.live(KEPT_NAME)? {
             server.port = record.port;
-            *server.lock_child() = Some(Proc::Recorded(record.process));
+            *server.child.lock() = Some(Proc::Recorded(record.process));
             return Ok(server);
         }
         if !data.join("PG_VERSION").exists() {
@@ -182,7 +182,7 @@ impl PgServer {
             "port {port} is in use by a process this stack did not start"
         );
         let child = server.launch().map_err(anyhow::Error::from)?;
-        *server.lock_child() = Some(child);
+        *server.child.lock() = Some(child);
         Ok(server)
     }
 
@@ -198,7 +198,7 @@ impl PgServer {
 
     /// The postmaster's pid while it runs.
     pub fn pid(&self) -> Option<u32> {
-        self.lock_child().as_ref().map(Proc::id)
+        self.child.lock().as_ref().map(Proc::id)
     }
 
     /// A test server's instance dir: the data dir (`data/`), the unix socket and
@@ -215,7 +215,7 @@ impl PgServer {
     /// Fast shutdown (sessions are ended, nothing is lost); the data dir is kept so that
     /// `restart` brings the same databases back. Stopping a stopped server does nothing.
     pub fn stop(&self) -> anyhow::Result<()> {
-        let mut child = self.lock_child();
+        let mut child = self.child.lock();
         if let Some(mut running) = child.take() {
             running
                 .terminate(Signal::SIGINT, STOP_TIMEOUT)
@@ -230,7 +230,7 @@ impl PgServer {
     /// Starts the server again on the same port and data dir and waits until it accepts
     /// connections. A running server is stopped first.
     pub fn restart(&self) -> anyhow::Result<()> {
-        let mut child = self.lock_child();
+        let mut child = self.child.lock();
         if let Some(mut running) = child.take() {
             running
                 .terminate(Signal::SIGINT, STOP_TIMEOUT)
@@ -243,10 +243,6 @@ impl PgServer {
         *child = Some(started);
         Ok(())
     }
-
-    fn lock_child(&self) -> MutexGuard<'_, Option<Proc>> {
-        self.child.lock().unwrap_or_else(PoisonError::into_inner)
-    }
 }
 
 impl Drop for PgServer {
@@ -254,7 +250,7 @@ impl Drop for PgServer {
         if self.lifetime.is_kept() {
             return;
         }
-        if let Some(mut running) = self.lock_child().take() {
+        if let Some(mut running) = self.child.lock().take() {
             // Immediate shutdown: the data dir is about to go anyway.
             if let Err(err) = running.terminate(Signal::SIGQUIT, STOP_TIMEOUT) {
                 tracing::warn!(error = %err, "could not stop postgres");

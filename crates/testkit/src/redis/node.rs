@@ -1,9 +1,9 @@
 //! One `redis-server` in cluster mode, and how it is started.
 
+use parking_lot::Mutex;
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use anyhow::{ensure, Context};
@@ -55,7 +55,7 @@ impl RedisNode {
             };
             match node.launch() {
                 Ok(proc) => {
-                    *node.lock() = Some(proc);
+                    *node.proc.lock() = Some(proc);
                     return Ok(node);
                 }
                 Err(LaunchError::PortInUse(err)) => {
@@ -106,7 +106,7 @@ impl RedisNode {
 
     /// The redis-server's pid, unless it was killed.
     pub fn pid(&self) -> Option<u32> {
-        self.lock().as_ref().map(Proc::id)
+        self.proc.lock().as_ref().map(Proc::id)
     }
 
     /// The node's dir: `nodes.conf` (and a test node's `redis.log`).
@@ -121,7 +121,10 @@ impl RedisNode {
 
     /// Running, paused or gone (killed, or never started).
     pub fn state(&self) -> ProcState {
-        self.lock().as_mut().map_or(ProcState::Gone, Proc::state)
+        self.proc
+            .lock()
+            .as_mut()
+            .map_or(ProcState::Gone, Proc::state)
     }
 
     /// Running and not paused: expected to answer.
@@ -129,12 +132,8 @@ impl RedisNode {
         self.state() == ProcState::Running
     }
 
-    fn lock(&self) -> MutexGuard<'_, Option<Proc>> {
-        self.proc.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
     pub(super) fn kill(&self) -> anyhow::Result<()> {
-        if let Some(mut proc) = self.lock().take() {
+        if let Some(mut proc) = self.proc.lock().take() {
             proc.kill().context("killing redis-server")?;
         }
         if let Lifetime::Kept(state) = &self.lifetime {
@@ -145,7 +144,7 @@ impl RedisNode {
 
     /// SIGTERM (SIGKILL if it lingers): a clean stop.
     pub(super) fn stop(&self) -> anyhow::Result<()> {
-        if let Some(mut proc) = self.lock().take() {
+        if let Some(mut proc) = self.proc.lock().take() {
             proc.terminate(Signal::SIGTERM, STOP_TIMEOUT)
                 .context("stopping redis-server")?;
         }
@@ -156,7 +155,7 @@ impl RedisNode {
     }
 
     pub(super) fn signal(&self, signal: Signal) -> anyhow::Result<()> {
-        let mut proc = self.lock();
+        let mut proc = self.proc.lock();
         let proc = proc
             .as_mut()
             .with_context(|| format!("{} is not running", self.addr()))?;
@@ -181,7 +180,7 @@ impl RedisNode {
             .launch()
             .map_err(anyhow::Error::from)
             .with_context(|| format!("starting {}", self.addr()))?;
-        *self.lock() = Some(proc);
+        *self.proc.lock() = Some(proc);
         Ok(())
     }
 
