@@ -47,6 +47,13 @@ pub enum ApiError {
     Internal(#[source] anyhow::Error),
 }
 
+/// The id a request carries in `field`, as a typed id of the contract
+/// (`shardfeed_proto::ids::UserId`, `PostId`): a value that is no id is `INVALID_ARGUMENT`
+/// blaming the field.
+pub fn parse_id<T: TryFrom<i64>>(field: &'static str, value: i64) -> ApiResult<T> {
+    T::try_from(value).map_err(|_| ApiError::invalid_field(field, "must be a positive id"))
+}
+
 impl ApiError {
     /// `INVALID_ARGUMENT` blaming one field.
     pub fn invalid_field(field: impl Into<String>, description: impl Into<String>) -> Self {

@@ -4,10 +4,12 @@
 use std::time::Duration;
 
 use deadpool_postgres::Pool;
+use shardfeed_proto::ids::UserId;
 use shardfeed_proto::v1::{
     feed_service_server::FeedService, GetHomeFeedRequest, GetHomeFeedResponse,
     GetUserTimelineRequest, GetUserTimelineResponse, Post,
 };
+use shardfeed_server::error::parse_id;
 use shardfeed_server::{
     deadline::Deadline,
     paging::{page_size, PageTokens, TokenScope},
@@ -172,11 +174,7 @@ impl Feeds {
 }
 
 fn parse_user_id(user_id: i64) -> ApiResult<i64> {
-    if user_id > 0 {
-        Ok(user_id)
-    } else {
-        Err(ApiError::invalid_field("user_id", "must be a positive id"))
-    }
+    Ok(parse_id::<UserId>("user_id", user_id)?.get())
 }
 
 /// The keyset position of a post.

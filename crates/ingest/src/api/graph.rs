@@ -4,11 +4,13 @@ use std::time::Duration;
 
 use deadpool_postgres::Pool;
 use serde::{Deserialize, Serialize};
+use shardfeed_proto::ids::UserId;
 use shardfeed_proto::v1::{
     graph_service_server::GraphService, FollowRequest, FollowResponse, ListFollowersRequest,
     ListFollowersResponse, ListFollowingRequest, ListFollowingResponse, UnfollowRequest,
     UnfollowResponse,
 };
+use shardfeed_server::error::parse_id;
 use shardfeed_server::{
     deadline::Deadline,
     paging::{page_size, PageTokens, TokenScope},
@@ -18,7 +20,6 @@ use tonic::{Request, Response, Status};
 
 use crate::{
     cache_sync::CacheSync,
-    domain::parse_id,
     store::graph::{self, Direction, EdgeChange},
 };
 
@@ -58,8 +59,8 @@ impl Graph {
     }
 
     fn edge(follower_id: i64, followee_id: i64) -> Result<(i64, i64), ApiError> {
-        let follower_id = parse_id("follower_id", follower_id)?;
-        let followee_id = parse_id("followee_id", followee_id)?;
+        let follower_id = parse_id::<UserId>("follower_id", follower_id)?.get();
+        let followee_id = parse_id::<UserId>("followee_id", followee_id)?.get();
         if follower_id == followee_id {
             return Err(ApiError::invalid_field(
                 "followee_id",
@@ -100,7 +101,7 @@ impl Graph {
         requested_size: i32,
         token: &str,
     ) -> Result<(Vec<i64>, String), ApiError> {
-        let user_id = parse_id("user_id", user_id)?;
+        let user_id = parse_id::<UserId>("user_id", user_id)?.get();
         let size = page_size(requested_size, DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)?;
         let scope = TokenScope {
             rpc,

@@ -3,16 +3,18 @@
 use std::time::Duration;
 
 use deadpool_postgres::Pool;
+use shardfeed_proto::ids::{PostId, UserId};
 use shardfeed_proto::v1::{
     post_service_server::PostService, CreatePostRequest, CreatePostResponse, DeletePostRequest,
     DeletePostResponse, GetPostRequest, GetPostResponse,
 };
 use shardfeed_server::deadline::Deadline;
+use shardfeed_server::error::parse_id;
 use tonic::{Request, Response, Status};
 
 use crate::{
     cache_sync::CacheSync,
-    domain::{parse_id, PostBody, RequestId},
+    domain::{PostBody, RequestId},
     group_commit::PostWriter,
     store::posts::{self, NewPost},
 };
@@ -49,7 +51,7 @@ impl PostService for Posts {
     ) -> Result<Response<CreatePostResponse>, Status> {
         let deadline = Deadline::of(&request, self.request_timeout);
         let req = request.into_inner();
-        let author_id = parse_id("author_id", req.author_id)?;
+        let author_id = parse_id::<UserId>("author_id", req.author_id)?.get();
         let body = PostBody::parse(&req.body)?;
         let request_id = RequestId::parse_optional(&req.request_id)?;
         let post = NewPost {
@@ -68,7 +70,7 @@ impl PostService for Posts {
         request: Request<GetPostRequest>,
     ) -> Result<Response<GetPostResponse>, Status> {
         let deadline = Deadline::of(&request, self.request_timeout);
-        let post_id = parse_id("post_id", request.get_ref().post_id)?;
+        let post_id = parse_id::<PostId>("post_id", request.get_ref().post_id)?.get();
         let post = deadline.run(posts::get(&self.pool, post_id)).await??;
         Ok(Response::new(GetPostResponse { post: Some(post) }))
     }
@@ -79,7 +81,7 @@ impl PostService for Posts {
         request: Request<DeletePostRequest>,
     ) -> Result<Response<DeletePostResponse>, Status> {
         let deadline = Deadline::of(&request, self.request_timeout);
-        let post_id = parse_id("post_id", request.get_ref().post_id)?;
+        let post_id = parse_id::<PostId>("post_id", request.get_ref().post_id)?.get();
         let written = deadline.run(posts::delete(&self.pool, post_id)).await??;
         self.cache.after_commit(written.pending).await;
         Ok(Response::new(DeletePostResponse {}))

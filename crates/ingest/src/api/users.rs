@@ -3,17 +3,19 @@
 use std::{sync::Arc, time::Duration};
 
 use deadpool_postgres::Pool;
+use shardfeed_proto::ids::UserId;
 use shardfeed_proto::v1::{
     user_service_server::UserService, CreateUserRequest, CreateUserResponse, DeleteUserRequest,
     DeleteUserResponse, GetUserRequest, GetUserResponse, UpdateUserRequest, UpdateUserResponse,
 };
 use shardfeed_server::deadline::Deadline;
+use shardfeed_server::error::parse_id;
 use tokio::sync::Notify;
 use tonic::{Request, Response, Status};
 
 use crate::{
     cache_sync::CacheSync,
-    domain::{parse_id, DisplayName, Handle, RequestId},
+    domain::{DisplayName, Handle, RequestId},
     store::users,
 };
 
@@ -73,7 +75,7 @@ impl UserService for Users {
         request: Request<GetUserRequest>,
     ) -> Result<Response<GetUserResponse>, Status> {
         let deadline = Deadline::of(&request, self.request_timeout);
-        let user_id = parse_id("user_id", request.get_ref().user_id)?;
+        let user_id = parse_id::<UserId>("user_id", request.get_ref().user_id)?.get();
         let user = deadline.run(users::get(&self.pool, user_id)).await??;
         Ok(Response::new(GetUserResponse { user: Some(user) }))
     }
@@ -85,7 +87,7 @@ impl UserService for Users {
     ) -> Result<Response<UpdateUserResponse>, Status> {
         let deadline = Deadline::of(&request, self.request_timeout);
         let req = request.into_inner();
-        let user_id = parse_id("user_id", req.user_id)?;
+        let user_id = parse_id::<UserId>("user_id", req.user_id)?.get();
         let display_name = DisplayName::parse(&req.display_name)?;
         let user = deadline
             .run(users::update_display_name(
@@ -103,7 +105,7 @@ impl UserService for Users {
         request: Request<DeleteUserRequest>,
     ) -> Result<Response<DeleteUserResponse>, Status> {
         let deadline = Deadline::of(&request, self.request_timeout);
-        let user_id = parse_id("user_id", request.get_ref().user_id)?;
+        let user_id = parse_id::<UserId>("user_id", request.get_ref().user_id)?.get();
         let written = deadline.run(users::delete(&self.pool, user_id)).await??;
         self.purge.notify_one();
         self.cache.after_commit(written.pending).await;

@@ -1,15 +1,6 @@
 use shardfeed_server::{ApiError, ApiResult};
 use uuid::Uuid;
 
-/// Ids are positive; 0 is what an unset proto field reads as.
-pub fn parse_id(field: &'static str, value: i64) -> ApiResult<i64> {
-    if value > 0 {
-        Ok(value)
-    } else {
-        Err(ApiError::invalid_field(field, "must be a positive id"))
-    }
-}
-
 /// An optional AIP-155 idempotency key: empty means "none", anything else must be a UUID.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RequestId(pub Uuid);
@@ -28,13 +19,6 @@ impl RequestId {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn ids_must_be_positive() {
-        assert_eq!(parse_id("user_id", 7).unwrap(), 7);
-        assert!(parse_id("user_id", 0).is_err());
-        assert!(parse_id("user_id", -3).is_err());
-    }
 
     #[test]
     fn request_ids_are_optional_uuids() {

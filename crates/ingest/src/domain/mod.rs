@@ -4,6 +4,6 @@ mod ids;
 mod post;
 mod user;
 
-pub use ids::{parse_id, RequestId};
+pub use ids::RequestId;
 pub use post::PostBody;
 pub use user::{DisplayName, Handle};
