@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
 
 use super::record::{OpError, Record};
 use super::summary::Summary;
@@ -51,18 +52,20 @@ pub async fn closed_loop<O: Op>(
     for op in ops {
         workers.spawn(worker(op, measure_start, end, progress.clone()));
     }
-    let reporter = tokio::spawn(report_progress(
+    let done = CancellationToken::new();
+    let reporter = tokio::spawn(done.clone().run_until_cancelled_owned(report_progress(
         label.to_owned(),
         timing,
         measure_start,
         progress.clone(),
-    ));
+    )));
 
     let mut total = Record::default();
     while let Some(record) = workers.join_next().await {
         total.merge(record.context("a bench worker panicked")?);
     }
-    reporter.abort();
+    done.cancel();
+    let _ = reporter.await;
     Ok(Summary::new(label, total, timing.duration))
 }
 
