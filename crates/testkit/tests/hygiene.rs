@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use shardfeed_testkit::remove_stale_dirs;
 
-const HELPER_ENV: &str = "SHARDFEED_TESTKIT_CHILD_MODE";
+const HELPER_ENV: &str = "SFDEV_TESTKIT_CHILD_MODE";
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Proc {

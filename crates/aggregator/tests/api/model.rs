@@ -4,8 +4,8 @@
 //! aggregator restarted with nothing in memory — and after every step every page of every
 //! timeline and home feed must equal PostgreSQL.
 //!
-//! Each run prints its seed; `SHARDFEED_MODEL_SEED` picks one (default 1, so the suite's run is
-//! reproducible) and `SHARDFEED_MODEL_STEPS` runs longer (default 150).
+//! Each run prints its seed; `SFDEV_MODEL_SEED` picks one (default 1, so the suite's run is
+//! reproducible) and `SFDEV_MODEL_STEPS` runs longer (default 150).
 
 use fred::{
     interfaces::{ClusterInterface, KeysInterface},
@@ -225,18 +225,18 @@ async fn check(h: &Harness, w: &World, rng: &mut StdRng, what: &str, bound: Opti
     }
 }
 
-/// The seed of a run without `SHARDFEED_MODEL_SEED`: the suite's run is reproducible.
+/// The seed of a run without `SFDEV_MODEL_SEED`: the suite's run is reproducible.
 const DEFAULT_SEED: u64 = 1;
 
 fn model_seed() -> u64 {
-    std::env::var("SHARDFEED_MODEL_SEED")
+    std::env::var("SFDEV_MODEL_SEED")
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(DEFAULT_SEED)
 }
 
 fn model_steps() -> usize {
-    std::env::var("SHARDFEED_MODEL_STEPS")
+    std::env::var("SFDEV_MODEL_STEPS")
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(150)
@@ -264,7 +264,7 @@ enum Writes {
 async fn run(extra: &[(&str, &str)], bound: Option<Duration>, writes: Writes) {
     let seed = model_seed();
     let steps = model_steps();
-    eprintln!("model test: SHARDFEED_MODEL_SEED={seed} SHARDFEED_MODEL_STEPS={steps}");
+    eprintln!("model test: SFDEV_MODEL_SEED={seed} SFDEV_MODEL_STEPS={steps}");
     let mut rng = StdRng::seed_from_u64(seed);
     // A short window, so trimming, floors and reads past the window happen all the time.
     let mut h = Harness::builder()

@@ -1,7 +1,7 @@
 //! A stand-in test process for the testkit's own hygiene tests (tests/hygiene.rs): it starts
 //! the shared stores, a PostgreSQL of its own and a database session, prints the directories it
 //! made and `READY`, waits for a line on stdin, then ends the way
-//! `SHARDFEED_TESTKIT_CHILD_MODE` says (`panic`, `abort`, or sleep until SIGKILLed). The tests
+//! `SFDEV_TESTKIT_CHILD_MODE` says (`panic`, `abort`, or sleep until SIGKILLed). The tests
 //! then check that none of its store processes survived it.
 
 use std::io::Write;
@@ -11,7 +11,7 @@ use std::time::Duration;
 use shardfeed_testkit::{shared, PgServer, TestDb};
 
 fn main() {
-    let mode = std::env::var("SHARDFEED_TESTKIT_CHILD_MODE").unwrap_or_default();
+    let mode = std::env::var("SFDEV_TESTKIT_CHILD_MODE").unwrap_or_default();
     let stores = shared();
     let own_pg = PgServer::start().unwrap();
     let runtime = tokio::runtime::Runtime::new().unwrap();
