@@ -386,4 +386,76 @@ mod tests {
         let token = tokens.encode(&SCOPE, &"not a FeedCursor");
         assert_rejected(&tokens, &SCOPE, &token);
     }
+
+    mod properties {
+        use base64::Engine;
+        use proptest::prelude::*;
+
+        use super::*;
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(512))]
+
+            /// Any text a caller sends is a clear INVALID_ARGUMENT on page_token, never a
+            /// panic, an internal error or an accepted cursor.
+            #[test]
+            fn any_text_is_refused(token in "\\PC{0,1100}") {
+                assert_rejected(&issuer(), &SCOPE, &token);
+            }
+
+            /// Well-formed base64url of any bytes (the shape of a real token) is refused too:
+            /// the version byte, the length and the tag all have to hold.
+            #[test]
+            fn any_bytes_in_token_form_are_refused(bytes in proptest::collection::vec(any::<u8>(), 0..700)) {
+                let token = URL_SAFE_NO_PAD.encode(&bytes);
+                assert_rejected(&issuer(), &SCOPE, &token);
+            }
+
+            /// A real token with any one byte changed is refused.
+            #[test]
+            fn a_tampered_token_is_refused(
+                time_ms in any::<i64>(),
+                post_id in any::<i64>(),
+                at in any::<prop::sample::Index>(),
+                flip in 1u8..=255,
+            ) {
+                let tokens = issuer();
+                let token = tokens.encode(&SCOPE, &FeedCursor { time_ms, post_id });
+                let mut bytes = URL_SAFE_NO_PAD.decode(&token).unwrap();
+                let i = at.index(bytes.len());
+                bytes[i] ^= flip;
+                assert_rejected(&tokens, &SCOPE, &URL_SAFE_NO_PAD.encode(&bytes));
+            }
+
+            /// Every cursor comes back as it went in, and only for the scope it was issued for.
+            #[test]
+            fn cursors_round_trip_within_their_scope(
+                time_ms in any::<i64>(),
+                post_id in any::<i64>(),
+                subject in any::<i64>(),
+            ) {
+                let tokens = issuer();
+                let scope = TokenScope { rpc: RPC, subject };
+                let token = tokens.encode(&scope, &FeedCursor { time_ms, post_id });
+                prop_assert_eq!(
+                    tokens.decode::<FeedCursor>(&scope, &token).unwrap(),
+                    FeedCursor { time_ms, post_id }
+                );
+                let other = TokenScope { rpc: RPC, subject: subject.wrapping_add(1) };
+                assert_rejected(&tokens, &other, &token);
+            }
+
+            /// Any page size is a size within the bounds or INVALID_ARGUMENT.
+            #[test]
+            fn any_page_size_is_bounded_or_refused(requested in any::<i32>()) {
+                match page_size(requested, 20, 1000) {
+                    Ok(size) => prop_assert!((1..=1000).contains(&size)),
+                    Err(err) => {
+                        prop_assert!(requested < 0);
+                        prop_assert_eq!(Status::from(err).code(), Code::InvalidArgument);
+                    }
+                }
+            }
+        }
+    }
 }
