@@ -5,7 +5,11 @@
 //! `SHARDFEED_REDIS__NODES=127.0.0.1:7000,127.0.0.1:7001`). A value that does not parse stops
 //! start-up with an error naming the key.
 
-use std::{net::SocketAddr, path::Path, time::Duration};
+use std::{
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    time::Duration,
+};
 
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
@@ -142,6 +146,10 @@ impl HotspotSettings {
 #[serde(deny_unknown_fields)]
 pub struct PagingSettings {
     pub token_secret: SecretString,
+    /// A file whose content (without a trailing newline) replaces `token_secret`, for secrets
+    /// mounted as files (Kubernetes Secrets, compose secrets).
+    #[serde(default)]
+    pub token_secret_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -166,6 +174,9 @@ pub enum LogFormat {
 pub struct PostgresSettings {
     /// `postgres://user[:password]@host:port/db`; kept secret because it may hold a password.
     pub url: SecretString,
+    /// A file whose content (without a trailing newline) replaces `url`.
+    #[serde(default)]
+    pub url_file: Option<PathBuf>,
     pub pool_size: usize,
     /// How long a request may wait for a pooled connection (and for a new one to connect).
     pub connect_timeout_ms: u64,
@@ -384,6 +395,19 @@ key_replicas_enabled = true
 token_secret = "shardfeed-development-page-token-secret"
 "#;
 
+/// The secret in the file `path` (setting `key`), without its trailing line break. The error
+/// names the setting and the path, never the content.
+fn read_secret(key: &str, path: &Path) -> Result<SecretString, ConfigError> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| ConfigError(format!("{key}: cannot read {}: {e}", path.display())))?;
+    let secret = text.strip_suffix('\n').unwrap_or(&text);
+    let secret = secret.strip_suffix('\r').unwrap_or(secret);
+    if secret.is_empty() {
+        return Err(ConfigError(format!("{key}: {} is empty", path.display())));
+    }
+    Ok(SecretString::from(secret.to_owned()))
+}
+
 impl Settings {
     /// Defaults, then the file named by `SHARDFEED_CONFIG` (if any), then the environment.
     pub fn load() -> Result<Self, ConfigError> {
@@ -420,10 +444,16 @@ impl Settings {
                 .try_parsing(true)
                 .source(Some(env)),
         );
-        let settings: Settings = builder
+        let mut settings: Settings = builder
             .build()
             .and_then(|c| c.try_deserialize())
             .map_err(|e| ConfigError(e.to_string()))?;
+        if let Some(path) = &settings.paging.token_secret_file {
+            settings.paging.token_secret = read_secret("paging.token_secret_file", path)?;
+        }
+        if let Some(path) = &settings.postgres.url_file {
+            settings.postgres.url = read_secret("postgres.url_file", path)?;
+        }
         settings.validate()?;
         Ok(settings)
     }
@@ -559,6 +589,72 @@ mod tests {
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect()
+    }
+
+    #[test]
+    fn secrets_come_from_files_and_never_show() {
+        let dir = tempfile::tempdir().unwrap();
+        let secret = dir.path().join("token");
+        std::fs::write(&secret, "a-mounted-secret-of-some-length\n").unwrap();
+        let url = dir.path().join("url");
+        std::fs::write(&url, "postgres://app:hunter2@db:5432/feeds\r\n").unwrap();
+        let s = Settings::load_from(
+            None,
+            env(&[
+                (
+                    "SHARDFEED_PAGING__TOKEN_SECRET_FILE",
+                    secret.to_str().unwrap(),
+                ),
+                ("SHARDFEED_POSTGRES__URL_FILE", url.to_str().unwrap()),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(
+            s.paging.token_secret.expose_secret(),
+            "a-mounted-secret-of-some-length"
+        );
+        assert_eq!(s.postgres.url(), "postgres://app:hunter2@db:5432/feeds");
+        let shown = format!("{s:?}");
+        assert!(!shown.contains("hunter2") && !shown.contains("mounted-secret"));
+
+        // A missing or empty file names the setting and the path, not a secret.
+        let missing = dir.path().join("nothing-here");
+        let err = Settings::load_from(
+            None,
+            env(&[("SHARDFEED_POSTGRES__URL_FILE", missing.to_str().unwrap())]),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("postgres.url_file") && err.contains("nothing-here"),
+            "{err}"
+        );
+        std::fs::write(&secret, "\n").unwrap();
+        let err = Settings::load_from(
+            None,
+            env(&[(
+                "SHARDFEED_PAGING__TOKEN_SECRET_FILE",
+                secret.to_str().unwrap(),
+            )]),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("paging.token_secret_file") && err.contains("is empty"),
+            "{err}"
+        );
+        // A short secret from a file fails the same check as one set directly.
+        std::fs::write(&secret, "short").unwrap();
+        let err = Settings::load_from(
+            None,
+            env(&[(
+                "SHARDFEED_PAGING__TOKEN_SECRET_FILE",
+                secret.to_str().unwrap(),
+            )]),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("at least 16 bytes"), "{err}");
     }
 
     #[test]
