@@ -618,42 +618,28 @@ mod tests {
         assert!(!shown.contains("hunter2") && !shown.contains("mounted-secret"));
 
         // A missing or empty file names the setting and the path, not a secret.
-        let missing = dir.path().join("nothing-here");
-        let err = Settings::load_from(
-            None,
-            env(&[("SHARDFEED_POSTGRES__URL_FILE", missing.to_str().unwrap())]),
-        )
-        .unwrap_err()
-        .to_string();
+        let refusal = |key: &str, path: &std::path::Path| {
+            Settings::load_from(None, env(&[(key, path.to_str().unwrap())]))
+                .unwrap_err()
+                .to_string()
+        };
+        let err = refusal(
+            "SHARDFEED_POSTGRES__URL_FILE",
+            &dir.path().join("nothing-here"),
+        );
         assert!(
             err.contains("postgres.url_file") && err.contains("nothing-here"),
             "{err}"
         );
         std::fs::write(&secret, "\n").unwrap();
-        let err = Settings::load_from(
-            None,
-            env(&[(
-                "SHARDFEED_PAGING__TOKEN_SECRET_FILE",
-                secret.to_str().unwrap(),
-            )]),
-        )
-        .unwrap_err()
-        .to_string();
+        let err = refusal("SHARDFEED_PAGING__TOKEN_SECRET_FILE", &secret);
         assert!(
             err.contains("paging.token_secret_file") && err.contains("is empty"),
             "{err}"
         );
         // A short secret from a file fails the same check as one set directly.
         std::fs::write(&secret, "short").unwrap();
-        let err = Settings::load_from(
-            None,
-            env(&[(
-                "SHARDFEED_PAGING__TOKEN_SECRET_FILE",
-                secret.to_str().unwrap(),
-            )]),
-        )
-        .unwrap_err()
-        .to_string();
+        let err = refusal("SHARDFEED_PAGING__TOKEN_SECRET_FILE", &secret);
         assert!(err.contains("at least 16 bytes"), "{err}");
     }
 
