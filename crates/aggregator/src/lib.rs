@@ -28,7 +28,7 @@ use shardfeed_cache::{CacheLayout, CacheWriter};
 use shardfeed_proto::v1::{
     feed_service_server::FeedServiceServer, hotspot_service_server::HotspotServiceServer,
 };
-use shardfeed_server::{grpc::GrpcServer, paging::PageTokens, postgres, redis, Settings};
+use shardfeed_server::{grpc::GrpcServer, paging::PageTokens, postgres, redis, shutdown, Settings};
 use tokio_util::{
     sync::{CancellationToken, DropGuard},
     task::TaskTracker,
@@ -155,7 +155,8 @@ impl Application {
         self.server.local_addr()
     }
 
-    /// Serves until `shutdown` completes, then drains and waits for the background tasks.
+    /// Serves until `shutdown` completes, then drains and stops the background tasks (at most
+    /// [`shutdown::TASKS_GRACE`]).
     pub async fn run_until_stopped(
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
@@ -166,8 +167,7 @@ impl Application {
             stop,
         } = self;
         let result = server.run(shutdown).await;
-        drop(stop);
-        tasks.wait().await;
+        shutdown::stop_tasks(&stop.disarm(), &tasks, shutdown::TASKS_GRACE).await;
         result
     }
 }

@@ -17,7 +17,7 @@ pub mod group_commit;
 pub mod hot_copies;
 pub mod store;
 
-use std::{future::Future, net::SocketAddr, time::Duration};
+use std::{future::Future, net::SocketAddr};
 
 use shardfeed_cache::{CacheLayout, CacheWriter};
 use shardfeed_proto::v1::{
@@ -25,7 +25,8 @@ use shardfeed_proto::v1::{
     user_service_server::UserServiceServer,
 };
 use shardfeed_server::{
-    config::OutboxSettings, grpc::GrpcServer, paging::PageTokens, postgres, redis, Settings,
+    config::OutboxSettings, grpc::GrpcServer, paging::PageTokens, postgres, redis, shutdown,
+    Settings,
 };
 
 use cache_sync::{CacheSync, WarmQueue};
@@ -169,17 +170,7 @@ impl Application {
             self.warm_queue,
         );
         let served = self.server.run(shutdown).await;
-        stop.cancel();
-        tasks.close();
-        if tokio::time::timeout(Duration::from_secs(5), tasks.wait())
-            .await
-            .is_err()
-        {
-            tracing::warn!(
-                left = tasks.len(),
-                "background tasks did not stop within 5 s"
-            );
-        }
+        shutdown::stop_tasks(&stop, &tasks, shutdown::TASKS_GRACE).await;
         served
     }
 }
