@@ -16,7 +16,7 @@ use std::time::Duration;
 use deadpool_postgres::Pool;
 use fred::interfaces::ClientLike;
 use shardfeed_cache::{CacheChange, CacheWriter};
-use shardfeed_server::config::OutboxSettings;
+use shardfeed_server::{config::OutboxSettings, error::redis_error_is_transient};
 use tokio::sync::{mpsc, oneshot, Semaphore};
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
@@ -293,24 +293,6 @@ pub struct Round {
     pub parked: usize,
 }
 
-/// Whether a failure to apply a change can pass: the store was unreachable, slow, failing over,
-/// or its replicas did not acknowledge in time. Anything else (Redis rejected the script) will
-/// fail the same way next time.
-fn transient(error: &fred::error::Error) -> bool {
-    use fred::error::ErrorKind::*;
-    matches!(
-        error.kind(),
-        IO | Timeout | Canceled | Cluster | Routing | Backpressure
-    ) || error.details().starts_with("CLUSTERDOWN")
-        || error.details().starts_with("MOVED")
-        || error.details().starts_with("ASK")
-        || error.details().starts_with("TRYAGAIN")
-        || error.details().starts_with("LOADING")
-        || error.details().starts_with("MASTERDOWN")
-        || error.details().starts_with("READONLY")
-        || error.details().starts_with("BUSY")
-}
-
 /// One relay round: claim a batch, apply it, settle it.
 pub async fn relay_once(
     pool: &Pool,
@@ -354,7 +336,7 @@ pub async fn relay_once(
             Ok(()) => delivered.push(id),
             Err(err) => failed.push(outbox::Failure {
                 id,
-                permanent: !transient(&err),
+                permanent: !redis_error_is_transient(&err),
                 error: err.to_string(),
             }),
         }

@@ -159,18 +159,41 @@ impl From<deadpool_postgres::PoolError> for ApiError {
     }
 }
 
-/// Redis errors: connection trouble, timeouts and cluster reconfiguration are `UNAVAILABLE`.
-impl From<fred::error::Error> for ApiError {
-    fn from(err: fred::error::Error) -> Self {
-        use fred::error::ErrorKind;
-        match err.kind() {
-            ErrorKind::IO
+/// Whether a Redis error is one that passes: connection trouble, a timeout, or the cluster
+/// being reconfigured (a failover, a moved slot, a node loading its data or read-only while it
+/// is a replica). Retrying later can succeed; anything else will fail the same way again.
+pub fn redis_error_is_transient(err: &fred::error::Error) -> bool {
+    use fred::error::ErrorKind;
+    const PASSING_REPLIES: [&str; 8] = [
+        "CLUSTERDOWN",
+        "MOVED",
+        "ASK",
+        "TRYAGAIN",
+        "LOADING",
+        "MASTERDOWN",
+        "READONLY",
+        "BUSY",
+    ];
+    matches!(
+        err.kind(),
+        ErrorKind::IO
             | ErrorKind::Timeout
             | ErrorKind::Cluster
             | ErrorKind::Canceled
             | ErrorKind::Routing
-            | ErrorKind::Backpressure => ApiError::redis_unavailable(err),
-            _ => ApiError::internal(err),
+            | ErrorKind::Backpressure
+    ) || PASSING_REPLIES
+        .iter()
+        .any(|reply| err.details().starts_with(reply))
+}
+
+/// Redis errors that pass ([`redis_error_is_transient`]) are `UNAVAILABLE`; others `INTERNAL`.
+impl From<fred::error::Error> for ApiError {
+    fn from(err: fred::error::Error) -> Self {
+        if redis_error_is_transient(&err) {
+            ApiError::redis_unavailable(err)
+        } else {
+            ApiError::internal(err)
         }
     }
 }
