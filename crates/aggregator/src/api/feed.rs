@@ -78,7 +78,7 @@ impl Feeds {
     ) -> ApiResult<HomePage> {
         self.detect.record(followees);
         let (heads, cold) = self.hot.heads(followees, self.home.node_timeout()).await;
-        self.home.page(&heads, &cold, after, size).await
+        self.home.page(&heads, cold, after, size).await
     }
 
     /// The page from a hot author's head, when the author is hot and the head covers it.

@@ -115,7 +115,7 @@ impl HotReads {
 
     /// Splits `authors` into those that take the hot read path (hot, and some mitigation is
     /// on) and the others, with one look at the hot set for all of them.
-    pub fn split_hot(&self, authors: &[i64]) -> (Vec<i64>, Vec<i64>) {
+    fn split_hot(&self, authors: &[i64]) -> (Vec<i64>, Vec<i64>) {
         if !self.inner.settings.any_mitigation() {
             return (Vec::new(), authors.to_vec());
         }
@@ -167,7 +167,6 @@ impl HotReads {
     /// for the author; take the ordinary path.
     pub async fn head(&self, author_id: i64) -> Loaded {
         let inner = &self.inner;
-        let near = inner.memories.heads().is_some();
         if let Some(head) = inner
             .memories
             .heads()
@@ -176,23 +175,24 @@ impl HotReads {
             return Ok(Some(head));
         }
         if !inner.settings.coalescing_enabled {
-            return self.load(author_id, near).await;
+            return self.load(author_id).await;
         }
         let this = self.clone();
         let (load, joined) = inner
             .loads
-            .join_or_start(author_id, async move { this.load(author_id, near).await });
+            .join_or_start(author_id, async move { this.load(author_id).await });
         if joined {
             inner.coalesced.fetch_add(1, Ordering::Relaxed);
         }
         load.await
     }
 
-    /// Reads a head from Redis and, when `store`, keeps it unless an announcement of a change
-    /// to the author arrived meanwhile.
-    async fn load(&self, author_id: i64, store: bool) -> Loaded {
+    /// Reads a head from Redis and, while the near-cache is in use, keeps it unless an
+    /// announcement of a change to the author arrived meanwhile (memories only ever go from in
+    /// use to off, so a load never stores what its lookup could not have used).
+    async fn load(&self, author_id: i64) -> Loaded {
         let inner = &self.inner;
-        let heads = store.then(|| inner.memories.heads()).flatten();
+        let heads = inner.memories.heads();
         let ticket = heads.map(|heads| heads.ticket());
         let original = inner.layout.author(author_id);
         let head = match self.copy_to_read(author_id) {

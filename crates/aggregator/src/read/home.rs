@@ -184,7 +184,7 @@ impl HomeReader {
     pub async fn page(
         &self,
         heads: &[(i64, Arc<Head>)],
-        followees: &[i64],
+        followees: Vec<i64>,
         after: Option<Position>,
         size: usize,
     ) -> ApiResult<HomePage> {
@@ -572,12 +572,11 @@ struct ToRead {
 /// none), and `followees` with the authors whose head does not.
 fn from_heads(
     heads: &[(i64, Arc<Head>)],
-    followees: &[i64],
+    mut cold: Vec<i64>,
     after: Option<Position>,
     size: usize,
 ) -> (Vec<Candidate>, Vec<i64>) {
     let mut candidates = Vec::new();
-    let mut cold = followees.to_vec();
     for (author, head) in heads {
         if matches!(**head, Head::Gone) {
             continue;

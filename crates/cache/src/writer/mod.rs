@@ -166,13 +166,11 @@ impl CacheWriter {
 
     fn command(&self, change: &CacheChange) -> (&'static LuaScript, Vec<String>, Vec<Value>) {
         let ttl = Value::from(self.ttl_ms);
-        if let Some(command) = self.post_command(change, &self.layout.author(change.slot_owner())) {
-            return command;
-        }
         match change {
-            CacheChange::PostCreated { .. } | CacheChange::PostDeleted { .. } => {
-                unreachable!("post_command answers for posts")
-            }
+            CacheChange::PostCreated { author_id, .. }
+            | CacheChange::PostDeleted { author_id, .. } => self
+                .post_command(change, &self.layout.author(*author_id))
+                .expect("a post change has a post command"),
             CacheChange::UserCreated { user_id } | CacheChange::UserDeleted { user_id } => {
                 let keys = self.layout.author(*user_id);
                 let script: &'static LuaScript =
@@ -233,6 +231,12 @@ impl CacheWriter {
         change: &CacheChange,
         keys: &crate::layout::AuthorKeys,
     ) -> Option<(&'static LuaScript, Vec<String>, Vec<Value>)> {
+        if !matches!(
+            change,
+            CacheChange::PostCreated { .. } | CacheChange::PostDeleted { .. }
+        ) {
+            return None;
+        }
         let ttl = Value::from(self.ttl_ms);
         let keys = keys.script_keys();
         match change {
