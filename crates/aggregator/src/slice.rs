@@ -21,19 +21,8 @@ use crate::cursor::Position;
 /// millisecond (they are filtered out by id).
 const TIE_SLACK: usize = 8;
 
-/// An author's meta as read, or as remembered from an earlier read.
-pub type Meta = AuthorMeta;
-
-/// The fields of `HMGET meta …` a reader asks for.
-pub const META_FIELDS: [&str; 5] = AuthorMeta::READ_FIELDS;
-
-/// The reply to `HMGET meta` of [`META_FIELDS`].
-pub fn parse_meta(flags: &[Option<String>]) -> Meta {
-    AuthorMeta::decode_fields(&META_FIELDS, flags)
-}
-
 /// What an earlier read of a loaded author's meta left in memory.
-pub fn remembered_meta(newest_ms: i64, complete: bool) -> Meta {
+pub fn remembered_meta(newest_ms: i64, complete: bool) -> AuthorMeta {
     AuthorMeta {
         loaded: true,
         complete,
@@ -67,7 +56,7 @@ pub enum Slice {
 /// written: not loaded. Without the size to check (a remembered meta), an empty first page of
 /// an author known to have posts says the same.
 pub fn interpret(
-    meta: &Meta,
+    meta: &AuthorMeta,
     card: Option<i64>,
     raw: &[i64],
     after: Option<Position>,
@@ -109,7 +98,7 @@ pub fn fetch_len(size: usize, after: Option<Position>) -> usize {
 }
 
 /// Queues on `pipeline` the three commands of one author's slice: `HMGET meta` of
-/// [`META_FIELDS`], `ZCARD tl` (checked against the meta's count) and the timeline read of
+/// [`AuthorMeta::READ_FIELDS`], `ZCARD tl` (checked against the meta's count) and the timeline read of
 /// [`queue_timeline`]. Both keys share the author's slot: one round trip.
 pub async fn queue_slice<C: HashesInterface + SortedSetsInterface>(
     pipeline: &Pipeline<C>,
@@ -118,7 +107,9 @@ pub async fn queue_slice<C: HashesInterface + SortedSetsInterface>(
     after: Option<Position>,
     size: usize,
 ) -> Result<(), Error> {
-    let _: () = pipeline.hmget(meta_key, META_FIELDS.to_vec()).await?;
+    let _: () = pipeline
+        .hmget(meta_key, AuthorMeta::READ_FIELDS.to_vec())
+        .await?;
     let _: () = pipeline.zcard(timeline_key.clone()).await?;
     queue_timeline(pipeline, timeline_key, after, size).await
 }
@@ -149,11 +140,11 @@ pub fn take_slice(
     replies: &mut impl Iterator<Item = Result<Value, Error>>,
     after: Option<Position>,
     size: usize,
-) -> Result<(Meta, Slice), Error> {
+) -> Result<(AuthorMeta, Slice), Error> {
     let flags: Vec<Option<String>> = next_reply(replies)?.convert()?;
     let card: i64 = next_reply(replies)?.convert()?;
     let raw: Vec<i64> = next_reply(replies)?.convert()?;
-    let meta = parse_meta(&flags);
+    let meta = AuthorMeta::decode_read(&flags);
     let slice = interpret(&meta, Some(card), &raw, after, size);
     Ok((meta, slice))
 }
@@ -161,7 +152,7 @@ pub fn take_slice(
 /// Reads the reply [`queue_timeline`] queued and judges it by a remembered meta.
 pub fn take_timeline(
     replies: &mut impl Iterator<Item = Result<Value, Error>>,
-    meta: &Meta,
+    meta: &AuthorMeta,
     after: Option<Position>,
     size: usize,
 ) -> Result<Slice, Error> {
@@ -296,22 +287,22 @@ mod tests {
 
     #[test]
     fn the_meta_decides_before_the_timeline() {
-        let gone = parse_meta(&flags(&["1", "1", "1", "3", "5"]));
+        let gone = AuthorMeta::decode_read(&flags(&["1", "1", "1", "3", "5"]));
         assert_eq!(interpret(&gone, Some(3), &[3, 2, 1], None, 5), Slice::Gone);
-        let unloaded = parse_meta(&flags(&["", "", "", "", ""]));
+        let unloaded = AuthorMeta::decode_read(&flags(&["", "", "", "", ""]));
         assert_eq!(
             interpret(&unloaded, Some(0), &[], None, 5),
             Slice::NotLoaded
         );
-        let loaded = parse_meta(&flags(&["1", "1", "", "3", "5"]));
+        let loaded = AuthorMeta::decode_read(&flags(&["1", "1", "", "3", "5"]));
         assert_eq!(
             loaded,
-            Meta {
+            AuthorMeta {
                 loaded: true,
                 complete: true,
                 count: Some(3),
                 newest_ms: Some(5),
-                ..Meta::default()
+                ..AuthorMeta::default()
             }
         );
         // A timeline that lost entries on its own no longer matches the meta's count.
@@ -344,7 +335,7 @@ mod tests {
 
     #[test]
     fn a_page_lost_among_ties_is_a_miss() {
-        let meta = parse_meta(&flags(&["1", "0", "", "100", "5"]));
+        let meta = AuthorMeta::decode_read(&flags(&["1", "0", "", "100", "5"]));
         // Every entry fetched shares the cursor's millisecond and sits above it.
         let raw: Vec<i64> = (0..fetch_len(2, at(50)) as i64).map(|i| 100 - i).collect();
         assert_eq!(interpret(&meta, Some(100), &raw, at(50), 2), Slice::Miss);

@@ -92,6 +92,11 @@ impl AuthorMeta {
         Self::decode_fields(&Self::FIELDS, values)
     }
 
+    /// Decodes the replies of `HMGET meta` [`AuthorMeta::READ_FIELDS`].
+    pub fn decode_read(values: &[Option<String>]) -> AuthorMeta {
+        Self::decode_fields(&Self::READ_FIELDS, values)
+    }
+
     /// Decodes the replies of `HMGET meta` of `fields` (names of [`meta`]), in that order;
     /// a field not asked for is left at its default.
     pub fn decode_fields(fields: &[&str], values: &[Option<String>]) -> AuthorMeta {

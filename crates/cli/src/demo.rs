@@ -11,10 +11,8 @@ use shardfeed_proto::v1::{
     GetHomeFeedRequest, GetPostRequest, GetUserRequest, ListFollowingRequest, UpdateUserRequest,
     User,
 };
-use tonic::{transport::Channel, Code};
-use tonic_health::pb::{
-    health_check_response::ServingStatus, health_client::HealthClient, HealthCheckRequest,
-};
+use shardfeed_testkit::ServingStatus;
+use tonic::Code;
 use tonic_types::StatusExt;
 
 use crate::client::{AggregatorFlag, Channels, IngestFlag};
@@ -37,8 +35,15 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
 
     step("Both services report their health (grpc.health.v1)");
     for (name, channel) in [("ingest", &ingest), ("aggregator", &aggregator)] {
-        let status = wait_serving(channel.clone()).await?;
-        println!("  {name:<10} {status:?}");
+        shardfeed_testkit::wait_for_health(
+            channel,
+            "",
+            ServingStatus::Serving,
+            Duration::from_secs(10),
+        )
+        .await
+        .with_context(|| format!("{name} is not SERVING"))?;
+        println!("  {name:<10} {:?}", ServingStatus::Serving);
     }
 
     let mut users = UserServiceClient::new(ingest.clone());
@@ -318,25 +323,6 @@ fn create_req(handle: &str, display_name: &str) -> CreateUserRequest {
         request_id: String::new(),
     }
 }
-
-async fn wait_serving(channel: Channel) -> anyhow::Result<ServingStatus> {
-    let mut health = HealthClient::new(channel);
-    let mut last = ServingStatus::Unknown;
-    for _ in 0..50 {
-        let response = health
-            .check(HealthCheckRequest {
-                service: String::new(),
-            })
-            .await?;
-        last = response.into_inner().status();
-        if last == ServingStatus::Serving {
-            return Ok(last);
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    bail!("service is not SERVING after 10 s (last status {last:?})")
-}
-
 fn step(title: &str) {
     println!("\n== {title}");
 }

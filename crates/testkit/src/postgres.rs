@@ -207,11 +207,6 @@ impl PgServer {
         self.dir.as_ref().map_or(&self.data, InstanceDir::path)
     }
 
-    /// The server's log file.
-    pub fn log(&self) -> &Path {
-        &self.log
-    }
-
     /// Fast shutdown (sessions are ended, nothing is lost); the data dir is kept so that
     /// `restart` brings the same databases back. Stopping a stopped server does nothing.
     pub fn stop(&self) -> anyhow::Result<()> {

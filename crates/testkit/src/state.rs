@@ -6,7 +6,7 @@
 
 use std::fs;
 use std::io;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::str::FromStr;
 use std::time::Duration;
@@ -54,10 +54,6 @@ pub struct StateDir {
 impl StateDir {
     pub fn new(root: impl Into<PathBuf>) -> StateDir {
         StateDir { root: root.into() }
-    }
-
-    pub fn root(&self) -> &Path {
-        &self.root
     }
 
     pub fn run_dir(&self) -> PathBuf {

@@ -93,7 +93,8 @@ impl<T: Clone + Send + Sync + 'static> Coalescer<T> {
     }
 
     /// How many loads are remembered (finished and abandoned ones are forgotten).
-    pub fn in_flight(&self) -> usize {
+    #[cfg(test)]
+    fn in_flight(&self) -> usize {
         self.loads.lock().by_key.len()
     }
 }

@@ -117,7 +117,7 @@ impl AuthorReader {
 
     /// The cached posts `ids`, in that order; `None` if any is missing or a tombstone (the
     /// timeline and the bodies disagree: an eviction or a race with a delete).
-    pub async fn bodies(&self, author_id: i64, ids: &[i64]) -> Result<Option<Vec<Post>>, Error> {
+    async fn bodies(&self, author_id: i64, ids: &[i64]) -> Result<Option<Vec<Post>>, Error> {
         if ids.is_empty() {
             return Ok(Some(Vec::new()));
         }

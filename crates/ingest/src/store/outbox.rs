@@ -41,8 +41,6 @@ pub async fn remove(pool: &Pool, ids: &[i64]) -> ApiResult<u64> {
 pub struct Pending {
     pub id: i64,
     pub change: Result<CacheChange, String>,
-    /// Failed attempts so far.
-    pub attempts: i32,
 }
 
 /// Claims up to `limit` rows older than `grace_ms` that are due (their next attempt time has
@@ -52,7 +50,7 @@ pub struct Pending {
 pub async fn claim(tx: &Transaction<'_>, limit: i64, grace_ms: i64) -> ApiResult<Vec<Pending>> {
     let rows = tx
         .query(
-            "SELECT id, change, attempts FROM outbox
+            "SELECT id, change FROM outbox
              WHERE next_attempt_time <= now()
                AND create_time <= now() - make_interval(secs => $2::float8 / 1000)
              ORDER BY attempts, id
@@ -68,7 +66,6 @@ pub async fn claim(tx: &Transaction<'_>, limit: i64, grace_ms: i64) -> ApiResult
             Pending {
                 id: row.get(0),
                 change: serde_json::from_value(json).map_err(|e| e.to_string()),
-                attempts: row.get(2),
             }
         })
         .collect())

@@ -307,11 +307,6 @@ impl RedisCluster {
         self.check_health().map(drop)
     }
 
-    /// Stops every node cleanly (SIGTERM), kept ones included; their data dirs stay.
-    pub fn stop(&self) -> anyhow::Result<()> {
-        self.nodes.iter().try_for_each(RedisNode::stop)
-    }
-
     /// Starts the node again with the same port and config (its `nodes.conf` is kept, so it
     /// rejoins the cluster), killing it first if needed, and waits until it answers PING.
     pub fn restart_node(&self, addr: &str) -> anyhow::Result<()> {

@@ -20,7 +20,6 @@ use crate::state::Record;
 const NODE_TIMEOUT_MS: &str = "3000";
 
 const START_TIMEOUT: Duration = Duration::from_secs(30);
-const STOP_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// One `redis-server` in cluster mode on 127.0.0.1; its dir keeps `nodes.conf`.
 ///
@@ -135,18 +134,6 @@ impl RedisNode {
     pub(super) fn kill(&self) -> anyhow::Result<()> {
         if let Some(mut proc) = self.proc.lock().take() {
             proc.kill().context("killing redis-server")?;
-        }
-        if let Lifetime::Kept(state) = &self.lifetime {
-            state.remove(&Self::record_name(self.port))?;
-        }
-        Ok(())
-    }
-
-    /// SIGTERM (SIGKILL if it lingers): a clean stop.
-    pub(super) fn stop(&self) -> anyhow::Result<()> {
-        if let Some(mut proc) = self.proc.lock().take() {
-            proc.terminate(Signal::SIGTERM, STOP_TIMEOUT)
-                .context("stopping redis-server")?;
         }
         if let Lifetime::Kept(state) = &self.lifetime {
             state.remove(&Self::record_name(self.port))?;
