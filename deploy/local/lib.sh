@@ -10,7 +10,7 @@
 #   SFDEV_REDIS_BASE_PORT    first Redis port; the six nodes use base..base+5 (default 7000)
 #   SFDEV_INGEST_ADDR        ingest's address (default 127.0.0.1:50051)
 #   SFDEV_AGGREGATOR_ADDR    the aggregator's address (default 127.0.0.1:50052)
-#   SFDEV_START_TIMEOUT      seconds each component may take to become healthy (default 60)
+#   SFDEV_START_TIMEOUT      seconds each service may take to report SERVING (default 60)
 #   SFDEV_PG_BINDIR          PostgreSQL's bin dir (default: found under /usr/lib/postgresql)
 #   CARGO_TARGET_DIR         where the release binaries are (default <repo>/target)
 

@@ -136,7 +136,7 @@ pub fn postgres_config(url: &str) -> anyhow::Result<tokio_postgres::Config> {
     if config.get_connect_timeout().is_none() {
         config.connect_timeout(Duration::from_secs(3));
     }
-    config.application_name("shardfeed-bench");
+    config.application_name("shardfeed-cli");
     Ok(config)
 }
 

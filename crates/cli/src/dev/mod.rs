@@ -118,7 +118,7 @@ pub struct Stack {
     pub redis_base_port: u16,
     pub ingest_addr: SocketAddr,
     pub aggregator_addr: SocketAddr,
-    /// How long each component may take to become healthy.
+    /// How long each service may take to report SERVING (the stores have fixed bounds).
     pub start_timeout: Duration,
 }
 

@@ -11,7 +11,6 @@ use shardfeed_server::Settings;
 use shardfeed_testkit::{
     kept_data_dir, log_tail, PgServer, ProcState, RedisCluster, ServingStatus, StateDir,
 };
-use tokio_postgres::NoTls;
 use tonic::transport::{Channel, Endpoint};
 
 use super::Stack;
@@ -136,10 +135,9 @@ async fn start_postgres(stack: &Stack, state: &StateDir) -> anyhow::Result<()> {
     ));
 
     let admin_url = pg.url("postgres");
-    let (client, connection) = tokio_postgres::connect(&admin_url, NoTls)
+    let client = crate::client::connect_postgres(&crate::client::postgres_config(&admin_url)?)
         .await
         .with_context(|| format!("connecting to {admin_url}"))?;
-    tokio::spawn(connection);
     let exists = client
         .query_opt("SELECT 1 FROM pg_database WHERE datname = 'shardfeed'", &[])
         .await?
@@ -318,8 +316,8 @@ async fn check(name: &str, port: u16) -> String {
     let answer = async {
         if name == POSTGRES {
             let url = format!("postgres://shardfeed@{addr}/postgres");
-            let (client, connection) = tokio_postgres::connect(&url, NoTls).await?;
-            tokio::spawn(connection);
+            let client =
+                crate::client::connect_postgres(&crate::client::postgres_config(&url)?).await?;
             client.simple_query("SELECT 1").await?;
             anyhow::Ok("accepts connections".to_owned())
         } else if name.starts_with("redis-") {
