@@ -3,10 +3,12 @@
 //!
 //! Both services and every client depend on this crate and on nothing else for the contract.
 //! Beside the generated code stand the hand-written helpers every side needs: the post id
-//! scheme ([`ids`]) and `Timestamp` ↔ milliseconds ([`time`]).
+//! scheme ([`ids`]), `Timestamp` ↔ milliseconds ([`time`]) and the bearer token a client sends
+//! ([`auth`]).
 
 #![forbid(unsafe_code)]
 
+pub mod auth;
 pub mod ids;
 pub mod time;
 

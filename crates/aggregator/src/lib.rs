@@ -48,6 +48,10 @@ impl Application {
     /// it answers), builds the PostgreSQL pool for read-through and binds
     /// `aggregator.listen_addr`.
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
+        // Refused before anything starts: the built-in development secrets outside
+        // development mode, keys that do not load.
+        settings.refuse_development_secrets()?;
+        let auth = shardfeed_server::auth::AuthLayer::from_settings(&settings)?;
         let redis = redis::connect(&settings.redis)?;
         // Feed reads go to a client per node while the cluster client reconnects (see
         // `read::nodes`).
@@ -108,7 +112,7 @@ impl Application {
         );
 
         let mut server =
-            GrpcServer::bind(settings.aggregator.listen_addr, settings.grpc.clone()).await?;
+            GrpcServer::bind(settings.aggregator.listen_addr, settings.grpc.clone(), auth).await?;
         let limit = server.max_message_bytes();
         let home = read::home::HomeReader::new(
             nodes.clone(),

@@ -6,7 +6,8 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use anyhow::Context;
-use shardfeed_server::Settings;
+use shardfeed_proto::auth::{with_bearer, AuthChannel, Bearer};
+use shardfeed_server::{auth::Role, Settings};
 use tokio_postgres::NoTls;
 use tonic::transport::Channel;
 
@@ -18,6 +19,27 @@ use crate::measure::OpError;
 pub const INGEST_URL_VAR: &str = "SFDEV_INGEST_URL";
 pub const AGGREGATOR_URL_VAR: &str = "SFDEV_AGGREGATOR_URL";
 
+/// A bearer token for the CLI's calls; without it the CLI mints its own (see [`bearer`]).
+pub const TOKEN_VAR: &str = "SFDEV_TOKEN";
+
+/// The subject of the token the CLI mints for itself.
+pub const CLI_SUBJECT: &str = "shardfeed-cli";
+
+/// How long a token the CLI mints for itself lasts: longer than any bench or simulation.
+const CLI_TOKEN_TTL: Duration = Duration::from_secs(24 * 3600);
+
+/// What the CLI's commands send as their credentials: `SFDEV_TOKEN` when set, else an admin
+/// token minted with the HS256 key of `settings` (the development key in development mode,
+/// which `shardfeed dev env` sets). The demo, the simulation and the benches act for many
+/// users and read the hot set, hence admin.
+pub fn bearer(settings: &Settings) -> anyhow::Result<Bearer> {
+    let token = match std::env::var(TOKEN_VAR) {
+        Ok(token) if !token.is_empty() => token,
+        _ => shardfeed_server::auth::mint(settings, CLI_SUBJECT, Role::Admin, CLI_TOKEN_TTL)
+            .with_context(|| format!("minting the CLI's token (or set {TOKEN_VAR})"))?,
+    };
+    Bearer::new(&token).with_context(|| format!("{TOKEN_VAR} is not valid header text"))
+}
 /// `--ingest`: the ingest service.
 #[derive(clap::Args, Debug, Clone)]
 pub struct IngestFlag {
@@ -66,14 +88,23 @@ impl PostgresFlag {
     }
 }
 
-/// HTTP/2 connections to one service, handed out round-robin to the workers.
+/// HTTP/2 connections to one service, handed out round-robin to the workers; every call on
+/// them carries the same bearer token.
 #[derive(Debug, Clone)]
-pub struct Channels(Vec<Channel>);
+pub struct Channels {
+    channels: Vec<Channel>,
+    bearer: Bearer,
+}
 
 impl Channels {
     /// `count` channels to `endpoint`, each its own HTTP/2 connection; `service` names it in
     /// the error when it cannot be reached.
-    pub async fn connect(endpoint: &str, count: usize, service: &str) -> anyhow::Result<Self> {
+    pub async fn connect(
+        endpoint: &str,
+        count: usize,
+        service: &str,
+        bearer: &Bearer,
+    ) -> anyhow::Result<Self> {
         let endpoint = Channel::from_shared(endpoint.to_owned())
             .with_context(|| format!("{endpoint} is not a valid endpoint"))?
             .connect_timeout(Duration::from_secs(3))
@@ -82,28 +113,40 @@ impl Channels {
         let mut channels = Vec::with_capacity(count);
         for _ in 0..count {
             // One `connect` per channel: each is its own HTTP/2 connection.
-            channels.push(endpoint.connect().await.with_context(|| {
+            let channel = endpoint.connect().await.with_context(|| {
                 format!(
                     "cannot reach the {service} at {}; is the stack up (deploy/local/up.sh)?",
                     endpoint.uri()
                 )
-            })?);
+            })?;
+            channels.push(channel);
         }
-        Ok(Channels(channels))
+        Ok(Channels {
+            channels,
+            bearer: bearer.clone(),
+        })
     }
 
     /// The channel of worker `i`: the channels in turn.
-    pub fn get(&self, i: usize) -> Channel {
-        self.0[i % self.0.len()].clone()
+    pub fn get(&self, i: usize) -> AuthChannel {
+        with_bearer(self.raw(i), self.bearer.clone())
+    }
+
+    /// The channel of worker `i` without credentials (health needs none).
+    pub fn raw(&self, i: usize) -> Channel {
+        self.channels[i % self.channels.len()].clone()
     }
 
     /// The first `n` channels alone.
     pub fn first(&self, n: usize) -> Channels {
-        Channels(self.0[..n.min(self.0.len())].to_vec())
+        Channels {
+            channels: self.channels[..n.min(self.channels.len())].to_vec(),
+            bearer: self.bearer.clone(),
+        }
     }
 
     pub fn len(&self) -> usize {
-        self.0.len()
+        self.channels.len()
     }
 }
 

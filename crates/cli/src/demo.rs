@@ -26,17 +26,14 @@ pub struct DemoArgs {
 }
 
 pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
-    let ingest = Channels::connect(&args.ingest.url, 1, "ingest service")
-        .await?
-        .get(0);
-    let aggregator = Channels::connect(&args.aggregator.url, 1, "aggregator")
-        .await?
-        .get(0);
+    let bearer = crate::client::bearer(&shardfeed_server::Settings::load()?)?;
+    let ingest = Channels::connect(&args.ingest.url, 1, "ingest service", &bearer).await?;
+    let aggregator = Channels::connect(&args.aggregator.url, 1, "aggregator", &bearer).await?;
 
     step("Both services report their health (grpc.health.v1)");
-    for (name, channel) in [("ingest", &ingest), ("aggregator", &aggregator)] {
+    for (name, channels) in [("ingest", &ingest), ("aggregator", &aggregator)] {
         shardfeed_testkit::wait_for_health(
-            channel,
+            &channels.raw(0),
             "",
             ServingStatus::Serving,
             Duration::from_secs(10),
@@ -46,6 +43,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         println!("  {name:<10} {:?}", ServingStatus::Serving);
     }
 
+    let (ingest, aggregator) = (ingest.get(0), aggregator.get(0));
     let mut users = UserServiceClient::new(ingest.clone());
     let suffix = &uuid::Uuid::new_v4().simple().to_string()[..8];
 

@@ -10,6 +10,7 @@ mod measure;
 mod popularity;
 mod redis_info;
 mod sim;
+mod token;
 
 use clap::{Parser, Subcommand};
 
@@ -44,6 +45,9 @@ enum Command {
         #[command(subcommand)]
         command: bench::BenchCommand,
     },
+    /// Mint a bearer token (printed on the last line of stdout) with the configured HS256 key,
+    /// e.g. `grpcurl -H "authorization: Bearer $(shardfeed token --user 1)" …`.
+    Token(token::TokenArgs),
     /// The local stack: PostgreSQL, a 6-node Redis Cluster and both services, kept running
     /// between commands (up, down, status, logs, chaos, env).
     Dev(dev::DevArgs),
@@ -74,5 +78,6 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Sim(args) => sim::run(args).await,
         Command::Bench { command } => bench::run(command).await,
         Command::Dev(args) => dev::run(args).await,
+        Command::Token(args) => token::run(args),
     }
 }

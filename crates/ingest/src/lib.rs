@@ -50,6 +50,10 @@ impl Application {
     /// to the Redis Cluster (waiting at most `redis.connect_timeout_ms`: writes succeed while it
     /// is down, and the outbox catches the cache up) and binds `ingest.listen_addr`.
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
+        // Refused before anything starts: the built-in development secrets outside
+        // development mode, keys that do not load.
+        settings.refuse_development_secrets()?;
+        let auth = shardfeed_server::auth::AuthLayer::from_settings(&settings)?;
         if settings.ingest.run_migrations {
             let applied = postgres::run_migrations(settings.postgres.url()).await?;
             tracing::info!(?applied, "migrations up to date");
@@ -68,7 +72,7 @@ impl Application {
         let purge = std::sync::Arc::new(tokio::sync::Notify::new());
 
         let mut server =
-            GrpcServer::bind(settings.ingest.listen_addr, settings.grpc.clone()).await?;
+            GrpcServer::bind(settings.ingest.listen_addr, settings.grpc.clone(), auth).await?;
         let limit = server.max_message_bytes();
         let timeout = settings.grpc.request_timeout();
         server

@@ -32,6 +32,11 @@ pub enum ApiError {
     Aborted(String),
     #[error("{0}")]
     FailedPrecondition(String),
+    /// The caller is not who it must be to do this (`auth::Caller::act_as`).
+    #[error("{0}")]
+    PermissionDenied(String),
+    #[error("{0}")]
+    Unauthenticated(String),
     /// A backing store did not answer. `store` names it for the caller; the cause is logged.
     #[error("{store} is unavailable; retry with backoff")]
     Unavailable {
@@ -94,6 +99,8 @@ impl ApiError {
             ApiError::AlreadyExists(_) => Code::AlreadyExists,
             ApiError::Aborted(_) => Code::Aborted,
             ApiError::FailedPrecondition(_) => Code::FailedPrecondition,
+            ApiError::PermissionDenied(_) => Code::PermissionDenied,
+            ApiError::Unauthenticated(_) => Code::Unauthenticated,
             ApiError::Unavailable { .. } => Code::Unavailable,
             ApiError::DeadlineExceeded => Code::DeadlineExceeded,
             ApiError::Unimplemented(_) => Code::Unimplemented,

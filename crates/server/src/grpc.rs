@@ -1,5 +1,5 @@
 //! What every shardfeed gRPC server has: health (`grpc.health.v1`) driven by store probes,
-//! reflection v1 and v1alpha, message size limits, caller deadlines, per-connection concurrency
+//! reflection v1 and v1alpha, authentication and rate limits (`auth`), message size limits, caller deadlines, per-connection concurrency
 //! limits and a graceful shutdown with a bounded drain.
 
 use std::{convert::Infallible, future::Future, net::SocketAddr, sync::Arc, time::Duration};
@@ -16,7 +16,7 @@ use tonic::{
 };
 use tonic_health::{server::HealthReporter, ServingStatus};
 
-use crate::{config::GrpcSettings, deadline::DeadlineLayer};
+use crate::{auth::AuthLayer, config::GrpcSettings, deadline::DeadlineLayer};
 
 /// A readiness check of one backing store: `Ok` while it answers.
 pub type Probe = Arc<dyn Fn() -> BoxFuture<'static, anyhow::Result<()>> + Send + Sync>;
@@ -25,6 +25,7 @@ pub type Probe = Arc<dyn Fn() -> BoxFuture<'static, anyhow::Result<()>> + Send +
 pub struct GrpcServer {
     listener: TcpListener,
     settings: GrpcSettings,
+    auth: AuthLayer,
     routes: RoutesBuilder,
     service_names: Vec<&'static str>,
     probes: Vec<(&'static str, Probe)>,
@@ -32,13 +33,19 @@ pub struct GrpcServer {
 
 impl GrpcServer {
     /// Binds now, so that the caller learns the port (`127.0.0.1:0` in tests) before serving.
-    pub async fn bind(addr: SocketAddr, settings: GrpcSettings) -> anyhow::Result<Self> {
+    /// Every call but health and reflection goes through `auth`.
+    pub async fn bind(
+        addr: SocketAddr,
+        settings: GrpcSettings,
+        auth: AuthLayer,
+    ) -> anyhow::Result<Self> {
         let listener = TcpListener::bind(addr)
             .await
             .with_context(|| format!("binding the gRPC listener to {addr}"))?;
         Ok(Self {
             listener,
             settings,
+            auth,
             routes: RoutesBuilder::default(),
             service_names: Vec::new(),
             probes: Vec::new(),
@@ -89,6 +96,7 @@ impl GrpcServer {
         let GrpcServer {
             listener,
             settings,
+            auth,
             mut routes,
             service_names,
             probes,
@@ -155,6 +163,7 @@ impl GrpcServer {
             .http2_keepalive_timeout(Some(Duration::from_secs(10)))
             .concurrency_limit_per_connection(settings.concurrency_limit_per_connection)
             .layer(DeadlineLayer::new(settings.request_timeout()))
+            .layer(auth)
             .add_routes(routes.routes())
             .serve_with_incoming_shutdown(incoming, signal);
         tokio::pin!(serve);

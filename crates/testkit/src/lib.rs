@@ -26,6 +26,7 @@
 //! # }
 //! ```
 
+pub mod auth;
 mod dirs;
 mod poll;
 mod ports;

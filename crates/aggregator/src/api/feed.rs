@@ -9,6 +9,7 @@ use shardfeed_proto::v1::{
     feed_service_server::FeedService, GetHomeFeedRequest, GetHomeFeedResponse,
     GetUserTimelineRequest, GetUserTimelineResponse, Post,
 };
+use shardfeed_server::auth::Caller;
 use shardfeed_server::error::parse_id;
 use shardfeed_server::{
     deadline::Deadline,
@@ -197,8 +198,9 @@ impl FeedService for Feeds {
         request: Request<GetHomeFeedRequest>,
     ) -> Result<Response<GetHomeFeedResponse>, Status> {
         let deadline = Deadline::of(&request, self.request_timeout);
+        let user_id = parse_user_id(request.get_ref().user_id)?;
+        Caller::check(&request, user_id, "read the home feed")?;
         let req = request.into_inner();
-        let user_id = parse_user_id(req.user_id)?;
         let size = page_size(req.page_size, DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)?;
         let scope = TokenScope {
             rpc: HOME_RPC,

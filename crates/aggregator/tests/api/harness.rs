@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use shardfeed_aggregator::Application;
 use shardfeed_cache::{CacheChange, CacheLayout, CacheWriter};
+use shardfeed_proto::auth::AuthChannel;
 use shardfeed_proto::v1::{feed_service_client::FeedServiceClient, GetUserTimelineRequest};
 use shardfeed_server::Settings;
 use shardfeed_testkit::{InProcessServer, ServingStatus, TestDb};
@@ -19,7 +20,8 @@ pub(crate) struct Harness {
     pub(crate) settings: Settings,
     pub(crate) sql: tokio_postgres::Client,
     pub(crate) writer: CacheWriter,
-    pub(crate) feeds: FeedServiceClient<Channel>,
+    /// Acts as a service (for any user).
+    pub(crate) feeds: FeedServiceClient<AuthChannel>,
     pub(crate) channel: Channel,
     pub(crate) next_ms: i64,
     _server: InProcessServer,
@@ -50,7 +52,10 @@ impl Harness {
         let server = InProcessServer::start(app.local_addr(), |s| app.run_until_stopped(s))
             .await
             .unwrap();
-        self.feeds = FeedServiceClient::new(server.channel.clone());
+        self.feeds = FeedServiceClient::new(shardfeed_testkit::auth::as_service(
+            server.channel.clone(),
+            &self.settings,
+        ));
         self.channel = server.channel.clone();
         self._server = server;
     }
@@ -272,6 +277,10 @@ impl HarnessBuilder {
             .unwrap_or_else(|| shardfeed_testkit::shared().redis.seed_nodes());
         let env = [
             (
+                shardfeed_testkit::auth::DEV_MODE.0,
+                shardfeed_testkit::auth::DEV_MODE.1.to_string(),
+            ),
+            (
                 "SHARDFEED_POSTGRES__URL",
                 self.aggregator_pg.unwrap_or_else(|| db.url().to_string()),
             ),
@@ -314,12 +323,16 @@ impl HarnessBuilder {
             .await
             .unwrap();
         tokio::spawn(conn);
+        let feeds = FeedServiceClient::new(shardfeed_testkit::auth::as_service(
+            server.channel.clone(),
+            &kept,
+        ));
         Harness {
             db,
             settings: kept,
             sql,
             writer,
-            feeds: FeedServiceClient::new(server.channel.clone()),
+            feeds,
             channel: server.channel.clone(),
             next_ms: 1_790_000_000_000,
             _server: server,

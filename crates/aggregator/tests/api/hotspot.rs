@@ -32,10 +32,13 @@ pub(crate) async fn start(extra: &[(&str, &str)]) -> Harness {
 }
 
 async fn hot(h: &Harness, limit: i32) -> Result<GetHotAuthorsResponse, tonic::Status> {
-    HotspotServiceClient::new(h.channel.clone())
-        .get_hot_authors(GetHotAuthorsRequest { limit })
-        .await
-        .map(|r| r.into_inner())
+    HotspotServiceClient::new(shardfeed_testkit::auth::as_admin(
+        h.channel.clone(),
+        &h.settings,
+    ))
+    .get_hot_authors(GetHotAuthorsRequest { limit })
+    .await
+    .map(|r| r.into_inner())
 }
 
 /// Views `author` until the aggregator lists it as hot.

@@ -3,6 +3,7 @@
 
 use shardfeed_testkit::{RedisCluster, ServingStatus};
 
+mod authz;
 mod expiry;
 mod failures;
 mod harness;

@@ -16,13 +16,13 @@ use std::time::{Duration, Instant};
 use rand::{rngs::StdRng, seq::SliceRandom, Rng, SeedableRng};
 use shardfeed_cache::CacheChange;
 
+use shardfeed_proto::auth::AuthChannel;
 use shardfeed_proto::v1::{
     graph_service_client::GraphServiceClient, post_service_client::PostServiceClient,
     user_service_client::UserServiceClient, CreatePostRequest, CreateUserRequest,
     DeletePostRequest, DeleteUserRequest, FollowRequest, UnfollowRequest,
 };
 use shardfeed_testkit::InProcessServer;
-use tonic::transport::Channel;
 
 use crate::harness::{flat, Harness};
 
@@ -326,9 +326,9 @@ async fn with_every_memory_on_reads_equal_postgres_within_the_announcement_bound
 /// namespace (fast path and relay on), every write through its gRPC API, and the outbox rows it
 /// ever wrote kept by a trigger so that they can be queued again.
 struct Ingest {
-    users: UserServiceClient<Channel>,
-    graph: GraphServiceClient<Channel>,
-    posts: PostServiceClient<Channel>,
+    users: UserServiceClient<AuthChannel>,
+    graph: GraphServiceClient<AuthChannel>,
+    posts: PostServiceClient<AuthChannel>,
     _server: InProcessServer,
 }
 
@@ -349,7 +349,7 @@ impl Ingest {
         let server = InProcessServer::start(app.local_addr(), |s| app.run_until_stopped(s))
             .await
             .unwrap();
-        let channel = server.channel.clone();
+        let channel = shardfeed_testkit::auth::as_service(server.channel.clone(), &h.settings);
         Ingest {
             users: UserServiceClient::new(channel.clone()),
             graph: GraphServiceClient::new(channel.clone()),

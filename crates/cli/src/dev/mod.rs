@@ -204,6 +204,9 @@ impl Stack {
     /// CLI's own service knobs (`--ingest`, `--aggregator`).
     pub fn client_env(&self) -> Vec<(String, String)> {
         [
+            // The local stack is for development: its services and the CLI take the
+            // built-in development secrets (and `shardfeed token` signs with its key).
+            ("SHARDFEED_DEV_MODE", "true".to_owned()),
             ("SHARDFEED_POSTGRES__URL", self.pg_url()),
             ("SHARDFEED_REDIS__NODES", self.redis_nodes().join(",")),
             (

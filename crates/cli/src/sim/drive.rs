@@ -9,13 +9,13 @@ use anyhow::Context;
 use hdrhistogram::Histogram;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
+use shardfeed_proto::auth::AuthChannel;
 use shardfeed_proto::v1::{
     feed_service_client::FeedServiceClient, hotspot_service_client::HotspotServiceClient,
     post_service_client::PostServiceClient, CreatePostRequest, GetHomeFeedRequest,
     GetHotAuthorsRequest, GetHotAuthorsResponse, GetUserTimelineRequest,
 };
 use tokio::task::JoinSet;
-use tonic::transport::Channel;
 
 use super::figures::{Latency, RunFigures};
 use super::masters::{check_feeds, NodeSnapshot};
@@ -167,7 +167,7 @@ pub async fn drive(
 }
 
 async fn hot_stats(
-    client: &mut HotspotServiceClient<Channel>,
+    client: &mut HotspotServiceClient<AuthChannel>,
 ) -> anyhow::Result<GetHotAuthorsResponse> {
     Ok(client
         .get_hot_authors(GetHotAuthorsRequest { limit: 100 })
@@ -190,8 +190,8 @@ fn skew(values: impl Iterator<Item = f64>) -> f64 {
 
 /// One client's share of the mixed workload.
 struct Mix {
-    feeds: FeedServiceClient<Channel>,
-    posts: PostServiceClient<Channel>,
+    feeds: FeedServiceClient<AuthChannel>,
+    posts: PostServiceClient<AuthChannel>,
     rng: StdRng,
     users: Arc<Vec<i64>>,
     views: Arc<Popularity>,
@@ -258,8 +258,8 @@ async fn timed<T>(
 /// Posts as the most popular authors, one after the other, and measures how long each new
 /// post takes to show at the top of the author's timeline as the aggregator serves it.
 async fn probe_visibility(
-    mut feeds: FeedServiceClient<Channel>,
-    mut posts: PostServiceClient<Channel>,
+    mut feeds: FeedServiceClient<AuthChannel>,
+    mut posts: PostServiceClient<AuthChannel>,
     authors: Vec<i64>,
     measure_start: Instant,
     end: Instant,

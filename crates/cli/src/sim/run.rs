@@ -131,6 +131,8 @@ pub struct World {
     pub redis: RedisClient,
     pub pg: tokio_postgres::Client,
     pub ingest: Channels,
+    /// The credentials of every call (the simulation's aggregators get them too).
+    pub bearer: shardfeed_proto::auth::Bearer,
     /// User ids by popularity rank (rank 0: the most followed author).
     pub users: Arc<Vec<i64>>,
     pub views: Arc<Popularity>,
@@ -140,7 +142,8 @@ pub struct World {
 pub async fn run(args: SimArgs) -> anyhow::Result<()> {
     args.validate()?;
     let settings = Settings::load()?;
-    let ingest = Channels::connect(&args.ingest.url, CHANNELS, "ingest service").await?;
+    let bearer = crate::client::bearer(&settings)?;
+    let ingest = Channels::connect(&args.ingest.url, CHANNELS, "ingest service", &bearer).await?;
     let pg = connect_postgres(&args.postgres.config(&settings)?).await?;
     let redis = connect_redis(&settings).await?;
 
@@ -155,6 +158,7 @@ pub async fn run(args: SimArgs) -> anyhow::Result<()> {
     settle(&pg).await?;
 
     let world = World {
+        bearer,
         settings,
         redis,
         pg,
@@ -211,7 +215,13 @@ async fn measure(args: &SimArgs, world: &World, on: bool) -> anyhow::Result<RunF
     let server = tokio::spawn(app.run_until_stopped(async {
         let _ = stopped.await;
     }));
-    let channels = Channels::connect(&format!("http://{addr}"), CHANNELS, "aggregator").await?;
+    let channels = Channels::connect(
+        &format!("http://{addr}"),
+        CHANNELS,
+        "aggregator",
+        &world.bearer,
+    )
+    .await?;
     wait_ready(&channels, world.users[0]).await?;
 
     eprintln!(

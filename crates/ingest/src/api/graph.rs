@@ -10,6 +10,7 @@ use shardfeed_proto::v1::{
     ListFollowersResponse, ListFollowingRequest, ListFollowingResponse, UnfollowRequest,
     UnfollowResponse,
 };
+use shardfeed_server::auth::Caller;
 use shardfeed_server::error::parse_id;
 use shardfeed_server::{
     deadline::Deadline,
@@ -73,12 +74,14 @@ impl Graph {
     /// Validates and applies a follow or unfollow, then warms the cache.
     async fn change_edge(
         &self,
+        caller: &Caller,
         deadline: Deadline,
         follower_id: i64,
         followee_id: i64,
         edge: EdgeChange,
     ) -> Result<(), ApiError> {
         let (follower_id, followee_id) = Self::edge(follower_id, followee_id)?;
+        caller.act_as(follower_id, "change the follows")?;
         let written = deadline
             .run(graph::change_edge(
                 &self.pool,
@@ -142,6 +145,7 @@ impl GraphService for Graph {
         let deadline = Deadline::of(&request, self.request_timeout);
         let req = request.get_ref();
         self.change_edge(
+            Caller::of(&request)?,
             deadline,
             req.follower_id,
             req.followee_id,
@@ -159,6 +163,7 @@ impl GraphService for Graph {
         let deadline = Deadline::of(&request, self.request_timeout);
         let req = request.get_ref();
         self.change_edge(
+            Caller::of(&request)?,
             deadline,
             req.follower_id,
             req.followee_id,

@@ -8,6 +8,7 @@ use shardfeed_proto::v1::{
     post_service_server::PostService, CreatePostRequest, CreatePostResponse, DeletePostRequest,
     DeletePostResponse, GetPostRequest, GetPostResponse,
 };
+use shardfeed_server::auth::Caller;
 use shardfeed_server::deadline::Deadline;
 use shardfeed_server::error::parse_id;
 use tonic::{Request, Response, Status};
@@ -50,8 +51,9 @@ impl PostService for Posts {
         request: Request<CreatePostRequest>,
     ) -> Result<Response<CreatePostResponse>, Status> {
         let deadline = Deadline::of(&request, self.request_timeout);
+        let author_id = parse_id::<UserId>("author_id", request.get_ref().author_id)?.get();
+        Caller::check(&request, author_id, "post as the author")?;
         let req = request.into_inner();
-        let author_id = parse_id::<UserId>("author_id", req.author_id)?.get();
         let body = PostBody::parse(&req.body)?;
         let request_id = RequestId::parse_optional(&req.request_id)?;
         let post = NewPost {
@@ -82,7 +84,11 @@ impl PostService for Posts {
     ) -> Result<Response<DeletePostResponse>, Status> {
         let deadline = Deadline::of(&request, self.request_timeout);
         let post_id = parse_id::<PostId>("post_id", request.get_ref().post_id)?.get();
-        let written = deadline.run(posts::delete(&self.pool, post_id)).await??;
+        let caller = Caller::of(&request)?;
+        let may_delete = |author_id| caller.act_as(author_id, "delete a post");
+        let written = deadline
+            .run(posts::delete(&self.pool, post_id, may_delete))
+            .await??;
         self.cache.after_commit(written.pending).await;
         Ok(Response::new(DeletePostResponse {}))
     }

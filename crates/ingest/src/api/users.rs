@@ -8,6 +8,7 @@ use shardfeed_proto::v1::{
     user_service_server::UserService, CreateUserRequest, CreateUserResponse, DeleteUserRequest,
     DeleteUserResponse, GetUserRequest, GetUserResponse, UpdateUserRequest, UpdateUserResponse,
 };
+use shardfeed_server::auth::Caller;
 use shardfeed_server::deadline::Deadline;
 use shardfeed_server::error::parse_id;
 use tokio::sync::Notify;
@@ -86,8 +87,9 @@ impl UserService for Users {
         request: Request<UpdateUserRequest>,
     ) -> Result<Response<UpdateUserResponse>, Status> {
         let deadline = Deadline::of(&request, self.request_timeout);
+        let user_id = parse_id::<UserId>("user_id", request.get_ref().user_id)?.get();
+        Caller::check(&request, user_id, "update the profile")?;
         let req = request.into_inner();
-        let user_id = parse_id::<UserId>("user_id", req.user_id)?.get();
         let display_name = DisplayName::parse(&req.display_name)?;
         let user = deadline
             .run(users::update_display_name(
@@ -106,6 +108,7 @@ impl UserService for Users {
     ) -> Result<Response<DeleteUserResponse>, Status> {
         let deadline = Deadline::of(&request, self.request_timeout);
         let user_id = parse_id::<UserId>("user_id", request.get_ref().user_id)?.get();
+        Caller::check(&request, user_id, "delete the account")?;
         let written = deadline.run(users::delete(&self.pool, user_id)).await??;
         self.purge.notify_one();
         self.cache.after_commit(written.pending).await;

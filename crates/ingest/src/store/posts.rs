@@ -339,23 +339,33 @@ pub async fn get(pool: &Pool, post_id: i64) -> ApiResult<Post> {
 
 /// Marks a post deleted. The row stays (without its body) so that cache rebuilds write a
 /// tombstone for it.
-pub async fn delete(pool: &Pool, post_id: i64) -> ApiResult<Written<()>> {
+/// Deletes a live post, if `may_delete` admits its author (else its refusal, and nothing
+/// changes).
+pub async fn delete(
+    pool: &Pool,
+    post_id: i64,
+    may_delete: impl FnOnce(i64) -> ApiResult<()>,
+) -> ApiResult<Written<()>> {
     let mut client = pool.get().await?;
     let tx = client.transaction().await?;
-    let row = tx
+    let author_id: i64 = tx
         .query_opt(
-            "UPDATE posts SET delete_time = now(), body = ''
+            "SELECT author_id FROM posts
              WHERE post_id = $1 AND delete_time IS NULL
                AND EXISTS (SELECT 1 FROM users WHERE user_id = posts.author_id)
-             RETURNING author_id",
+             FOR UPDATE",
             &[&post_id],
         )
         .await?
-        .ok_or_else(|| not_found(post_id))?;
-    let change = CacheChange::PostDeleted {
-        author_id: row.get(0),
-        post_id,
-    };
+        .ok_or_else(|| not_found(post_id))?
+        .get(0);
+    may_delete(author_id)?;
+    tx.execute(
+        "UPDATE posts SET delete_time = now(), body = '' WHERE post_id = $1",
+        &[&post_id],
+    )
+    .await?;
+    let change = CacheChange::PostDeleted { author_id, post_id };
     let outbox_id = outbox::enqueue(&tx, &change).await?;
     tx.commit().await?;
     Ok(Written {

@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use shardfeed_cache::CacheLayout;
 use shardfeed_ingest::Application;
+use shardfeed_proto::auth::AuthChannel;
 use shardfeed_proto::v1::{
     graph_service_client::GraphServiceClient, post_service_client::PostServiceClient,
     user_service_client::UserServiceClient, CreatePostRequest, CreateUserRequest, FollowRequest,
@@ -15,10 +16,12 @@ use tonic::transport::Channel;
 
 pub struct TestApp {
     pub db: TestDb,
+    /// Without credentials: health, reflection, and calls that must be refused.
     pub channel: Channel,
-    pub users: UserServiceClient<Channel>,
-    pub graph: GraphServiceClient<Channel>,
-    pub posts: PostServiceClient<Channel>,
+    /// The clients act as a service (for any user); `as_user` makes clients of one user.
+    pub users: UserServiceClient<AuthChannel>,
+    pub graph: GraphServiceClient<AuthChannel>,
+    pub posts: PostServiceClient<AuthChannel>,
     /// Where this test's keys live in the shared cluster.
     pub layout: CacheLayout,
     /// A client of the cluster the server writes to, for looking at the cache.
@@ -42,6 +45,10 @@ pub const FAST_PATH_ONLY: &[(&str, &str)] = &[
 pub fn settings(db: &TestDb, extra: &[(&str, &str)]) -> Settings {
     let stores = shardfeed_testkit::shared();
     let mut env = vec![
+        (
+            shardfeed_testkit::auth::DEV_MODE.0.to_string(),
+            shardfeed_testkit::auth::DEV_MODE.1.to_string(),
+        ),
         ("SHARDFEED_POSTGRES__URL".to_string(), db.url().to_string()),
         (
             "SHARDFEED_POSTGRES__CONNECT_TIMEOUT_MS".into(),
@@ -94,11 +101,12 @@ impl TestApp {
             .await
             .expect("start the test server");
         let channel = server.channel.clone();
+        let service = shardfeed_testkit::auth::as_service(channel.clone(), &replica_settings);
         TestApp {
             db,
-            users: UserServiceClient::new(channel.clone()),
-            graph: GraphServiceClient::new(channel.clone()),
-            posts: PostServiceClient::new(channel.clone()),
+            users: UserServiceClient::new(service.clone()),
+            graph: GraphServiceClient::new(service.clone()),
+            posts: PostServiceClient::new(service),
             layout,
             redis,
             cache_settings,
@@ -117,7 +125,10 @@ impl TestApp {
             .await
             .expect("start the replica");
         Replica {
-            posts: PostServiceClient::new(server.channel.clone()),
+            posts: PostServiceClient::new(shardfeed_testkit::auth::as_service(
+                server.channel.clone(),
+                &self.settings,
+            )),
             _server: server,
         }
     }
@@ -256,6 +267,19 @@ impl TestApp {
     }
 
     /// Rows in `users`, straight from PostgreSQL.
+    /// Live posts of `author_id` in PostgreSQL.
+    pub async fn count_posts(&self, author_id: i64) -> i64 {
+        self.sql()
+            .await
+            .query_one(
+                "SELECT count(*) FROM posts WHERE author_id = $1 AND delete_time IS NULL",
+                &[&author_id],
+            )
+            .await
+            .expect("count posts")
+            .get(0)
+    }
+
     pub async fn count_users(&self) -> i64 {
         let (client, conn) = tokio_postgres::connect(self.db.url(), tokio_postgres::NoTls)
             .await
@@ -276,7 +300,7 @@ impl TestApp {
 
 /// Another ingest server of a test; stops when dropped.
 pub struct Replica {
-    pub posts: PostServiceClient<Channel>,
+    pub posts: PostServiceClient<AuthChannel>,
     _server: InProcessServer,
 }
 

@@ -2,6 +2,7 @@
 //! real PostgreSQL (and Redis Cluster) started by shardfeed-testkit, called through the
 //! generated clients.
 
+mod auth;
 mod cache;
 mod contention;
 mod copies;

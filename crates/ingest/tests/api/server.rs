@@ -121,6 +121,7 @@ async fn ingest_applies_migrations_at_start_up_when_asked() {
 
     let settings_for = |run: &str| {
         let mut env: Vec<(String, String)> = vec![
+            ("SHARDFEED_DEV_MODE".into(), "true".into()),
             ("SHARDFEED_POSTGRES__URL".into(), pg.url(&name)),
             ("SHARDFEED_INGEST__LISTEN_ADDR".into(), "127.0.0.1:0".into()),
             ("SHARDFEED_INGEST__RUN_MIGRATIONS".into(), run.into()),

@@ -15,9 +15,10 @@ use prost::Message;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use shardfeed_cache::CacheLayout;
+use shardfeed_proto::auth::AuthChannel;
 use shardfeed_proto::v1::{feed_service_client::FeedServiceClient, GetHomeFeedRequest, Post};
 use tokio_postgres::Statement;
-use tonic::{transport::Channel, Code};
+use tonic::Code;
 
 use super::dataset::{check_page, keep_newest, Dataset};
 use super::{FEED_SQL, PAGE_SIZE};
@@ -84,7 +85,7 @@ pub fn naive_ops(
 }
 
 pub struct GrpcFeed {
-    client: FeedServiceClient<Channel>,
+    client: FeedServiceClient<AuthChannel>,
     data: Arc<Dataset>,
     rng: StdRng,
     /// Every answered call, measured or not: the denominator of commands per feed.
@@ -236,7 +237,7 @@ fn redis_error(err: fred::error::Error) -> OpError {
 
 /// One GetHomeFeed for a user that does not exist, before seeding anything: an aggregator that
 /// cannot serve feeds stops the bench right here.
-pub async fn probe_aggregator(channel: Channel, aggregator: &str) -> anyhow::Result<()> {
+pub async fn probe_aggregator(channel: AuthChannel, aggregator: &str) -> anyhow::Result<()> {
     let mut client = FeedServiceClient::new(channel);
     let request = GetHomeFeedRequest {
         user_id: i64::MAX,

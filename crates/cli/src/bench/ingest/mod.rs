@@ -103,7 +103,16 @@ pub async fn run(args: IngestBenchArgs) -> anyhow::Result<()> {
             "bench ingest: connecting {} HTTP/2 channel(s) to {}",
             args.channels, args.ingest.url
         );
-        Some(Channels::connect(&args.ingest.url, args.channels as usize, "ingest service").await?)
+        let bearer = crate::client::bearer(&Settings::load()?)?;
+        Some(
+            Channels::connect(
+                &args.ingest.url,
+                args.channels as usize,
+                "ingest service",
+                &bearer,
+            )
+            .await?,
+        )
     } else {
         None
     };

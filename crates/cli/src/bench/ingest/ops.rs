@@ -6,16 +6,16 @@ use std::sync::Arc;
 
 use rand::rngs::StdRng;
 use rand::Rng;
+use shardfeed_proto::auth::AuthChannel;
 use shardfeed_proto::v1::{post_service_client::PostServiceClient, CreatePostRequest};
 use tokio_postgres::Statement;
-use tonic::transport::Channel;
 
 use crate::bench::body::ascii_body;
 use crate::client::{pg_error, status_error};
 use crate::measure::{Op, OpError};
 
 pub struct CreatePost {
-    pub client: PostServiceClient<Channel>,
+    pub client: PostServiceClient<AuthChannel>,
     pub authors: Arc<[i64]>,
     pub rng: StdRng,
     pub body_bytes: usize,

@@ -215,7 +215,8 @@ mod tests {
                 .add_service(PostServiceServer::new(stub))
                 .serve_with_incoming(incoming),
         );
-        Channels::connect(&format!("http://{addr}"), 1, "stub")
+        let bearer = shardfeed_proto::auth::Bearer::new("stub-token").unwrap();
+        Channels::connect(&format!("http://{addr}"), 1, "stub", &bearer)
             .await
             .unwrap()
     }

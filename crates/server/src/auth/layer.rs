@@ -1,0 +1,142 @@
+//! The tower layer both services put in front of their routes: authenticate, check the
+//! method's rule, count the caller's rate, and run the call in a span that names the caller.
+
+use std::{
+    future::Future,
+    pin::Pin,
+    sync::Arc,
+    task::{Context, Poll},
+};
+
+use tonic::{body::Body, Code, Status};
+use tonic_types::{ErrorDetails, StatusExt};
+use tower::{Layer, Service};
+use tracing::Instrument;
+
+use super::{limits::Limits, policy, AuthError, Caller, Verifier};
+use crate::config::{ConfigError, Settings};
+
+/// Installs [`AuthService`] around the router.
+#[derive(Clone)]
+pub struct AuthLayer {
+    state: Arc<State>,
+}
+
+struct State {
+    verifier: Verifier,
+    limits: Limits,
+}
+
+impl AuthLayer {
+    pub fn new(verifier: Verifier, limits: Limits) -> Self {
+        AuthLayer {
+            state: Arc::new(State { verifier, limits }),
+        }
+    }
+
+    /// The keys of `settings.auth` and the quotas of `settings.limits`.
+    pub fn from_settings(settings: &Settings) -> Result<Self, ConfigError> {
+        Ok(AuthLayer::new(
+            Verifier::from_settings(settings)?,
+            Limits::new(&settings.limits),
+        ))
+    }
+}
+
+impl<S> Layer<S> for AuthLayer {
+    type Service = AuthService<S>;
+    fn layer(&self, inner: S) -> Self::Service {
+        AuthService {
+            inner,
+            state: self.state.clone(),
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct AuthService<S> {
+    inner: S,
+    state: Arc<State>,
+}
+
+impl State {
+    /// The caller of `request`, or the status that refuses it.
+    fn admit(&self, request: &http::Request<Body>) -> Result<Caller, Status> {
+        let path = request.uri().path();
+        let header = request.headers().get(http::header::AUTHORIZATION);
+        let caller = match header {
+            Some(value) => self.verifier.verify_header(value.as_bytes())?,
+            None => return Err(AuthError::Missing.into()),
+        };
+        let Some(rule) = policy::rule_of(path) else {
+            return Err(Status::unimplemented(format!(
+                "{path} is not a method of this service"
+            )));
+        };
+        if !rule.access.admits(caller.role) {
+            return Err(Status::permission_denied(format!(
+                "{} may be called by {} only; this caller is a {}",
+                rule.method,
+                rule.access.roles(),
+                caller.role
+            )));
+        }
+        if let Err(wait) = self.limits.check(&caller, rule.class) {
+            let message = format!(
+                "rate limit of {} {:?} requests exceeded; retry in {} ms",
+                caller.role,
+                rule.class,
+                wait.as_millis().max(1)
+            );
+            return Err(Status::with_error_details(
+                Code::ResourceExhausted,
+                message,
+                ErrorDetails::with_retry_info(Some(wait)),
+            ));
+        }
+        Ok(caller)
+    }
+}
+
+impl<S> Service<http::Request<Body>> for AuthService<S>
+where
+    S: Service<http::Request<Body>, Response = http::Response<Body>>,
+    S::Future: Send + 'static,
+    S::Error: Send + 'static,
+{
+    type Response = http::Response<Body>;
+    type Error = S::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Self::Error>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut request: http::Request<Body>) -> Self::Future {
+        if policy::is_open(request.uri().path()) {
+            return Box::pin(self.inner.call(request));
+        }
+        match self.state.admit(&request) {
+            Ok(caller) => {
+                let span = tracing::info_span!(
+                    "rpc",
+                    rpc.method = request.uri().path(),
+                    enduser.id = caller.subject.as_str(),
+                    enduser.role = caller.role.as_str(),
+                );
+                request.extensions_mut().insert(caller);
+                let fut = span.in_scope(|| self.inner.call(request));
+                Box::pin(fut.instrument(span))
+            }
+            Err(status) => {
+                tracing::debug!(
+                    method = request.uri().path(),
+                    code = ?status.code(),
+                    reason = status.message(),
+                    "request refused"
+                );
+                Box::pin(std::future::ready(Ok(status.into_http())))
+            }
+        }
+    }
+}
