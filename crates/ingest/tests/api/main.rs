@@ -10,4 +10,5 @@ mod helpers;
 mod outbox;
 mod posts;
 mod server;
+mod tls;
 mod users;
