@@ -15,7 +15,7 @@ use shardfeed_testkit::ServingStatus;
 use tonic::Code;
 use tonic_types::StatusExt;
 
-use crate::client::{AggregatorFlag, Channels, IngestFlag};
+use crate::client::{AggregatorFlag, Channels, IngestFlag, TlsFlags};
 
 #[derive(clap::Args)]
 pub struct DemoArgs {
@@ -23,13 +23,15 @@ pub struct DemoArgs {
     ingest: IngestFlag,
     #[command(flatten)]
     aggregator: AggregatorFlag,
+    #[command(flatten)]
+    tls: TlsFlags,
 }
 
 pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
-    let ingest = Channels::connect(&args.ingest.url, 1, "ingest service")
+    let ingest = Channels::connect(&args.ingest.url, &args.tls, 1, "ingest service")
         .await?
         .get(0);
-    let aggregator = Channels::connect(&args.aggregator.url, 1, "aggregator")
+    let aggregator = Channels::connect(&args.aggregator.url, &args.tls, 1, "aggregator")
         .await?
         .get(0);
 

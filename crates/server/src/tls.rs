@@ -72,9 +72,9 @@ pub fn certificate_identity(der: &[u8]) -> Option<String> {
     common_name
 }
 
-/// The file of setting `key`, read as a PEM certificate chain (at least one certificate). The
-/// error names the setting and the path, never the content.
-pub(crate) fn read_certificates(key: &str, path: &Path) -> Result<Vec<u8>, String> {
+/// The file of setting (or flag) `key`, read as a PEM certificate chain (at least one
+/// certificate). The error names the setting and the path, never the content.
+pub fn read_certificates(key: &str, path: &Path) -> Result<Vec<u8>, String> {
     let pem = read(key, path)?;
     let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&pem)
         .collect::<Result<_, _>>()
@@ -88,9 +88,9 @@ pub(crate) fn read_certificates(key: &str, path: &Path) -> Result<Vec<u8>, Strin
     Ok(pem)
 }
 
-/// The file of setting `key`, read as a PEM private key (PKCS#8, PKCS#1 or SEC1). The error
-/// names the setting and the path, never the content.
-pub(crate) fn read_private_key(key: &str, path: &Path) -> Result<Vec<u8>, String> {
+/// The file of setting (or flag) `key`, read as a PEM private key (PKCS#8, PKCS#1 or SEC1).
+/// The error names the setting and the path, never the content.
+pub fn read_private_key(key: &str, path: &Path) -> Result<Vec<u8>, String> {
     let pem = read(key, path)?;
     if PrivateKeyDer::from_pem_slice(&pem).is_err() {
         return Err(format!(

@@ -88,7 +88,8 @@ async fn run_once(args: &FeedBenchArgs) -> anyhow::Result<Results> {
         "bench feed: connecting {} HTTP/2 channel(s) to {aggregator}",
         args.channels
     );
-    let channels = Channels::connect(aggregator, args.channels as usize, "aggregator").await?;
+    let channels =
+        Channels::connect(aggregator, &args.tls, args.channels as usize, "aggregator").await?;
     probe_aggregator(channels.get(0), aggregator).await?;
     let pg_config = args.postgres.config(&settings)?;
     eprintln!("bench feed: PostgreSQL {}", describe_postgres(&pg_config));

@@ -215,9 +215,14 @@ mod tests {
                 .add_service(PostServiceServer::new(stub))
                 .serve_with_incoming(incoming),
         );
-        Channels::connect(&format!("http://{addr}"), 1, "stub")
-            .await
-            .unwrap()
+        Channels::connect(
+            &format!("http://{addr}"),
+            &crate::client::TlsFlags::default(),
+            1,
+            "stub",
+        )
+        .await
+        .unwrap()
     }
 
     async fn first_call_error(stub: Stub) -> Option<String> {
