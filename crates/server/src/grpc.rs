@@ -106,6 +106,18 @@ impl GrpcServer {
             probes,
         } = self;
         let addr = listener.local_addr()?;
+        let transport = match (&tls, settings.tls_client_auth) {
+            (None, _) => "h2c (plaintext)",
+            (Some(_), ClientAuth::None) => "TLS",
+            (Some(_), ClientAuth::Optional) => "TLS, client certificates optional",
+            (Some(_), ClientAuth::Required) => "mutual TLS (client certificates required)",
+        };
+        let builder = match tls {
+            Some(tls) => Server::builder()
+                .tls_config(tls)
+                .context("configuring TLS (grpc.tls_*)")?,
+            None => Server::builder(),
+        };
 
         let (reporter, health_service) = tonic_health::server::health_reporter();
         set_status(&reporter, &service_names, ServingStatus::NotServing).await;
@@ -158,23 +170,11 @@ impl GrpcServer {
             }
         };
 
-        let transport = match (&tls, settings.tls_client_auth) {
-            (None, _) => "h2c (plaintext)",
-            (Some(_), ClientAuth::None) => "TLS",
-            (Some(_), ClientAuth::Optional) => "TLS, client certificates optional",
-            (Some(_), ClientAuth::Required) => "mutual TLS (client certificates required)",
-        };
         tracing::info!(%addr, services = ?service_names, transport, "gRPC server listening");
         // With our own listener tonic ignores `Server::tcp_nodelay`: set it on the incoming
-        // stream, or every response waits ~40 ms for the peer's delayed ACK.
-        // TLS wraps each accepted stream, this one included: health and reflection share it.
+        // stream, or every response waits ~40 ms for the peer's delayed ACK. With TLS, tonic
+        // wraps each accepted stream: health and reflection are served over it too.
         let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
-        let builder = match tls {
-            Some(tls) => Server::builder()
-                .tls_config(tls)
-                .context("configuring TLS (grpc.tls_*)")?,
-            None => Server::builder(),
-        };
         let serve = builder
             .http2_keepalive_interval(Some(Duration::from_secs(30)))
             .http2_keepalive_timeout(Some(Duration::from_secs(10)))
