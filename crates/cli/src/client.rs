@@ -1,7 +1,9 @@
 //! What every command that talks to a running stack shares: the flags that name the services
-//! and PostgreSQL, gRPC channels shared round-robin by workers, PostgreSQL connections, and the
-//! `OpError` a failed call is recorded as.
+//! and PostgreSQL, and how to reach the services (TLS, mutual TLS), gRPC channels shared
+//! round-robin by workers, PostgreSQL connections, and the `OpError` a failed call is recorded
+//! as.
 
+use std::path::PathBuf;
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -9,7 +11,7 @@ use anyhow::Context;
 use shardfeed_proto::auth::{with_bearer, AuthChannel, Bearer};
 use shardfeed_server::{auth::Role, Settings};
 use tokio_postgres::NoTls;
-use tonic::transport::Channel;
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 
 use crate::measure::driver::OP_TIMEOUT;
 use crate::measure::OpError;
@@ -18,6 +20,11 @@ use crate::measure::OpError;
 /// setting, and an unknown one stops the settings from loading. `shardfeed dev env` sets them.
 pub const INGEST_URL_VAR: &str = "SFDEV_INGEST_URL";
 pub const AGGREGATOR_URL_VAR: &str = "SFDEV_AGGREGATOR_URL";
+/// The env knobs of the `--tls-*` flags, not `SHARDFEED_*` for the same reason.
+pub const TLS_CA_VAR: &str = "SFDEV_TLS_CA";
+pub const TLS_CERT_VAR: &str = "SFDEV_TLS_CERT";
+pub const TLS_KEY_VAR: &str = "SFDEV_TLS_KEY";
+pub const TLS_DOMAIN_VAR: &str = "SFDEV_TLS_DOMAIN";
 
 /// A bearer token for the CLI's calls; without it the CLI mints its own (see [`bearer`]).
 pub const TOKEN_VAR: &str = "SFDEV_TOKEN";
@@ -88,6 +95,101 @@ impl PostgresFlag {
     }
 }
 
+/// `--tls-ca`, `--tls-cert`, `--tls-key`, `--tls-domain`: how to reach services that serve TLS
+/// (`grpc.tls_*`). TLS is on for an `https://` URL, and for any URL once one of these is given
+/// (`http://` then means `https://`); plaintext h2c otherwise.
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct TlsFlags {
+    /// The CA certificate (PEM) that signed the services' certificates [default for https://:
+    /// the system's roots].
+    #[arg(id = "tls_ca", long = "tls-ca", value_name = "FILE", env = TLS_CA_VAR)]
+    pub ca: Option<PathBuf>,
+    /// A client certificate (PEM) to present, for services that ask for one (mutual TLS).
+    #[arg(
+        id = "tls_cert",
+        long = "tls-cert",
+        value_name = "FILE",
+        env = TLS_CERT_VAR,
+        requires = "tls_key"
+    )]
+    pub cert: Option<PathBuf>,
+    /// The private key (PEM) of --tls-cert.
+    #[arg(
+        id = "tls_key",
+        long = "tls-key",
+        value_name = "FILE",
+        env = TLS_KEY_VAR,
+        requires = "tls_cert"
+    )]
+    pub key: Option<PathBuf>,
+    /// The name the services' certificates are checked against [default: the URL's host].
+    #[arg(
+        id = "tls_domain",
+        long = "tls-domain",
+        value_name = "NAME",
+        env = TLS_DOMAIN_VAR
+    )]
+    pub domain: Option<String>,
+}
+
+impl TlsFlags {
+    /// The knobs alone (`SFDEV_TLS_*`), for what has no flags of its own (`shardfeed dev`).
+    pub fn from_env() -> TlsFlags {
+        let var = |name| std::env::var_os(name).filter(|value| !value.is_empty());
+        TlsFlags {
+            ca: var(TLS_CA_VAR).map(PathBuf::from),
+            cert: var(TLS_CERT_VAR).map(PathBuf::from),
+            key: var(TLS_KEY_VAR).map(PathBuf::from),
+            domain: var(TLS_DOMAIN_VAR).and_then(|value| value.into_string().ok()),
+        }
+    }
+
+    /// Whether a flag asks for TLS.
+    fn any(&self) -> bool {
+        self.ca.is_some() || self.cert.is_some() || self.key.is_some() || self.domain.is_some()
+    }
+
+    /// The endpoint of `url`, with TLS when the URL or a flag asks for it.
+    pub fn endpoint(&self, url: &str) -> anyhow::Result<Endpoint> {
+        let tls = url.starts_with("https://") || self.any();
+        let url = match url.strip_prefix("http://") {
+            Some(rest) if tls => format!("https://{rest}"),
+            _ => url.to_owned(),
+        };
+        let endpoint = Endpoint::from_shared(url.clone())
+            .with_context(|| format!("{url} is not a valid endpoint"))?;
+        if !tls {
+            return Ok(endpoint);
+        }
+        endpoint
+            .tls_config(self.client_config()?)
+            .with_context(|| format!("TLS to {url} (--tls-*): the certificates do not load"))
+    }
+
+    fn client_config(&self) -> anyhow::Result<ClientTlsConfig> {
+        let read = |result: Result<Vec<u8>, String>| result.map_err(anyhow::Error::msg);
+        let mut config = ClientTlsConfig::new();
+        config = match &self.ca {
+            Some(ca) => config.ca_certificate(Certificate::from_pem(read(
+                shardfeed_server::tls::read_certificates("--tls-ca", ca),
+            )?)),
+            None => config.with_native_roots(),
+        };
+        if self.cert.is_some() != self.key.is_some() {
+            anyhow::bail!("--tls-cert ({TLS_CERT_VAR}) and --tls-key ({TLS_KEY_VAR}) go together");
+        }
+        if let (Some(cert), Some(key)) = (&self.cert, &self.key) {
+            let cert = read(shardfeed_server::tls::read_certificates("--tls-cert", cert))?;
+            let key = read(shardfeed_server::tls::read_private_key("--tls-key", key))?;
+            config = config.identity(Identity::from_pem(cert, key));
+        }
+        if let Some(domain) = &self.domain {
+            config = config.domain_name(domain.clone());
+        }
+        Ok(config)
+    }
+}
+
 /// HTTP/2 connections to one service, handed out round-robin to the workers; every call on
 /// them carries the same bearer token.
 #[derive(Debug, Clone)]
@@ -97,16 +199,18 @@ pub struct Channels {
 }
 
 impl Channels {
-    /// `count` channels to `endpoint`, each its own HTTP/2 connection; `service` names it in
-    /// the error when it cannot be reached.
+    /// `count` channels to `endpoint`, each its own HTTP/2 connection, over TLS as `tls` says,
+    /// sending `bearer` with every call; `service` names it in the error when it cannot be
+    /// reached.
     pub async fn connect(
         endpoint: &str,
+        tls: &TlsFlags,
         count: usize,
         service: &str,
         bearer: &Bearer,
     ) -> anyhow::Result<Self> {
-        let endpoint = Channel::from_shared(endpoint.to_owned())
-            .with_context(|| format!("{endpoint} is not a valid endpoint"))?
+        let endpoint = tls
+            .endpoint(endpoint)?
             .connect_timeout(Duration::from_secs(3))
             .timeout(OP_TIMEOUT)
             .tcp_nodelay(true);
@@ -233,6 +337,8 @@ mod tests {
         ingest: IngestFlag,
         #[command(flatten)]
         aggregator: AggregatorFlag,
+        #[command(flatten)]
+        tls: TlsFlags,
     }
 
     /// The only test that sets these variables (the environment is shared by the test threads).
@@ -241,18 +347,92 @@ mod tests {
         use clap::Parser;
         let defaults = Flags::parse_from(["t"]);
         assert_eq!(defaults.ingest.url, "http://127.0.0.1:50051");
-        std::env::set_var(INGEST_URL_VAR, "http://127.0.0.1:50081");
-        std::env::set_var(AGGREGATOR_URL_VAR, "http://127.0.0.1:50082");
+        assert!(!defaults.tls.any());
+        let knobs = [
+            (INGEST_URL_VAR, "http://127.0.0.1:50081"),
+            (AGGREGATOR_URL_VAR, "http://127.0.0.1:50082"),
+            (TLS_CA_VAR, "/etc/shardfeed/ca.pem"),
+            (TLS_CERT_VAR, "/etc/shardfeed/client.pem"),
+            (TLS_KEY_VAR, "/etc/shardfeed/client-key.pem"),
+            (TLS_DOMAIN_VAR, "ingest.internal"),
+        ];
+        for (name, value) in knobs {
+            std::env::set_var(name, value);
+        }
         let flags = Flags::parse_from(["t"]);
+        let from_env = TlsFlags::from_env();
         let settings = Settings::load();
-        std::env::remove_var(INGEST_URL_VAR);
-        std::env::remove_var(AGGREGATOR_URL_VAR);
+        for (name, _) in knobs {
+            std::env::remove_var(name);
+        }
         assert_eq!(flags.ingest.url, "http://127.0.0.1:50081");
         assert_eq!(flags.aggregator.url, "http://127.0.0.1:50082");
+        for tls in [&flags.tls, &from_env] {
+            assert_eq!(tls.ca.as_deref(), Some("/etc/shardfeed/ca.pem".as_ref()));
+            assert_eq!(
+                tls.cert.as_deref(),
+                Some("/etc/shardfeed/client.pem".as_ref())
+            );
+            assert_eq!(
+                tls.key.as_deref(),
+                Some("/etc/shardfeed/client-key.pem".as_ref())
+            );
+            assert_eq!(tls.domain.as_deref(), Some("ingest.internal"));
+        }
         settings.expect("the knobs are no settings");
         // A flag still wins over its knob.
         let flags = Flags::parse_from(["t", "--ingest", "http://elsewhere:1"]);
         assert_eq!(flags.ingest.url, "http://elsewhere:1");
+    }
+
+    #[test]
+    fn tls_follows_the_url_and_the_flags() {
+        let plain = TlsFlags::default();
+        let endpoint = plain.endpoint("http://127.0.0.1:50051").unwrap();
+        assert_eq!(endpoint.uri().scheme_str(), Some("http"));
+
+        let pki = tempfile::tempdir().unwrap();
+        let files =
+            shardfeed_testkit::tls::write_local_pki(pki.path(), &["localhost"], "cli").unwrap();
+        let with_ca = TlsFlags {
+            ca: Some(files.ca.clone()),
+            ..TlsFlags::default()
+        };
+        // A TLS flag makes an http:// URL https://.
+        let endpoint = with_ca.endpoint("http://127.0.0.1:50051").unwrap();
+        assert_eq!(endpoint.uri().scheme_str(), Some("https"));
+        assert_eq!(endpoint.uri().authority().unwrap(), "127.0.0.1:50051");
+        let endpoint = with_ca.endpoint("https://ingest.internal:443").unwrap();
+        assert_eq!(endpoint.uri().scheme_str(), Some("https"));
+
+        // Unreadable or wrong files name the flag and the path, not the content.
+        let missing = TlsFlags {
+            ca: Some(pki.path().join("nothing.pem")),
+            ..TlsFlags::default()
+        };
+        let err = format!("{:#}", missing.endpoint("https://h:1").unwrap_err());
+        assert!(
+            err.contains("--tls-ca") && err.contains("nothing.pem"),
+            "{err}"
+        );
+        let swapped = TlsFlags {
+            ca: Some(files.ca.clone()),
+            cert: Some(files.client_key.clone()),
+            key: Some(files.client_key.clone()),
+            domain: None,
+        };
+        let err = format!("{:#}", swapped.endpoint("https://h:1").unwrap_err());
+        assert!(
+            err.contains("--tls-cert") && err.contains("client-key.pem"),
+            "{err}"
+        );
+        assert!(!err.contains("PRIVATE KEY"), "{err}");
+        let half = TlsFlags {
+            cert: Some(files.client_cert.clone()),
+            ..with_ca.clone()
+        };
+        let err = format!("{:#}", half.endpoint("https://h:1").unwrap_err());
+        assert!(err.contains("go together"), "{err}");
     }
 
     #[test]

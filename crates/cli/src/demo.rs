@@ -15,7 +15,7 @@ use shardfeed_testkit::ServingStatus;
 use tonic::Code;
 use tonic_types::StatusExt;
 
-use crate::client::{AggregatorFlag, Channels, IngestFlag};
+use crate::client::{AggregatorFlag, Channels, IngestFlag, TlsFlags};
 
 #[derive(clap::Args)]
 pub struct DemoArgs {
@@ -23,12 +23,16 @@ pub struct DemoArgs {
     ingest: IngestFlag,
     #[command(flatten)]
     aggregator: AggregatorFlag,
+    #[command(flatten)]
+    tls: TlsFlags,
 }
 
 pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     let bearer = crate::client::bearer(&shardfeed_server::Settings::load()?)?;
-    let ingest = Channels::connect(&args.ingest.url, 1, "ingest service", &bearer).await?;
-    let aggregator = Channels::connect(&args.aggregator.url, 1, "aggregator", &bearer).await?;
+    let ingest =
+        Channels::connect(&args.ingest.url, &args.tls, 1, "ingest service", &bearer).await?;
+    let aggregator =
+        Channels::connect(&args.aggregator.url, &args.tls, 1, "aggregator", &bearer).await?;
 
     step("Both services report their health (grpc.health.v1)");
     for (name, channels) in [("ingest", &ingest), ("aggregator", &aggregator)] {

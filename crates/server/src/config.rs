@@ -181,6 +181,18 @@ pub struct AuthSettings {
     /// A JWKS file (`{"keys": [...]}`) of further public keys, selected by `kid`.
     #[serde(default)]
     pub jwks_file: Option<PathBuf>,
+    /// With client certificates (`grpc.tls_client_auth`), a request without a bearer token
+    /// is made as the verified certificate's identity (its first URI or DNS name, else its
+    /// CN) in this role; `none` (the default) requires a token always.
+    pub client_cert_role: ClientCertRole,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ClientCertRole {
+    None,
+    Service,
+    Admin,
 }
 
 /// One verification key from a PEM file.
@@ -294,9 +306,85 @@ pub struct GrpcSettings {
     pub concurrency_limit_per_connection: usize,
     /// How often readiness (health) probes the stores.
     pub health_probe_interval_ms: u64,
+    /// The server's PEM certificate chain; with `tls_key_file`, turns TLS on (both or neither;
+    /// empty is unset). Off, the server speaks plaintext HTTP/2 (h2c).
+    #[serde(default)]
+    pub tls_cert_file: Option<PathBuf>,
+    /// The PEM private key of `tls_cert_file`.
+    #[serde(default)]
+    pub tls_key_file: Option<PathBuf>,
+    /// The PEM CA certificate(s) that client certificates must chain to.
+    #[serde(default)]
+    pub tls_client_ca_file: Option<PathBuf>,
+    /// `none`, `optional` or `required`: whether callers present a certificate (mutual TLS);
+    /// the latter two need `tls_client_ca_file`.
+    pub tls_client_auth: crate::tls::ClientAuth,
 }
 
 impl GrpcSettings {
+    /// The server's certificate and key files, when TLS is on.
+    pub fn tls_identity_files(&self) -> Option<(&Path, &Path)> {
+        Self::file(&self.tls_cert_file).zip(Self::file(&self.tls_key_file))
+    }
+
+    /// The CA of client certificates, when set.
+    pub fn tls_client_ca_file(&self) -> Option<&Path> {
+        Self::file(&self.tls_client_ca_file)
+    }
+
+    /// A path setting; an empty one (`SHARDFEED_GRPC__TLS_CERT_FILE=`) counts as unset.
+    fn file(path: &Option<PathBuf>) -> Option<&Path> {
+        path.as_deref().filter(|p| !p.as_os_str().is_empty())
+    }
+
+    /// The `grpc.tls_*` settings go together and their files hold what they should. The
+    /// message names the setting and the path, never key material.
+    fn check_tls(&self) -> Result<(), String> {
+        use crate::tls::ClientAuth;
+        let cert = Self::file(&self.tls_cert_file);
+        let key = Self::file(&self.tls_key_file);
+        let ca = self.tls_client_ca_file();
+        match (cert, key) {
+            (Some(_), None) => {
+                return Err("grpc.tls_key_file: must be set with grpc.tls_cert_file".into())
+            }
+            (None, Some(_)) => {
+                return Err("grpc.tls_cert_file: must be set with grpc.tls_key_file".into())
+            }
+            _ => {}
+        }
+        let tls = cert.is_some();
+        match (self.tls_client_auth, ca) {
+            (ClientAuth::None, Some(path)) => {
+                return Err(format!(
+                    "grpc.tls_client_ca_file: {} is set but grpc.tls_client_auth is none; set \
+                     it to optional or required, or unset the CA",
+                    path.display()
+                ))
+            }
+            (ClientAuth::Optional | ClientAuth::Required, None) => {
+                return Err(
+                    "grpc.tls_client_auth: optional and required need grpc.tls_client_ca_file"
+                        .into(),
+                )
+            }
+            (ClientAuth::Optional | ClientAuth::Required, Some(_)) if !tls => {
+                return Err("grpc.tls_client_auth: client certificates need TLS: set \
+                     grpc.tls_cert_file and grpc.tls_key_file"
+                    .into())
+            }
+            _ => {}
+        }
+        if let (Some(cert), Some(key)) = (cert, key) {
+            crate::tls::read_certificates("grpc.tls_cert_file", cert)?;
+            crate::tls::read_private_key("grpc.tls_key_file", key)?;
+        }
+        if let Some(ca) = ca {
+            crate::tls::read_certificates("grpc.tls_client_ca_file", ca)?;
+        }
+        Ok(())
+    }
+
     pub fn request_timeout(&self) -> Duration {
         Duration::from_millis(self.request_timeout_ms)
     }
@@ -391,6 +479,7 @@ dev_mode = false
 issuer = "shardfeed"
 audience = "shardfeed"
 leeway_secs = 30
+client_cert_role = "none"
 
 [limits]
 enabled = true
@@ -422,6 +511,8 @@ request_timeout_ms = 10000
 shutdown_grace_ms = 10000
 concurrency_limit_per_connection = 256
 health_probe_interval_ms = 1000
+# TLS is off unless tls_cert_file and tls_key_file are set (docs/architecture.md, TLS).
+tls_client_auth = "none"
 
 [ingest]
 listen_addr = "127.0.0.1:50051"
@@ -606,6 +697,14 @@ impl Settings {
                 return bad("auth.hs256_secret", "must be at least 32 bytes");
             }
         }
+        if self.auth.client_cert_role != ClientCertRole::None
+            && self.grpc.tls_client_auth == crate::tls::ClientAuth::None
+        {
+            return bad(
+                "auth.client_cert_role",
+                "needs client certificates: set grpc.tls_client_auth (and its CA)",
+            );
+        }
         if self.auth.issuer.is_empty() || self.auth.audience.is_empty() {
             return bad("auth.issuer", "and auth.audience must not be empty");
         }
@@ -727,6 +826,7 @@ impl Settings {
         if self.grpc.health_probe_interval_ms == 0 {
             return bad("grpc.health_probe_interval_ms", "must be positive");
         }
+        self.grpc.check_tls().map_err(ConfigError)?;
         if let Some(endpoint) = self.telemetry.otlp_endpoint.as_deref() {
             let scheme_ok = endpoint.starts_with("http://") || endpoint.starts_with("https://");
             if !endpoint.is_empty() && !scheme_ok {

@@ -1,6 +1,7 @@
 //! What every shardfeed gRPC server has: health (`grpc.health.v1`) driven by store probes,
-//! reflection v1 and v1alpha, authentication and rate limits (`auth`), message size limits, caller deadlines, per-connection concurrency
-//! limits and a graceful shutdown with a bounded drain.
+//! reflection v1 and v1alpha, authentication and rate limits ([`crate::auth`]), message size
+//! limits, caller deadlines, per-connection concurrency limits, TLS or mutual TLS when
+//! `grpc.tls_*` asks for it ([`crate::tls`]) and a graceful shutdown with a bounded drain.
 
 use std::{convert::Infallible, future::Future, net::SocketAddr, sync::Arc, time::Duration};
 
@@ -12,11 +13,14 @@ use tonic::{
     body::Body,
     server::NamedService,
     service::RoutesBuilder,
-    transport::{server::TcpIncoming, Server},
+    transport::{server::TcpIncoming, Server, ServerTlsConfig},
 };
 use tonic_health::{server::HealthReporter, ServingStatus};
 
-use crate::{auth::AuthLayer, config::GrpcSettings, deadline::DeadlineLayer};
+use crate::{auth::AuthLayer, config::GrpcSettings, deadline::DeadlineLayer, tls::ClientAuth};
+
+/// How long a client may take to finish its TLS handshake.
+const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// A readiness check of one backing store: `Ok` while it answers.
 pub type Probe = Arc<dyn Fn() -> BoxFuture<'static, anyhow::Result<()>> + Send + Sync>;
@@ -26,6 +30,8 @@ pub struct GrpcServer {
     listener: TcpListener,
     settings: GrpcSettings,
     auth: AuthLayer,
+    /// `None`: plaintext h2c.
+    tls: Option<ServerTlsConfig>,
     routes: RoutesBuilder,
     service_names: Vec<&'static str>,
     probes: Vec<(&'static str, Probe)>,
@@ -33,12 +39,16 @@ pub struct GrpcServer {
 
 impl GrpcServer {
     /// Binds now, so that the caller learns the port (`127.0.0.1:0` in tests) before serving.
-    /// Every call but health and reflection goes through `auth`.
+    /// Every call but health and reflection goes through `auth`. Reads the TLS files of
+    /// `grpc.tls_*` now too: a bad one stops start-up here.
     pub async fn bind(
         addr: SocketAddr,
         settings: GrpcSettings,
         auth: AuthLayer,
     ) -> anyhow::Result<Self> {
+        let tls = crate::tls::server_tls_config(&settings)?
+            // A peer that opens a connection and never finishes its handshake is dropped.
+            .map(|tls| tls.timeout(TLS_HANDSHAKE_TIMEOUT));
         let listener = TcpListener::bind(addr)
             .await
             .with_context(|| format!("binding the gRPC listener to {addr}"))?;
@@ -46,6 +56,7 @@ impl GrpcServer {
             listener,
             settings,
             auth,
+            tls,
             routes: RoutesBuilder::default(),
             service_names: Vec::new(),
             probes: Vec::new(),
@@ -97,11 +108,24 @@ impl GrpcServer {
             listener,
             settings,
             auth,
+            tls,
             mut routes,
             service_names,
             probes,
         } = self;
         let addr = listener.local_addr()?;
+        let transport = match (&tls, settings.tls_client_auth) {
+            (None, _) => "h2c (plaintext)",
+            (Some(_), ClientAuth::None) => "TLS",
+            (Some(_), ClientAuth::Optional) => "TLS, client certificates optional",
+            (Some(_), ClientAuth::Required) => "mutual TLS (client certificates required)",
+        };
+        let builder = match tls {
+            Some(tls) => Server::builder()
+                .tls_config(tls)
+                .context("configuring TLS (grpc.tls_*)")?,
+            None => Server::builder(),
+        };
 
         let (reporter, health_service) = tonic_health::server::health_reporter();
         set_status(&reporter, &service_names, ServingStatus::NotServing).await;
@@ -154,11 +178,12 @@ impl GrpcServer {
             }
         };
 
-        tracing::info!(%addr, services = ?service_names, "gRPC server listening");
+        tracing::info!(%addr, services = ?service_names, transport, "gRPC server listening");
         // With our own listener tonic ignores `Server::tcp_nodelay`: set it on the incoming
-        // stream, or every response waits ~40 ms for the peer's delayed ACK.
+        // stream, or every response waits ~40 ms for the peer's delayed ACK. With TLS, tonic
+        // wraps each accepted stream: health and reflection are served over it too.
         let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
-        let serve = Server::builder()
+        let serve = builder
             .http2_keepalive_interval(Some(Duration::from_secs(30)))
             .http2_keepalive_timeout(Some(Duration::from_secs(10)))
             .concurrency_limit_per_connection(settings.concurrency_limit_per_connection)

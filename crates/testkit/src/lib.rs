@@ -41,13 +41,14 @@ mod spawner;
 mod state;
 mod sys;
 mod testdb;
+pub mod tls;
 
 pub use dirs::{base_dir, log_tail, remove_stale_dirs};
 pub use poll::{eventually, health, wait_for_health, ServingStatus};
 pub use postgres::{kept_data_dir, PgServer, BINDIR_VAR};
 pub use process::{ProcState, ProcessId};
 pub use redis::{RedisCluster, RedisNode};
-pub use server::{InProcessServer, Shutdown};
+pub use server::{endpoint, InProcessServer, Shutdown};
 pub use shared::{shared, unique_namespace, SharedStores};
 pub use state::{Record, StateDir};
 pub use testdb::TestDb;

@@ -67,9 +67,35 @@ enum DevCommand {
     },
     /// Print the `export SHARDFEED_…` lines that point the CLI or a service at this stack.
     Env,
+    /// Make a CA, a server certificate and a client certificate for local use in DIR, and print
+    /// the `export` lines that turn on mutual TLS for the services (`grpc.tls_*`) and the CLI
+    /// (`SFDEV_TLS_*`): `eval "$(shardfeed dev certs .local/tls)"`, then `dev up`.
+    Certs {
+        /// Where the PEM files go (created if missing; files there are replaced).
+        dir: PathBuf,
+        /// More names (DNS or IP) the server certificate is valid for, besides localhost,
+        /// 127.0.0.1 and ::1.
+        #[arg(long = "server-name", value_name = "NAME")]
+        server_names: Vec<String>,
+        /// The client certificate's identity: a URI (its URI name) or a DNS name.
+        #[arg(long, value_name = "ID", default_value = "spiffe://shardfeed/dev")]
+        client: String,
+    },
 }
 
 pub async fn run(args: DevArgs) -> anyhow::Result<()> {
+    if let DevCommand::Certs {
+        dir,
+        server_names,
+        client,
+    } = &args.command
+    {
+        // Needs no checkout: the files go where they are asked for.
+        for line in certs(dir, server_names, client)? {
+            println!("{line}");
+        }
+        return Ok(());
+    }
     let stack = Stack::from_vars(repo_root()?.join(".local"), |name| std::env::var(name).ok())?;
     match args.command {
         DevCommand::Up { stores_only } => {
@@ -90,6 +116,55 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
             }
             Ok(())
         }
+        DevCommand::Certs { .. } => unreachable!("handled above"),
+    }
+}
+
+/// Writes the local PKI into `dir` and returns the `export` lines that use it (absolute
+/// paths, so that they hold from any directory).
+fn certs(dir: &Path, server_names: &[String], client: &str) -> anyhow::Result<Vec<String>> {
+    let names: Vec<&str> = shardfeed_testkit::tls::LOCAL_NAMES
+        .iter()
+        .copied()
+        .chain(server_names.iter().map(String::as_str))
+        .collect();
+    let files = shardfeed_testkit::tls::write_local_pki(dir, &names, client)?;
+    let absolute = |path: &Path| -> anyhow::Result<String> {
+        let path =
+            std::fs::canonicalize(path).with_context(|| format!("resolving {}", path.display()))?;
+        path.to_str()
+            .map(str::to_owned)
+            .with_context(|| format!("{} is not UTF-8", path.display()))
+    };
+    eprintln!(
+        "wrote {}: ca.pem, server.pem + server-key.pem ({}), client.pem + client-key.pem ({client})",
+        dir.display(),
+        names.join(", ")
+    );
+    Ok([
+        (
+            "SHARDFEED_GRPC__TLS_CERT_FILE",
+            absolute(&files.server_cert)?,
+        ),
+        ("SHARDFEED_GRPC__TLS_KEY_FILE", absolute(&files.server_key)?),
+        ("SHARDFEED_GRPC__TLS_CLIENT_CA_FILE", absolute(&files.ca)?),
+        ("SHARDFEED_GRPC__TLS_CLIENT_AUTH", "required".to_owned()),
+        (crate::client::TLS_CA_VAR, absolute(&files.ca)?),
+        (crate::client::TLS_CERT_VAR, absolute(&files.client_cert)?),
+        (crate::client::TLS_KEY_VAR, absolute(&files.client_key)?),
+    ]
+    .into_iter()
+    .map(|(name, value)| format!("export {name}={}", shell_word(&value)))
+    .collect())
+}
+
+/// `value` as one word for `eval`: as it is when nothing in it is special to the shell.
+fn shell_word(value: &str) -> String {
+    let plain = |c: char| c.is_ascii_alphanumeric() || "/._-:,@+=".contains(c);
+    if !value.is_empty() && value.chars().all(plain) {
+        value.to_owned()
+    } else {
+        format!("'{}'", value.replace('\'', "'\\''"))
     }
 }
 

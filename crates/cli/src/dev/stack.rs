@@ -11,9 +11,10 @@ use shardfeed_server::Settings;
 use shardfeed_testkit::{
     kept_data_dir, log_tail, PgServer, ProcState, RedisCluster, ServingStatus, StateDir,
 };
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 
 use super::Stack;
+use crate::client::TlsFlags;
 
 /// The services, in start order, with the binary each runs.
 const SERVICES: [(&str, &str); 2] = [
@@ -192,8 +193,11 @@ async fn wait_serving(stack: &Stack, state: &StateDir, name: &str) -> anyhow::Re
     Ok(())
 }
 
+/// A channel to a service of the stack: over TLS when `SFDEV_TLS_*` says so (the services
+/// serve TLS when `SHARDFEED_GRPC__TLS_*` is exported: `shardfeed dev certs`).
 fn channel(addr: SocketAddr) -> anyhow::Result<Channel> {
-    Ok(Endpoint::from_shared(format!("http://{addr}"))?
+    Ok(TlsFlags::from_env()
+        .endpoint(&format!("http://{addr}"))?
         .connect_timeout(Duration::from_secs(1))
         .timeout(Duration::from_secs(2))
         .connect_lazy())

@@ -173,3 +173,105 @@ async fn stores_start_on_the_knob_ports_take_migrations_and_stop() {
     assert!(!data.exists(), "down --purge removes the data");
     assert!(data.starts_with(&stack.root) || !data.parent().unwrap().exists());
 }
+
+/// `dev certs` leaves what its export lines name: settings that load and make a server serve
+/// mutual TLS, and `SFDEV_TLS_*` that take the CLI's channels through it.
+#[tokio::test]
+async fn dev_certs_set_up_mutual_tls_for_the_services_and_the_cli() {
+    use crate::client::{Channels, TlsFlags, TLS_CA_VAR, TLS_CERT_VAR, TLS_KEY_VAR};
+    let dir = tempfile::tempdir().unwrap();
+    let lines = certs(
+        &dir.path().join("tls"),
+        &["feeds.internal".into()],
+        "cli-test",
+    )
+    .unwrap();
+    let exports: HashMap<String, String> = lines
+        .iter()
+        .map(|line| {
+            let (name, value) = line
+                .strip_prefix("export ")
+                .and_then(|rest| rest.split_once('='))
+                .unwrap_or_else(|| panic!("not an export line: {line}"));
+            (name.to_owned(), value.to_owned())
+        })
+        .collect();
+    assert_eq!(exports["SHARDFEED_GRPC__TLS_CLIENT_AUTH"], "required");
+    assert_eq!(shell_word("/srv/pki/ca.pem"), "/srv/pki/ca.pem");
+    assert_eq!(shell_word("/my pki/it's.pem"), r"'/my pki/it'\''s.pem'");
+    let settings = Settings::load_from(None, exports.clone()).expect("the exports load");
+    assert!(settings.grpc.tls_identity_files().is_some());
+
+    let dev = Settings::load_from(None, [("SHARDFEED_DEV_MODE".into(), "true".into())]).unwrap();
+    let server = shardfeed_server::grpc::GrpcServer::bind(
+        "127.0.0.1:0".parse().unwrap(),
+        settings.grpc.clone(),
+        shardfeed_server::auth::AuthLayer::from_settings(&dev).unwrap(),
+    )
+    .await
+    .unwrap();
+    let addr = server.local_addr();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let serving = tokio::spawn(server.run(async {
+        let _ = stopped.await;
+    }));
+
+    let path = |name: &str| Some(PathBuf::from(&exports[name]));
+    let client = TlsFlags {
+        ca: path(TLS_CA_VAR),
+        cert: path(TLS_CERT_VAR),
+        key: path(TLS_KEY_VAR),
+        domain: None,
+    };
+    // The CLI's default URL scheme, upgraded by the flags; 127.0.0.1 is in the certificate.
+    let url = format!("http://{addr}");
+    // Health needs no token; the channels carry one all the same.
+    let bearer = crate::client::bearer(&dev).unwrap();
+    let channels = Channels::connect(&url, &client, 2, "test server", &bearer)
+        .await
+        .unwrap();
+    for i in 0..2 {
+        shardfeed_testkit::wait_for_health(
+            &channels.raw(i),
+            "",
+            shardfeed_testkit::ServingStatus::Serving,
+            Duration::from_secs(10),
+        )
+        .await
+        .unwrap();
+    }
+    // The extra name is in it too.
+    let by_name = TlsFlags {
+        domain: Some("feeds.internal".into()),
+        ..client.clone()
+    };
+    let channel = Channels::connect(&url, &by_name, 1, "test server", &bearer)
+        .await
+        .unwrap();
+    shardfeed_testkit::health(&channel.raw(0), "")
+        .await
+        .unwrap();
+    // Without the client certificate the server refuses, and so does a name not in it.
+    let anonymous = TlsFlags {
+        cert: None,
+        key: None,
+        ..client.clone()
+    };
+    let refused = async {
+        let channels = Channels::connect(&url, &anonymous, 1, "test server", &bearer).await?;
+        anyhow::Ok(shardfeed_testkit::health(&channels.raw(0), "").await?)
+    };
+    assert!(refused.await.is_err(), "no client certificate got through");
+    let wrong_name = TlsFlags {
+        domain: Some("elsewhere.internal".into()),
+        ..client.clone()
+    };
+    assert!(
+        Channels::connect(&url, &wrong_name, 1, "test server", &bearer)
+            .await
+            .is_err()
+    );
+
+    let _ = stop.send(());
+    serving.await.unwrap().unwrap();
+}

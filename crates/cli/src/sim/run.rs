@@ -18,7 +18,9 @@ use super::figures::{RunFigures, RunJson, Workload};
 use super::population::{load_population, settle};
 use super::report;
 use super::workload::{describe, follow_graph};
-use crate::client::{connect_postgres, connect_redis, Channels, IngestFlag, PostgresFlag};
+use crate::client::{
+    connect_postgres, connect_redis, Channels, IngestFlag, PostgresFlag, TlsFlags,
+};
 use crate::popularity::Popularity;
 
 /// Page size of every feed and profile view, as an app would ask.
@@ -31,6 +33,10 @@ pub struct SimArgs {
     /// The ingest service: the population is loaded through its API.
     #[command(flatten)]
     pub ingest: IngestFlag,
+    /// TLS to the ingest service, and to the simulation's own aggregator when the settings
+    /// (`grpc.tls_*`) have it serve TLS.
+    #[command(flatten)]
+    pub tls: TlsFlags,
     /// Users in the simulated network (every user is also an author).
     #[arg(long, default_value_t = 2000)]
     pub users: usize,
@@ -143,7 +149,14 @@ pub async fn run(args: SimArgs) -> anyhow::Result<()> {
     args.validate()?;
     let settings = Settings::load()?;
     let bearer = crate::client::bearer(&settings)?;
-    let ingest = Channels::connect(&args.ingest.url, CHANNELS, "ingest service", &bearer).await?;
+    let ingest = Channels::connect(
+        &args.ingest.url,
+        &args.tls,
+        CHANNELS,
+        "ingest service",
+        &bearer,
+    )
+    .await?;
     let pg = connect_postgres(&args.postgres.config(&settings)?).await?;
     let redis = connect_redis(&settings).await?;
 
@@ -215,13 +228,15 @@ async fn measure(args: &SimArgs, world: &World, on: bool) -> anyhow::Result<RunF
     let server = tokio::spawn(app.run_until_stopped(async {
         let _ = stopped.await;
     }));
-    let channels = Channels::connect(
-        &format!("http://{addr}"),
-        CHANNELS,
-        "aggregator",
-        &world.bearer,
-    )
-    .await?;
+    // It serves as the settings say: TLS when grpc.tls_* is set.
+    let scheme = if world.settings.grpc.tls_identity_files().is_some() {
+        "https"
+    } else {
+        "http"
+    };
+    let url = format!("{scheme}://{addr}");
+    let channels =
+        Channels::connect(&url, &args.tls, CHANNELS, "aggregator", &world.bearer).await?;
     wait_ready(&channels, world.users[0]).await?;
 
     eprintln!(

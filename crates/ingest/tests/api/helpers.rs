@@ -12,7 +12,7 @@ use shardfeed_proto::v1::{
 };
 use shardfeed_server::Settings;
 use shardfeed_testkit::{InProcessServer, PgServer, ServingStatus, TestDb};
-use tonic::transport::Channel;
+use tonic::transport::{Channel, ClientTlsConfig};
 
 pub struct TestApp {
     pub db: TestDb,
@@ -88,6 +88,20 @@ impl TestApp {
     }
 
     pub async fn spawn_with(db: TestDb, extra: &[(&str, &str)]) -> TestApp {
+        Self::spawn_connected(db, extra, None).await
+    }
+
+    /// A server with `extra` settings that serve TLS (`SHARDFEED_GRPC__TLS_*`), reached
+    /// through `tls`.
+    pub async fn spawn_tls(db: TestDb, extra: &[(&str, &str)], tls: ClientTlsConfig) -> TestApp {
+        Self::spawn_connected(db, extra, Some(tls)).await
+    }
+
+    async fn spawn_connected(
+        db: TestDb,
+        extra: &[(&str, &str)],
+        tls: Option<ClientTlsConfig>,
+    ) -> TestApp {
         let settings = settings(&db, extra);
         let layout = CacheLayout::new(settings.redis.namespace.clone());
         let cache_settings = settings.cache.clone();
@@ -97,9 +111,13 @@ impl TestApp {
                 .await
                 .expect("connect to the Redis Cluster");
         let app = Application::build(settings).await.expect("ingest builds");
-        let server = InProcessServer::start(app.local_addr(), |s| app.run_until_stopped(s))
-            .await
-            .expect("start the test server");
+        let addr = app.local_addr();
+        let run = |s| app.run_until_stopped(s);
+        let server = match tls {
+            None => InProcessServer::start(addr, run).await,
+            Some(tls) => InProcessServer::start_tls(addr, tls, run).await,
+        }
+        .expect("start the test server");
         let channel = server.channel.clone();
         let service = shardfeed_testkit::auth::as_service(channel.clone(), &replica_settings);
         TestApp {
@@ -290,6 +308,11 @@ impl TestApp {
             .await
             .expect("count users")
             .get(0)
+    }
+
+    /// Where the server listens.
+    pub fn addr(&self) -> std::net::SocketAddr {
+        self.server.addr
     }
 
     /// Stops the server as SIGTERM would and returns how it ended.

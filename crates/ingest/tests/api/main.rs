@@ -11,4 +11,5 @@ mod helpers;
 mod outbox;
 mod posts;
 mod server;
+mod tls;
 mod users;

@@ -13,8 +13,8 @@ use tonic_types::{ErrorDetails, StatusExt};
 use tower::{Layer, Service};
 use tracing::Instrument;
 
-use super::{limits::Limits, policy, AuthError, Caller, Verifier};
-use crate::config::{ConfigError, Settings};
+use super::{limits::Limits, policy, AuthError, Caller, Proof, Role, Verifier};
+use crate::config::{ClientCertRole, ConfigError, Settings};
 
 /// Installs [`AuthService`] around the router.
 #[derive(Clone)]
@@ -25,20 +25,32 @@ pub struct AuthLayer {
 struct State {
     verifier: Verifier,
     limits: Limits,
+    /// The role of a caller known by its client certificate alone; `None`: a token always.
+    cert_role: Option<Role>,
 }
 
 impl AuthLayer {
-    pub fn new(verifier: Verifier, limits: Limits) -> Self {
+    pub fn new(verifier: Verifier, limits: Limits, cert_role: Option<Role>) -> Self {
         AuthLayer {
-            state: Arc::new(State { verifier, limits }),
+            state: Arc::new(State {
+                verifier,
+                limits,
+                cert_role,
+            }),
         }
     }
 
-    /// The keys of `settings.auth` and the quotas of `settings.limits`.
+    /// The keys and the certificate role of `settings.auth`, the quotas of `settings.limits`.
     pub fn from_settings(settings: &Settings) -> Result<Self, ConfigError> {
+        let cert_role = match settings.auth.client_cert_role {
+            ClientCertRole::None => None,
+            ClientCertRole::Service => Some(Role::Service),
+            ClientCertRole::Admin => Some(Role::Admin),
+        };
         Ok(AuthLayer::new(
             Verifier::from_settings(settings)?,
             Limits::new(&settings.limits),
+            cert_role,
         ))
     }
 }
@@ -64,9 +76,20 @@ impl State {
     fn admit(&self, request: &http::Request<Body>) -> Result<Caller, Status> {
         let path = request.uri().path();
         let header = request.headers().get(http::header::AUTHORIZATION);
+        // A token wins; without one, a verified client certificate may stand for the caller.
+        let certified = || {
+            let role = self.cert_role?;
+            let subject = crate::tls::peer_identity(request.extensions())?;
+            Some(Caller {
+                subject,
+                role,
+                user_id: None,
+                proof: Proof::Certificate,
+            })
+        };
         let caller = match header {
             Some(value) => self.verifier.verify_header(value.as_bytes())?,
-            None => return Err(AuthError::Missing.into()),
+            None => certified().ok_or(AuthError::Missing)?,
         };
         let Some(rule) = policy::rule_of(path) else {
             return Err(Status::unimplemented(format!(

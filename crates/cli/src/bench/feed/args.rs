@@ -2,7 +2,7 @@
 
 use anyhow::bail;
 
-use crate::client::{AggregatorFlag, PostgresFlag};
+use crate::client::{AggregatorFlag, PostgresFlag, TlsFlags};
 
 /// No more seeded posts than this in one run (they are held in memory to check every answer).
 const MAX_POSTS: u64 = 50_000_000;
@@ -13,6 +13,9 @@ pub struct FeedBenchArgs {
     #[command(flatten)]
     #[serde(skip)]
     pub aggregator: AggregatorFlag,
+    #[command(flatten)]
+    #[serde(skip)]
+    pub tls: TlsFlags,
     #[command(flatten)]
     #[serde(skip)]
     pub postgres: PostgresFlag,

@@ -89,8 +89,14 @@ async fn run_once(args: &FeedBenchArgs) -> anyhow::Result<Results> {
         args.channels
     );
     let bearer = crate::client::bearer(&settings)?;
-    let channels =
-        Channels::connect(aggregator, args.channels as usize, "aggregator", &bearer).await?;
+    let channels = Channels::connect(
+        aggregator,
+        &args.tls,
+        args.channels as usize,
+        "aggregator",
+        &bearer,
+    )
+    .await?;
     probe_aggregator(channels.get(0), aggregator).await?;
     let pg_config = args.postgres.config(&settings)?;
     eprintln!("bench feed: PostgreSQL {}", describe_postgres(&pg_config));

@@ -24,7 +24,9 @@ use shardfeed_server::Settings;
 use self::ops::{BareInsert, CreatePost};
 use self::report::report;
 use self::setup::{clean_up, create_bare_table, create_users, first_create_post, Created};
-use crate::client::{connect_postgres, describe_postgres, Channels, IngestFlag, PostgresFlag};
+use crate::client::{
+    connect_postgres, describe_postgres, Channels, IngestFlag, PostgresFlag, TlsFlags,
+};
 use crate::measure::{closed_loop, median_by, Summary, Timing};
 
 /// The floor's table: created by the bench, dropped at the end.
@@ -40,6 +42,9 @@ pub struct IngestBenchArgs {
     #[command(flatten)]
     #[serde(skip)]
     ingest: IngestFlag,
+    #[command(flatten)]
+    #[serde(skip)]
+    tls: TlsFlags,
     #[command(flatten)]
     #[serde(skip)]
     postgres: PostgresFlag,
@@ -107,6 +112,7 @@ pub async fn run(args: IngestBenchArgs) -> anyhow::Result<()> {
         Some(
             Channels::connect(
                 &args.ingest.url,
+                &args.tls,
                 args.channels as usize,
                 "ingest service",
                 &bearer,

@@ -216,9 +216,15 @@ mod tests {
                 .serve_with_incoming(incoming),
         );
         let bearer = shardfeed_proto::auth::Bearer::new("stub-token").unwrap();
-        Channels::connect(&format!("http://{addr}"), 1, "stub", &bearer)
-            .await
-            .unwrap()
+        Channels::connect(
+            &format!("http://{addr}"),
+            &crate::client::TlsFlags::default(),
+            1,
+            "stub",
+            &bearer,
+        )
+        .await
+        .unwrap()
     }
 
     async fn first_call_error(stub: Stub) -> Option<String> {
