@@ -161,6 +161,9 @@ pub struct PagingSettings {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AuthSettings {
+    /// Off, every request is made as an anonymous admin: for measuring what authentication
+    /// costs (`shardfeed bench feed`), in development mode only.
+    pub enabled: bool,
     /// The `iss` every token must carry.
     pub issuer: String,
     /// The `aud` every token must carry (one of its audiences).
@@ -476,6 +479,7 @@ const DEFAULTS: &str = r#"
 dev_mode = false
 
 [auth]
+enabled = true
 issuer = "shardfeed"
 audience = "shardfeed"
 leeway_secs = 30
@@ -662,6 +666,11 @@ impl Settings {
     pub fn refuse_development_secrets(&self) -> Result<(), ConfigError> {
         if self.dev_mode {
             return Ok(());
+        }
+        if !self.auth.enabled {
+            return Err(ConfigError(
+                "auth.enabled = false admits anyone as an admin: development mode only".into(),
+            ));
         }
         let why = "it is published in the source; set your own (or dev_mode = true, \
                    SHARDFEED_DEV_MODE=true, for local development only)";

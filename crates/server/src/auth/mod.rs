@@ -67,6 +67,8 @@ pub enum Proof {
     Token,
     /// A client certificate verified by mutual TLS (`auth.client_cert_role`).
     Certificate,
+    /// None: authentication is off (`auth.enabled = false`, development mode only).
+    Nothing,
 }
 
 /// The authenticated caller of one request: in its extensions for the handlers.

@@ -89,6 +89,11 @@ pub struct FeedBenchArgs {
     #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=99))]
     #[serde(skip)]
     pub latency_rounds: u32,
+    /// Seconds of each authentication-cost phase (two aggregators in this process, auth on
+    /// and off, `--latency-rounds` alternating rounds); 0 skips them.
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(0..=600))]
+    #[serde(skip)]
+    pub auth_secs: u64,
 }
 
 impl FeedBenchArgs {

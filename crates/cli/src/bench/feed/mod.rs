@@ -9,6 +9,7 @@
 //! from the seeded data.
 
 mod args;
+mod auth_cost;
 mod dataset;
 mod figures;
 mod ops;
@@ -119,7 +120,7 @@ async fn run_once(args: &FeedBenchArgs) -> anyhow::Result<Results> {
 
     let mut created = Created::default();
     let outcome = tokio::select! {
-        outcome = run_phases(args, &channels, &stores, &mut created) => outcome,
+        outcome = run_phases(args, &settings, &bearer, &channels, &stores, &mut created) => outcome,
         _ = tokio::signal::ctrl_c() => Err(anyhow!("interrupted")),
     };
     clean_up(&stores, &created).await;
@@ -128,6 +129,8 @@ async fn run_once(args: &FeedBenchArgs) -> anyhow::Result<Results> {
 
 async fn run_phases(
     args: &FeedBenchArgs,
+    settings: &Settings,
+    bearer: &shardfeed_proto::auth::Bearer,
     channels: &Channels,
     stores: &Stores,
     created: &mut Created,
@@ -262,6 +265,18 @@ async fn run_phases(
     }
     let unloaded = median_unloaded(&unloaded_rounds).cloned();
 
+    // 2f. What authentication costs: the same warm load on two aggregators of this process
+    //     that differ in `auth.enabled` alone.
+    let auth_rounds = if args.auth_secs > 0 {
+        let timing = Timing {
+            warmup: Duration::from_secs(1),
+            duration: Duration::from_secs(args.auth_secs),
+        };
+        auth_cost::measure(args, settings, bearer, &data, timing).await?
+    } else {
+        Vec::new()
+    };
+
     Ok(Results {
         seed_postgres_s,
         seed_cache_s,
@@ -276,6 +291,7 @@ async fn run_phases(
         naive_commands,
         memory,
         unloaded_rounds,
+        auth_rounds,
         rss: aggregator_rss(args.aggregator_pid),
         plan,
     })

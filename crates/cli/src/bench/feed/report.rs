@@ -4,6 +4,7 @@
 use anyhow::{bail, Context};
 use serde::Serialize;
 
+use super::auth_cost;
 use super::figures::{round_ratio, CommandFigures};
 use super::results::{JsonSummary, Results};
 use super::{FeedBenchArgs, PAGE_SIZE, TARGET_NAIVE_P50_RATIO, TARGET_RSS_MIB, TARGET_VS_SQL};
@@ -59,6 +60,11 @@ pub fn report(args: &FeedBenchArgs, r: &Results) -> anyhow::Result<()> {
     }
     if let Some((ours, naive)) = &r.unloaded {
         for summary in [ours, naive] {
+            phases.add_row(summary_cells(summary, &["-".to_owned()]));
+        }
+    }
+    if let Some((on, off)) = r.auth_median() {
+        for summary in [on, off] {
             phases.add_row(summary_cells(summary, &["-".to_owned()]));
         }
     }
@@ -127,6 +133,27 @@ pub fn report(args: &FeedBenchArgs, r: &Results) -> anyhow::Result<()> {
         each.len(),
         each.join(", ")
     );
+    if let Some(median) = r.auth_median() {
+        let (on, off) = median;
+        let ratios: Vec<String> = json
+            .auth_round_ratios
+            .iter()
+            .map(|x| format!("{x:.3}"))
+            .collect();
+        // Closed loop at a fixed concurrency: the extra time per feed is the difference of
+        // the per-feed service times, 1/rate each.
+        let extra_us = (on.ops_per_s > 0.0 && off.ops_per_s > 0.0)
+            .then(|| (1.0 / on.ops_per_s - 1.0 / off.ops_per_s) * 1e6);
+        println!(
+            "authentication: {:.0} feeds/s with, {:.0} without ({} of it; {} of machine time              per feed; median of {} round(s): {})",
+            on.ops_per_s,
+            off.ops_per_s,
+            or_dash(auth_cost::ratio(median), |x| format!("{:.1}%", x * 100.0)),
+            or_dash(extra_us, |x| format!("{x:+.1} µs")),
+            ratios.len(),
+            ratios.join(", ")
+        );
+    }
     println!(
         "target: aggregator peak RSS <= {TARGET_RSS_MIB} MiB: {} ({})",
         or_dash(r.peak_rss_mib(), |x| format!("{x:.1} MiB")),
@@ -135,6 +162,9 @@ pub fn report(args: &FeedBenchArgs, r: &Results) -> anyhow::Result<()> {
     let mut measured = vec![&r.warm, &r.cold, &r.sql, &r.naive];
     for (ours, naive) in &r.unloaded_rounds {
         measured.extend([ours, naive]);
+    }
+    for (on, off) in &r.auth_rounds {
+        measured.extend([on, off]);
     }
     let error_lines: Vec<String> = measured.iter().flat_map(|s| s.error_lines()).collect();
     if !error_lines.is_empty() {

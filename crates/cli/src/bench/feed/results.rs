@@ -3,6 +3,7 @@
 
 use serde::Serialize;
 
+use super::auth_cost;
 use super::figures::{round_ratio, CommandFigures, MemoryFigures, Rss};
 use super::{FeedBenchArgs, PAGE_SIZE, TARGET_NAIVE_P50_RATIO, TARGET_RSS_MIB, TARGET_VS_SQL};
 use crate::measure::{round, PhaseJson, Summary};
@@ -22,6 +23,8 @@ pub struct Results {
     pub unloaded: Option<(Summary, Summary)>,
     /// Every unloaded round, in order.
     pub unloaded_rounds: Vec<(Summary, Summary)>,
+    /// Every authentication-cost round (auth on, auth off), in order.
+    pub auth_rounds: Vec<(Summary, Summary)>,
     pub warm_commands: Result<CommandFigures, String>,
     pub naive_commands: Result<CommandFigures, String>,
     pub memory: Result<MemoryFigures, String>,
@@ -39,6 +42,13 @@ impl Results {
     pub fn naive_p50_ratio(&self) -> Option<f64> {
         (self.warm.p50_ms > 0.0 && self.naive.ops_per_s > 0.0)
             .then(|| self.naive.p50_ms / self.warm.p50_ms)
+    }
+
+    /// The authentication-cost round with the median on/off ratio.
+    pub fn auth_median(&self) -> Option<&(Summary, Summary)> {
+        crate::measure::summary::median_by(&self.auth_rounds, |r| {
+            auth_cost::ratio(r).unwrap_or(0.0)
+        })
     }
 
     pub fn peak_rss_mib(&self) -> Option<f64> {
@@ -78,6 +88,12 @@ pub struct JsonSummary<'a> {
     pub unloaded_naive_p50_ratio: Option<f64>,
     pub unloaded_round_ratios: Vec<f64>,
     pub unloaded_naive_p50_met: Option<bool>,
+    /// Authentication cost, the round with the median ratio: feeds/s of an in-process
+    /// aggregator with and without it, and their ratio.
+    pub auth_on_feeds_per_s: Option<f64>,
+    pub auth_off_feeds_per_s: Option<f64>,
+    pub auth_on_off_ratio: Option<f64>,
+    pub auth_round_ratios: Vec<f64>,
     pub redis_cmds_per_feed: Option<f64>,
     pub naive_redis_cmds_per_feed: Option<f64>,
     pub aggregator_peak_rss_mib: Option<f64>,
@@ -101,6 +117,7 @@ pub struct JsonSummary<'a> {
 impl<'a> JsonSummary<'a> {
     pub fn new(args: &'a FeedBenchArgs, r: &Results) -> Self {
         let unloaded_ratio = r.unloaded.as_ref().and_then(round_ratio);
+        let auth = r.auth_median();
         let per_feed =
             |f: &Result<CommandFigures, String>| f.as_ref().ok().map(|f| round(f.per_feed(), 2));
         JsonSummary {
@@ -126,6 +143,15 @@ impl<'a> JsonSummary<'a> {
                 .map(|x| round(x, 2))
                 .collect(),
             unloaded_naive_p50_met: unloaded_ratio.map(|x| x >= TARGET_NAIVE_P50_RATIO),
+            auth_on_feeds_per_s: auth.map(|(on, _)| round(on.ops_per_s, 1)),
+            auth_off_feeds_per_s: auth.map(|(_, off)| round(off.ops_per_s, 1)),
+            auth_on_off_ratio: auth.and_then(auth_cost::ratio).map(|x| round(x, 3)),
+            auth_round_ratios: r
+                .auth_rounds
+                .iter()
+                .filter_map(auth_cost::ratio)
+                .map(|x| round(x, 3))
+                .collect(),
             redis_cmds_per_feed: per_feed(&r.warm_commands),
             naive_redis_cmds_per_feed: per_feed(&r.naive_commands),
             aggregator_peak_rss_mib: r.peak_rss_mib().map(|x| round(x, 1)),
@@ -198,6 +224,11 @@ mod tests {
             naive: phase("naive", 500.0, 12.0),
             unloaded: None,
             unloaded_rounds: Vec::new(),
+            auth_rounds: vec![
+                (phase("on", 2900.0, 1.3), phase("off", 3000.0, 1.2)),
+                (phase("on", 1000.0, 1.3), phase("off", 2000.0, 1.2)),
+                (phase("on", 2970.0, 1.3), phase("off", 3000.0, 1.2)),
+            ],
             warm_commands: Err("not measured".to_owned()),
             naive_commands: Err("not measured".to_owned()),
             memory: Err("not measured".to_owned()),
@@ -219,6 +250,10 @@ mod tests {
         assert_eq!(json["naive_p50_met"], false);
         assert!(json["rss_met"].is_null() && json["redis_cmds_per_feed"].is_null());
         assert_eq!(json["seed_postgres_s"], 1.0);
+        // The median of the rounds' on/off ratios (0.5, 0.967, 0.99) is the first round's.
+        assert_eq!(json["auth_on_off_ratio"], 0.967);
+        assert_eq!(json["auth_on_feeds_per_s"], 2900.0);
+        assert_eq!(json["auth_off_feeds_per_s"], 3000.0);
         for (key, value) in [
             ("users", 500.0),
             ("followees", 100.0),
