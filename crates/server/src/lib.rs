@@ -1,6 +1,7 @@
 //! The frame both shardfeed services run in: the typed configuration ([`config`]), telemetry,
 //! the error → gRPC status mapping ([`error`]), deadlines, signed page tokens ([`paging`]), the
-//! store clients ([`postgres`]: the pool and the migrations; [`redis`]: the cluster client), and
+//! store clients ([`postgres`]: the pool and the migrations; [`redis`]: the cluster client; both
+//! authenticated, with TLS as an option: [`tls`]), and
 //! the gRPC server builder with health, reflection, limits and graceful shutdown ([`grpc`]).
 
 #![forbid(unsafe_code)]
@@ -14,6 +15,7 @@ pub mod postgres;
 pub mod redis;
 pub mod shutdown;
 pub mod telemetry;
+pub mod tls;
 
 pub use config::Settings;
 pub use error::{ApiError, ApiResult};
