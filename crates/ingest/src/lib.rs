@@ -51,7 +51,7 @@ impl Application {
     /// is down, and the outbox catches the cache up) and binds `ingest.listen_addr`.
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
         if settings.ingest.run_migrations {
-            let applied = postgres::run_migrations(settings.postgres.url()).await?;
+            let applied = postgres::run_migrations(&settings.postgres).await?;
             tracing::info!(?applied, "migrations up to date");
         }
         let pool = postgres::pool(&settings.postgres)?;

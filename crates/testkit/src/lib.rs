@@ -26,6 +26,7 @@
 //! # }
 //! ```
 
+mod certs;
 mod dirs;
 mod poll;
 mod ports;
@@ -41,11 +42,12 @@ mod state;
 mod sys;
 mod testdb;
 
+pub use certs::TestCertificates;
 pub use dirs::{base_dir, log_tail, remove_stale_dirs};
 pub use poll::{eventually, health, wait_for_health, ServingStatus};
 pub use postgres::{kept_data_dir, PgServer, BINDIR_VAR};
 pub use process::{ProcState, ProcessId};
-pub use redis::{RedisCluster, RedisNode};
+pub use redis::{RedisCluster, RedisCredentials, RedisNode};
 pub use server::{InProcessServer, Shutdown};
 pub use shared::{shared, unique_namespace, SharedStores};
 pub use state::{Record, StateDir};

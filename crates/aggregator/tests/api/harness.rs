@@ -38,7 +38,7 @@ impl Harness {
         HarnessBuilder {
             timeline_len: 800,
             aggregator_pg: None,
-            redis_nodes: None,
+            redis: None,
             settings: Vec::new(),
         }
     }
@@ -217,7 +217,8 @@ pub(crate) fn unreachable_postgres() -> String {
         .local_addr()
         .unwrap()
         .port();
-    format!("postgres://shardfeed@127.0.0.1:{port}/x")
+    // No server there: the password is never checked.
+    format!("postgres://shardfeed:unchecked@127.0.0.1:{port}/x")
 }
 
 pub(crate) fn flat(pages: &[Vec<i64>]) -> Vec<i64> {
@@ -228,7 +229,8 @@ pub(crate) fn flat(pages: &[Vec<i64>]) -> Vec<i64> {
 pub(crate) struct HarnessBuilder {
     timeline_len: usize,
     aggregator_pg: Option<String>,
-    redis_nodes: Option<Vec<String>>,
+    /// The settings of a test's own cluster (nodes and credentials).
+    redis: Option<Vec<(String, String)>>,
     settings: Vec<(String, String)>,
 }
 
@@ -246,9 +248,9 @@ impl HarnessBuilder {
         self
     }
 
-    /// The Redis Cluster of `nodes` (a test's own, to break) instead of the shared one.
-    pub(crate) fn redis(mut self, nodes: &[String]) -> Self {
-        self.redis_nodes = Some(nodes.to_vec());
+    /// `cluster` (a test's own, to break) instead of the shared one.
+    pub(crate) fn redis(mut self, cluster: &shardfeed_testkit::RedisCluster) -> Self {
+        self.redis = Some(cluster.settings_env());
         self
     }
 
@@ -267,15 +269,14 @@ impl HarnessBuilder {
 
     pub(crate) async fn start(self) -> Harness {
         let db = TestDb::new().await.unwrap();
-        let redis_nodes = self
-            .redis_nodes
-            .unwrap_or_else(|| shardfeed_testkit::shared().redis.seed_nodes());
+        let redis = self
+            .redis
+            .unwrap_or_else(|| shardfeed_testkit::shared().redis.settings_env());
         let env = [
             (
                 "SHARDFEED_POSTGRES__URL",
                 self.aggregator_pg.unwrap_or_else(|| db.url().to_string()),
             ),
-            ("SHARDFEED_REDIS__NODES", redis_nodes.join(",")),
             ("SHARDFEED_REDIS__COMMAND_TIMEOUT_MS", "500".to_string()),
             (
                 "SHARDFEED_REDIS__NAMESPACE",
@@ -292,6 +293,7 @@ impl HarnessBuilder {
         ]
         .map(|(k, v)| (k.to_string(), v))
         .into_iter()
+        .chain(redis)
         .chain(self.settings);
         let settings = Settings::load_from(None, env).unwrap();
         let kept = settings.clone();
@@ -310,10 +312,7 @@ impl HarnessBuilder {
         let server = InProcessServer::start(app.local_addr(), |s| app.run_until_stopped(s))
             .await
             .unwrap();
-        let (sql, conn) = tokio_postgres::connect(db.url(), tokio_postgres::NoTls)
-            .await
-            .unwrap();
-        tokio::spawn(conn);
+        let sql = db.connect().await.unwrap();
         Harness {
             db,
             settings: kept,

@@ -7,6 +7,8 @@ use tonic_health::pb::{
     health_check_response::ServingStatus, health_client::HealthClient, HealthCheckRequest,
 };
 
+use shardfeed_server::config::PostgresSettings;
+
 use crate::helpers::TestApp;
 
 #[tokio::test]
@@ -110,10 +112,12 @@ async fn ingest_applies_migrations_at_start_up_when_asked() {
     // An empty database, not the migrated template.
     let pg = &shardfeed_testkit::shared().pg;
     let name = format!("empty_{:08x}", rand::random::<u32>());
-    let (admin, conn) = tokio_postgres::connect(&pg.url("postgres"), tokio_postgres::NoTls)
-        .await
-        .unwrap();
-    tokio::spawn(conn);
+    let connect = |url: String| async move {
+        shardfeed_server::postgres::connect(&PostgresSettings::from_url(url))
+            .await
+            .unwrap()
+    };
+    let admin = connect(pg.url("postgres")).await;
     admin
         .batch_execute(&format!("CREATE DATABASE {name}"))
         .await
@@ -130,10 +134,7 @@ async fn ingest_applies_migrations_at_start_up_when_asked() {
         shardfeed_server::Settings::load_from(None, env).unwrap()
     };
     let users_table_exists = || async {
-        let (client, conn) = tokio_postgres::connect(&pg.url(&name), tokio_postgres::NoTls)
-            .await
-            .unwrap();
-        tokio::spawn(conn);
+        let client = connect(pg.url(&name)).await;
         let row = client
             .query_one("SELECT to_regclass('public.users') IS NOT NULL", &[])
             .await
@@ -165,4 +166,86 @@ async fn ingest_applies_migrations_at_start_up_when_asked() {
         .batch_execute(&format!("DROP DATABASE {name} WITH (FORCE)"))
         .await
         .unwrap();
+}
+
+/// Start-up with credentials the stores refuse: a clear error naming the settings, never the
+/// secret.
+#[tokio::test]
+async fn a_refused_redis_login_stops_start_up_naming_the_settings() {
+    let db = shardfeed_testkit::TestDb::new().await.unwrap();
+    let right = shardfeed_testkit::shared()
+        .redis
+        .credentials()
+        .password
+        .clone();
+    let refusal = |settings: shardfeed_server::Settings| async move {
+        match shardfeed_ingest::Application::build(settings).await {
+            Ok(_) => panic!("ingest started with credentials the cluster refuses"),
+            Err(err) => format!("{err:#}"),
+        }
+    };
+
+    let wrong = crate::helpers::settings(&db, &[("SHARDFEED_REDIS__PASSWORD", "not-the-password")]);
+    let err = refusal(wrong).await;
+    assert!(
+        err.contains("WRONGPASS") && err.contains("redis.password"),
+        "{err}"
+    );
+    assert!(
+        !err.contains("not-the-password") && !err.contains(&right),
+        "{err}"
+    );
+
+    let mut anonymous = crate::helpers::settings(&db, &[]);
+    anonymous.redis.username = None;
+    anonymous.redis.password = None;
+    let err = refusal(anonymous).await;
+    assert!(
+        err.contains("NOAUTH") && err.contains("redis.username"),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn a_refused_postgres_login_names_authentication_and_never_serves() {
+    let pg = &shardfeed_testkit::shared().pg;
+    let db = shardfeed_testkit::TestDb::new().await.unwrap();
+    let url = pg.url_as(pg.user(), "not-the-password", db.name());
+
+    // Migrating at start-up: start-up fails.
+    let migrating = crate::helpers::settings(
+        &db,
+        &[
+            ("SHARDFEED_POSTGRES__URL", &url),
+            ("SHARDFEED_INGEST__RUN_MIGRATIONS", "true"),
+        ],
+    );
+    let err = match shardfeed_ingest::Application::build(migrating).await {
+        Ok(_) => panic!("ingest migrated with a wrong password"),
+        Err(err) => format!("{err:#}"),
+    };
+    assert!(
+        err.contains("authentication failed") && err.contains("postgres.url"),
+        "{err}"
+    );
+    assert!(
+        !err.contains("not-the-password") && !err.contains(pg.password()),
+        "{err}"
+    );
+
+    // Not migrating: it starts (the pool connects lazily) but never reports SERVING.
+    let app = crate::helpers::TestApp::spawn_with(db, &[("SHARDFEED_POSTGRES__URL", &url)]).await;
+    let deadline = Instant::now() + Duration::from_secs(2);
+    let mut last = None;
+    while Instant::now() < deadline {
+        let status = shardfeed_testkit::health(&app.channel, "").await.unwrap();
+        assert_ne!(
+            status,
+            ServingStatus::Serving,
+            "SERVING with a refused login"
+        );
+        last = Some(status);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(last, Some(ServingStatus::NotServing));
 }
