@@ -249,3 +249,70 @@ async fn a_refused_postgres_login_names_authentication_and_never_serves() {
     }
     assert_eq!(last, Some(ServingStatus::NotServing));
 }
+
+/// `redis.tls`: against a cluster that speaks TLS (a test CA's certificate for 127.0.0.1), the
+/// services' client routes over TLS to every master, and ingest warms the cache through it. A
+/// client without TLS, or one that trusts the platform's roots alone, gets nowhere.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_redis_client_speaks_tls_to_a_tls_cluster() {
+    use fred::interfaces::{ClusterInterface, KeysInterface};
+    let certs = shardfeed_testkit::TestCertificates::for_localhost().unwrap();
+    let cluster =
+        tokio::task::spawn_blocking(move || shardfeed_testkit::RedisCluster::start_tls(&certs))
+            .await
+            .unwrap()
+            .unwrap();
+    let env = cluster.settings_env();
+    assert!(env.contains(&("SHARDFEED_REDIS__TLS".into(), "true".into())));
+    let settings = shardfeed_server::Settings::load_from(None, env.clone()).unwrap();
+    assert_eq!(settings.redis.nodes, cluster.tls_seed_nodes());
+
+    let redis = shardfeed_server::redis::connect_and_wait(&settings.redis, Duration::from_secs(10))
+        .await
+        .expect("a TLS connection to the cluster");
+    // Keys on every master: the topology names the TLS ports, and each is reached over TLS.
+    let routing = redis.cached_cluster_state().expect("the cluster's routing");
+    let masters: std::collections::BTreeSet<String> = routing
+        .unique_primary_nodes()
+        .iter()
+        .map(|server| format!("{}:{}", server.host, server.port))
+        .collect();
+    assert_eq!(
+        masters,
+        cluster.tls_seed_nodes().into_iter().collect(),
+        "routed to the TLS ports"
+    );
+    for i in 0..30 {
+        let key = format!("tls-check-{i}");
+        let _: () = redis.set(&key, i, None, None, false).await.unwrap();
+        let back: i64 = redis.get(&key).await.unwrap();
+        assert_eq!(back, i);
+    }
+
+    // The ingest service on it: a post is warmed into the cache over TLS.
+    let db = shardfeed_testkit::TestDb::new().await.unwrap();
+    let extra: Vec<(&str, &str)> = env
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .chain(crate::helpers::FAST_PATH_ONLY.iter().copied())
+        // No replicas to WAIT for.
+        .chain([("SHARDFEED_CACHE__MIN_REPLICA_ACKS", "0")])
+        .collect();
+    let app = TestApp::spawn_with(db, &extra).await;
+    let author = app.create_user("tls_author", "TLS").await;
+    let post = app.create_post(author.user_id, "over TLS").await;
+    // The app's own client of the cluster is a TLS one too.
+    assert_eq!(app.timeline_ids(author.user_id).await, vec![post.post_id]);
+
+    // Without TLS, or trusting the platform's roots instead of the test CA: no connection.
+    let mut plain = settings.redis.clone();
+    plain.tls = false;
+    plain.tls_ca_file = None;
+    let mut unverified = settings.redis.clone();
+    unverified.tls_ca_file = None;
+    for (what, settings) in [("plain", plain), ("platform roots", unverified)] {
+        let refused =
+            shardfeed_server::redis::connect_and_wait(&settings, Duration::from_secs(3)).await;
+        assert!(refused.is_err(), "{what} connected to the TLS ports");
+    }
+}

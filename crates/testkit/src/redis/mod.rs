@@ -17,6 +17,7 @@ use rand::Rng;
 use wait_timeout::ChildExt;
 
 pub use node::RedisNode;
+use node::TlsFiles;
 use topology::{
     check_topology, info_field, parse_cluster_nodes, wait_until, ClusterNode, SlotOwners, SLOTS,
 };
@@ -108,6 +109,8 @@ pub struct RedisCluster {
     /// Holds `cluster-create.log` (and a test cluster's node dirs).
     root: PathBuf,
     credentials: Arc<RedisCredentials>,
+    /// The CA file of a TLS cluster.
+    tls_ca: Option<PathBuf>,
     /// A test cluster's instance dir.
     _dir: Option<InstanceDir>,
 }
@@ -131,21 +134,52 @@ impl RedisCluster {
     /// `cluster_state:ok`, every replica is attached to its master, and every node lists every
     /// replica in `CLUSTER SLOTS`.
     pub fn start_with(masters: usize, replicas_per_master: usize) -> anyhow::Result<RedisCluster> {
+        RedisCluster::start_inner(masters, replicas_per_master, None)
+    }
+
+    /// 3 masters without replicas that also speak TLS, with `certs` (for 127.0.0.1) on their
+    /// client ports and their cluster bus: [`RedisCluster::tls_seed_nodes`] and
+    /// [`RedisCluster::settings_env`] name the TLS ports, where `CLUSTER SLOTS` names the TLS
+    /// ports too. The plain ports stay for the testkit's own admin commands.
+    pub fn start_tls(certs: &crate::TestCertificates) -> anyhow::Result<RedisCluster> {
+        RedisCluster::start_inner(3, 0, Some(certs))
+    }
+
+    fn start_inner(
+        masters: usize,
+        replicas_per_master: usize,
+        certs: Option<&crate::TestCertificates>,
+    ) -> anyhow::Result<RedisCluster> {
         ensure!(
             masters >= 3,
             "a Redis Cluster needs at least 3 masters (redis-cli --cluster create refuses fewer)"
         );
         let dir = InstanceDir::create("redis")?;
         let credentials = Arc::new(RedisCredentials::random());
+        let tls = certs
+            .map(|certs| -> anyhow::Result<Arc<TlsFiles>> {
+                let file = |name: &str, pem: &str| -> anyhow::Result<PathBuf> {
+                    let path = dir.path().join(name);
+                    fs::write(&path, pem).with_context(|| format!("writing {}", path.display()))?;
+                    Ok(path)
+                };
+                Ok(Arc::new(TlsFiles {
+                    cert: file("tls-cert.pem", &certs.cert_pem)?,
+                    key: file("tls-key.pem", &certs.key_pem)?,
+                    ca: file("tls-ca.pem", &certs.ca_pem)?,
+                }))
+            })
+            .transpose()?;
         let total = masters * (1 + replicas_per_master);
         let nodes = (0..total)
-            .map(|_| RedisNode::start(dir.path(), &credentials))
+            .map(|_| RedisNode::start(dir.path(), &credentials, tls.as_ref()))
             .collect::<anyhow::Result<Vec<_>>>()?;
         // From here on, dropping `cluster` on an error cleans everything up.
         let cluster = RedisCluster {
             nodes,
             root: dir.path().to_owned(),
             credentials,
+            tls_ca: tls.map(|files| files.ca.clone()),
             _dir: Some(dir),
         };
         cluster.create(replicas_per_master)?;
@@ -239,6 +273,7 @@ impl RedisCluster {
             nodes,
             root: dir.to_owned(),
             credentials,
+            tls_ca: None,
             _dir: None,
         })
     }
@@ -287,15 +322,30 @@ impl RedisCluster {
         &self.credentials
     }
 
-    /// The settings (`SHARDFEED_REDIS__NODES`, `__USERNAME`, `__PASSWORD`) that point a
-    /// service or a client at this cluster.
+    /// The settings (`SHARDFEED_REDIS__NODES`, `__USERNAME`, `__PASSWORD`; for a TLS cluster
+    /// its TLS ports, `__TLS` and `__TLS_CA_FILE`) that point a service or a client at this
+    /// cluster.
     pub fn settings_env(&self) -> Vec<(String, String)> {
-        let mut env = vec![(
-            "SHARDFEED_REDIS__NODES".to_owned(),
-            self.seed_nodes().join(","),
-        )];
+        let nodes = match &self.tls_ca {
+            Some(_) => self.tls_seed_nodes(),
+            None => self.seed_nodes(),
+        };
+        let mut env = vec![("SHARDFEED_REDIS__NODES".to_owned(), nodes.join(","))];
         env.extend(self.credentials.settings_env());
+        if let Some(ca) = &self.tls_ca {
+            env.push(("SHARDFEED_REDIS__TLS".to_owned(), "true".to_owned()));
+            env.push((
+                "SHARDFEED_REDIS__TLS_CA_FILE".to_owned(),
+                ca.to_string_lossy().into_owned(),
+            ));
+        }
         env
+    }
+
+    /// `127.0.0.1:{tls port}` of every node of a [`RedisCluster::start_tls`] cluster (none
+    /// for another).
+    pub fn tls_seed_nodes(&self) -> Vec<String> {
+        self.nodes.iter().filter_map(RedisNode::tls_addr).collect()
     }
 
     /// Every node, in start order; their roles change with failovers (see `masters`).

@@ -37,9 +37,28 @@ pub struct RedisNode {
     log: PathBuf,
     lifetime: Lifetime,
     credentials: Arc<RedisCredentials>,
+    /// The TLS port and files of a node of [`super::RedisCluster::start_tls`].
+    tls: Option<NodeTls>,
     /// `None` once killed.
     proc: Mutex<Option<Proc>>,
     _lease: Option<PortLease>,
+    _tls_lease: Option<PortLease>,
+}
+
+/// Where a TLS node listens for TLS clients (its cluster bus is this port + 10000, encrypted
+/// too), and its certificate, key and the CA it trusts.
+#[derive(Debug, Clone)]
+pub(super) struct NodeTls {
+    pub(super) port: u16,
+    pub(super) files: Arc<TlsFiles>,
+}
+
+/// PEM files in a cluster's dir.
+#[derive(Debug)]
+pub(super) struct TlsFiles {
+    pub(super) cert: PathBuf,
+    pub(super) key: PathBuf,
+    pub(super) ca: PathBuf,
 }
 
 impl RedisNode {
@@ -47,10 +66,13 @@ impl RedisNode {
     pub(super) fn start(
         cluster_dir: &Path,
         credentials: &Arc<RedisCredentials>,
+        tls: Option<&Arc<TlsFiles>>,
     ) -> anyhow::Result<RedisNode> {
         let mut last_err = None;
         for _ in 0..10 {
-            let lease = PortLease::acquire(true)?;
+            // A TLS node's cluster bus is its TLS port + 10000.
+            let lease = PortLease::acquire(tls.is_none())?;
+            let tls_lease = tls.map(|_| PortLease::acquire(true)).transpose()?;
             let dir = cluster_dir.join(lease.port().to_string());
             std::fs::create_dir(&dir).with_context(|| format!("creating {}", dir.display()))?;
             let node = RedisNode {
@@ -59,8 +81,13 @@ impl RedisNode {
                 dir: dir.clone(),
                 lifetime: Lifetime::Test,
                 credentials: credentials.clone(),
+                tls: tls.zip(tls_lease.as_ref()).map(|(files, lease)| NodeTls {
+                    port: lease.port(),
+                    files: files.clone(),
+                }),
                 proc: Mutex::new(None),
                 _lease: Some(lease),
+                _tls_lease: tls_lease,
             };
             match node.launch() {
                 Ok(proc) => {
@@ -95,8 +122,10 @@ impl RedisNode {
             log,
             lifetime,
             credentials: credentials.clone(),
+            tls: None,
             proc: Mutex::new(proc),
             _lease: None,
+            _tls_lease: None,
         }
     }
 
@@ -113,6 +142,13 @@ impl RedisNode {
     /// `127.0.0.1:{port}`, as the node is known in the cluster.
     pub fn addr(&self) -> String {
         format!("127.0.0.1:{}", self.port)
+    }
+
+    /// `127.0.0.1:{tls port}` of a node of [`super::RedisCluster::start_tls`].
+    pub fn tls_addr(&self) -> Option<String> {
+        self.tls
+            .as_ref()
+            .map(|tls| format!("127.0.0.1:{}", tls.port))
     }
 
     /// The redis-server's pid, unless it was killed.
@@ -227,6 +263,18 @@ impl RedisNode {
                 // new cluster's replication offsets are 0, and nodes leave replicas at offset 0
                 // out of CLUSTER SLOTS (see `check_slots_list_replicas`).
                 .args(["--repl-ping-replica-period", "1"]);
+            if let Some(tls) = &self.tls {
+                cmd.args(["--tls-port", &tls.port.to_string()])
+                    .arg("--tls-cert-file")
+                    .arg(&tls.files.cert)
+                    .arg("--tls-key-file")
+                    .arg(&tls.files.key)
+                    .arg("--tls-ca-cert-file")
+                    .arg(&tls.files.ca)
+                    // The bus too; clients need no certificate of their own.
+                    .args(["--tls-cluster", "yes", "--tls-replication", "yes"])
+                    .args(["--tls-auth-clients", "no"]);
+            }
             if self.lifetime.is_kept() {
                 // Every shardfeed key has a TTL; under memory pressure the least recently used
                 // go first (docs/cache.md explains why readers tolerate a partly evicted
