@@ -4,13 +4,12 @@
 //! as.
 
 use std::path::PathBuf;
-use std::str::FromStr;
 use std::time::Duration;
 
 use anyhow::Context;
 use shardfeed_proto::auth::{with_bearer, AuthChannel, Bearer};
+use shardfeed_server::config::PostgresSettings;
 use shardfeed_server::{auth::Role, Settings};
-use tokio_postgres::NoTls;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 
 use crate::measure::driver::OP_TIMEOUT;
@@ -79,7 +78,7 @@ pub struct AggregatorFlag {
 #[derive(clap::Args, Debug, Clone)]
 pub struct PostgresFlag {
     /// The stack's PostgreSQL [default: postgres.url of the settings, i.e.
-    /// SHARDFEED_POSTGRES__URL or postgres://shardfeed@127.0.0.1:54329/shardfeed].
+    /// SHARDFEED_POSTGRES__URL or the local stack's]. TLS as postgres.tls says.
     #[arg(
         id = "postgres_url",
         long = "postgres-url",
@@ -89,9 +88,9 @@ pub struct PostgresFlag {
 }
 
 impl PostgresFlag {
-    /// The flag's URL, else the settings' one.
-    pub fn config(&self, settings: &Settings) -> anyhow::Result<tokio_postgres::Config> {
-        postgres_config(self.url.as_deref().unwrap_or(settings.postgres.url()))
+    /// The flag's URL, else the settings' one; TLS and timeouts from the settings.
+    pub fn config(&self, settings: &Settings) -> anyhow::Result<PostgresTarget> {
+        postgres_target(&settings.postgres, self.url.as_deref())
     }
 }
 
@@ -190,6 +189,14 @@ impl TlsFlags {
     }
 }
 
+/// Where and how the CLI connects to PostgreSQL: the parsed URL, and the settings whose TLS
+/// it is made with.
+#[derive(Debug, Clone)]
+pub struct PostgresTarget {
+    pub config: tokio_postgres::Config,
+    settings: PostgresSettings,
+}
+
 /// HTTP/2 connections to one service, handed out round-robin to the workers; every call on
 /// them carries the same bearer token.
 #[derive(Debug, Clone)]
@@ -277,18 +284,25 @@ pub fn pg_error(err: tokio_postgres::Error) -> OpError {
     }
 }
 
-pub fn postgres_config(url: &str) -> anyhow::Result<tokio_postgres::Config> {
-    let mut config = tokio_postgres::Config::from_str(url)
-        .context("the PostgreSQL URL (--postgres-url or postgres.url) is not valid")?;
-    if config.get_connect_timeout().is_none() {
-        config.connect_timeout(Duration::from_secs(3));
+/// `settings` with `url` instead of theirs (the settings' own when `None`).
+pub fn postgres_target(
+    settings: &PostgresSettings,
+    url: Option<&str>,
+) -> anyhow::Result<PostgresTarget> {
+    let mut settings = settings.clone();
+    if let Some(url) = url {
+        settings.url = url.to_owned().into();
     }
+    let mut config = shardfeed_server::postgres::client_config(&settings)
+        .context("the PostgreSQL URL (--postgres-url or postgres.url) is not valid")?;
+    config.connect_timeout(settings.connect_timeout().max(Duration::from_secs(3)));
     config.application_name("shardfeed-cli");
-    Ok(config)
+    Ok(PostgresTarget { config, settings })
 }
 
-/// host:port/db of the configuration, without the password.
-pub fn describe_postgres(config: &tokio_postgres::Config) -> String {
+/// host:port/db of the target, without the password.
+pub fn describe_postgres(target: &PostgresTarget) -> String {
+    let config = &target.config;
     let host = match config.get_hosts().first() {
         Some(tokio_postgres::config::Host::Tcp(host)) => host.clone(),
         _ => return "(from the given URL)".to_owned(),
@@ -298,18 +312,15 @@ pub fn describe_postgres(config: &tokio_postgres::Config) -> String {
     format!("{host}:{port}/{db}")
 }
 
-pub async fn connect_postgres(
-    config: &tokio_postgres::Config,
-) -> anyhow::Result<tokio_postgres::Client> {
-    let (client, connection) = config
-        .connect(NoTls)
+pub async fn connect_postgres(target: &PostgresTarget) -> anyhow::Result<tokio_postgres::Client> {
+    shardfeed_server::postgres::connect_with(&target.config, &target.settings)
         .await
-        .context("cannot connect to PostgreSQL; is the stack up (deploy/local/up.sh)?")?;
-    tokio::spawn(async move {
-        // Ends when the client is dropped; an error here shows up in the requests too.
-        let _ = connection.await;
-    });
-    Ok(client)
+        .with_context(|| {
+            format!(
+                "cannot connect to PostgreSQL at {}; is the stack up (deploy/local/up.sh)?",
+                describe_postgres(target)
+            )
+        })
 }
 
 /// The stack's Redis Cluster, as its services see it.
@@ -325,10 +336,19 @@ mod tests {
 
     #[test]
     fn postgres_is_described_without_the_password() {
-        let config = postgres_config("postgres://me:secret@db.example:6543/feeds").unwrap();
-        assert_eq!(describe_postgres(&config), "db.example:6543/feeds");
-        assert_eq!(config.get_connect_timeout(), Some(&Duration::from_secs(3)));
-        assert!(postgres_config("not a url").is_err());
+        let defaults = PostgresSettings::from_url("postgres://shardfeed@127.0.0.1/shardfeed");
+        let target = postgres_target(
+            &defaults,
+            Some("postgres://me:secret@db.example:6543/feeds"),
+        )
+        .unwrap();
+        assert_eq!(describe_postgres(&target), "db.example:6543/feeds");
+        assert_eq!(
+            target.config.get_connect_timeout(),
+            Some(&Duration::from_secs(3))
+        );
+        assert!(!format!("{target:?}").contains("secret"));
+        assert!(postgres_target(&defaults, Some("not a url")).is_err());
     }
 
     #[derive(clap::Parser)]

@@ -246,7 +246,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         .expect_err("a deleted post must be gone");
     report_error("deleted post", Code::NotFound, &status)?;
     println!(
-        "  the cache holds each author's timeline: redis-cli -c -p 7000 zrevrange '{{u:{}}}:tl' 0 -1 withscores",
+        "  the cache holds each author's timeline: redis-cli --user shardfeed -c -p 7000 zrevrange '{{u:{}}}:tl' 0 -1 withscores",
         grace.user_id
     );
 

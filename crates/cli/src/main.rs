@@ -63,8 +63,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Migrate => {
             let settings = Settings::load()?;
-            let applied =
-                shardfeed_server::postgres::run_migrations(settings.postgres.url()).await?;
+            let applied = shardfeed_server::postgres::run_migrations(&settings.postgres).await?;
             if applied.is_empty() {
                 println!("migrations: schema already up to date");
             } else {

@@ -55,7 +55,7 @@ impl Application {
         settings.refuse_development_secrets()?;
         let auth = shardfeed_server::auth::AuthLayer::from_settings(&settings)?;
         if settings.ingest.run_migrations {
-            let applied = postgres::run_migrations(settings.postgres.url()).await?;
+            let applied = postgres::run_migrations(&settings.postgres).await?;
             tracing::info!(?applied, "migrations up to date");
         }
         let pool = postgres::pool(&settings.postgres)?;

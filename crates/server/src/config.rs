@@ -262,15 +262,79 @@ pub struct PostgresSettings {
     pub connect_timeout_ms: u64,
     /// Server-side `statement_timeout` for every pooled connection.
     pub statement_timeout_ms: u64,
+    /// TLS to PostgreSQL: `disable`, `require` (encrypted, the certificate not checked) or
+    /// `verify-full` (the certificate must chain to `tls_ca_file`, else to the platform's
+    /// roots, and name the host of the URL). Decides alone: an `sslmode` in the URL that says
+    /// otherwise is refused.
+    #[serde(default)]
+    pub tls: PostgresTls,
+    /// PEM file of the CA(s) that `verify-full` trusts instead of the platform's roots.
+    #[serde(default)]
+    pub tls_ca_file: Option<PathBuf>,
 }
 
 impl PostgresSettings {
+    /// Only `url` set, everything else as the defaults say: for tools and tests that connect
+    /// to one database.
+    pub fn from_url(url: impl Into<String>) -> Self {
+        let mut settings = Settings::load_from(None, std::iter::empty())
+            .expect("the built-in defaults are valid")
+            .postgres;
+        settings.url = SecretString::from(url.into());
+        settings
+    }
+
     pub fn url(&self) -> &str {
         self.url.expose_secret()
     }
     pub fn connect_timeout(&self) -> Duration {
         Duration::from_millis(self.connect_timeout_ms)
     }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |key: &str, why: &str| Err(ConfigError(format!("{key}: {why}")));
+        if self.pool_size == 0 {
+            return bad("postgres.pool_size", "must be at least 1");
+        }
+        // The parser's messages name the option or the position, never the URL's text.
+        let url: tokio_postgres::Config = self
+            .url()
+            .parse()
+            .map_err(|e| ConfigError(format!("postgres.url: not a valid PostgreSQL URL: {e}")))?;
+        use tokio_postgres::config::SslMode;
+        match (url.get_ssl_mode(), self.tls) {
+            (SslMode::Require, PostgresTls::Disable) => {
+                return bad(
+                    "postgres.url",
+                    "sets sslmode=require: set postgres.tls (require or verify-full) instead",
+                )
+            }
+            (SslMode::Disable, PostgresTls::Require | PostgresTls::VerifyFull) => {
+                return bad(
+                    "postgres.url",
+                    "sets sslmode=disable, but postgres.tls asks for TLS",
+                )
+            }
+            _ => {}
+        }
+        if self.tls_ca_file.is_some() && self.tls != PostgresTls::VerifyFull {
+            return bad(
+                "postgres.tls_ca_file",
+                "is only used with postgres.tls = \"verify-full\"",
+            );
+        }
+        Ok(())
+    }
+}
+
+/// `postgres.tls`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum PostgresTls {
+    #[default]
+    Disable,
+    Require,
+    VerifyFull,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -284,9 +348,56 @@ pub struct RedisSettings {
     /// Per-command timeout; also bounds how long one node may hold up a read.
     pub command_timeout_ms: u64,
     pub connect_timeout_ms: u64,
+    /// The ACL user to `AUTH` as; without it the password is the `default` user's.
+    #[serde(default)]
+    pub username: Option<String>,
+    #[serde(default)]
+    pub password: Option<SecretString>,
+    /// A file whose content (without a trailing newline) replaces `password`.
+    #[serde(default)]
+    pub password_file: Option<PathBuf>,
+    /// TLS to every node; certificates must chain to `tls_ca_file`, else to the platform's
+    /// roots, and name the node's address as the cluster reports it.
+    #[serde(default)]
+    pub tls: bool,
+    /// PEM file of the CA(s) trusted instead of the platform's roots.
+    #[serde(default)]
+    pub tls_ca_file: Option<PathBuf>,
 }
 
 impl RedisSettings {
+    pub fn password(&self) -> Option<&str> {
+        self.password.as_ref().map(ExposeSecret::expose_secret)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |key: &str, why: &str| Err(ConfigError(format!("{key}: {why}")));
+        if self.nodes.is_empty() {
+            return bad("redis.nodes", "needs at least one host:port");
+        }
+        for node in &self.nodes {
+            let valid = node
+                .rsplit_once(':')
+                .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok());
+            if !valid {
+                return bad("redis.nodes", &format!("{node:?} is not host:port"));
+            }
+        }
+        if self.command_timeout_ms == 0 {
+            return bad("redis.command_timeout_ms", "must be positive");
+        }
+        if self.username.is_some() && self.password.is_none() {
+            return bad(
+                "redis.username",
+                "needs redis.password (or redis.password_file)",
+            );
+        }
+        if self.tls_ca_file.is_some() && !self.tls {
+            return bad("redis.tls_ca_file", "is only used with redis.tls = true");
+        }
+        Ok(())
+    }
+
     pub fn command_timeout(&self) -> Duration {
         Duration::from_millis(self.command_timeout_ms)
     }
@@ -498,16 +609,18 @@ log_filter = "info"
 log_format = "plain"
 
 [postgres]
-url = "postgres://shardfeed@127.0.0.1:54329/shardfeed"
+url = "postgres://shardfeed:shardfeed-development-postgres-password@127.0.0.1:54329/shardfeed"
 pool_size = 16
 connect_timeout_ms = 2000
 statement_timeout_ms = 5000
+tls = "disable"
 
 [redis]
 nodes = ["127.0.0.1:7000", "127.0.0.1:7001", "127.0.0.1:7002", "127.0.0.1:7003", "127.0.0.1:7004", "127.0.0.1:7005"]
 namespace = ""
 command_timeout_ms = 1000
 connect_timeout_ms = 2000
+tls = false
 
 [grpc]
 max_message_bytes = 4194304
@@ -646,6 +759,16 @@ impl Settings {
         if let Some(path) = &settings.auth.hs256_secret_file {
             settings.auth.hs256_secret = Some(read_secret("auth.hs256_secret_file", path)?);
         }
+        if let Some(path) = &settings.redis.password_file {
+            settings.redis.password = Some(read_secret("redis.password_file", path)?);
+        }
+        // An empty value (`SHARDFEED_REDIS__PASSWORD=`) means none.
+        if settings.redis.username.as_deref() == Some("") {
+            settings.redis.username = None;
+        }
+        if settings.redis.password() == Some("") {
+            settings.redis.password = None;
+        }
         settings.validate()?;
         Ok(settings)
     }
@@ -728,23 +851,8 @@ impl Settings {
                 return bad(name, "per_second and burst must be positive");
             }
         }
-        if self.postgres.pool_size == 0 {
-            return bad("postgres.pool_size", "must be at least 1");
-        }
-        if self.redis.nodes.is_empty() {
-            return bad("redis.nodes", "needs at least one host:port");
-        }
-        for node in &self.redis.nodes {
-            let valid = node
-                .rsplit_once(':')
-                .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok());
-            if !valid {
-                return bad("redis.nodes", &format!("{node:?} is not host:port"));
-            }
-        }
-        if self.redis.command_timeout_ms == 0 {
-            return bad("redis.command_timeout_ms", "must be positive");
-        }
+        self.postgres.validate()?;
+        self.redis.validate()?;
         if self.grpc.max_message_bytes < 1024 {
             return bad("grpc.max_message_bytes", "must be at least 1024");
         }
@@ -910,6 +1018,147 @@ mod tests {
         std::fs::write(&secret, "short").unwrap();
         let err = refusal("SHARDFEED_PAGING__TOKEN_SECRET_FILE", &secret);
         assert!(err.contains("at least 16 bytes"), "{err}");
+    }
+
+    #[test]
+    fn redis_credentials_and_tls_come_from_settings_and_never_show() {
+        let dir = tempfile::tempdir().unwrap();
+        let defaults = Settings::load_from(None, env(&[])).unwrap();
+        assert!(defaults.redis.username.is_none() && defaults.redis.password.is_none());
+        assert!(!defaults.redis.tls && defaults.redis.tls_ca_file.is_none());
+
+        let s = Settings::load_from(
+            None,
+            env(&[
+                ("SHARDFEED_REDIS__USERNAME", "shardfeed"),
+                ("SHARDFEED_REDIS__PASSWORD", "redis-hunter2"),
+                ("SHARDFEED_REDIS__TLS", "true"),
+                ("SHARDFEED_REDIS__TLS_CA_FILE", "/etc/shardfeed/ca.pem"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(s.redis.username.as_deref(), Some("shardfeed"));
+        assert_eq!(s.redis.password(), Some("redis-hunter2"));
+        assert!(s.redis.tls);
+        assert_eq!(
+            s.redis.tls_ca_file.as_deref(),
+            Some(Path::new("/etc/shardfeed/ca.pem"))
+        );
+        assert!(!format!("{s:?}").contains("redis-hunter2"));
+
+        // The file wins over the value, as for every other secret.
+        let file = dir.path().join("redis-password");
+        std::fs::write(&file, "from-the-file\n").unwrap();
+        let s = Settings::load_from(
+            None,
+            env(&[
+                ("SHARDFEED_REDIS__PASSWORD", "from-the-env"),
+                ("SHARDFEED_REDIS__PASSWORD_FILE", file.to_str().unwrap()),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(s.redis.password(), Some("from-the-file"));
+        // Empty values are none.
+        let s = Settings::load_from(
+            None,
+            env(&[
+                ("SHARDFEED_REDIS__USERNAME", ""),
+                ("SHARDFEED_REDIS__PASSWORD", ""),
+            ]),
+        )
+        .unwrap();
+        assert!(s.redis.username.is_none() && s.redis.password.is_none());
+
+        let refused = |pairs: &[(&str, &str)]| {
+            Settings::load_from(None, env(pairs))
+                .unwrap_err()
+                .to_string()
+        };
+        let err = refused(&[("SHARDFEED_REDIS__USERNAME", "shardfeed")]);
+        assert!(
+            err.contains("redis.username") && err.contains("redis.password"),
+            "{err}"
+        );
+        let err = refused(&[("SHARDFEED_REDIS__TLS_CA_FILE", "/ca.pem")]);
+        assert!(err.contains("redis.tls_ca_file"), "{err}");
+        let missing = dir.path().join("no-password-here");
+        let err = refused(&[("SHARDFEED_REDIS__PASSWORD_FILE", missing.to_str().unwrap())]);
+        assert!(
+            err.contains("redis.password_file") && err.contains("no-password-here"),
+            "{err}"
+        );
+        let err = refused(&[("SHARDFEED_REDIS__TLS", "maybe")]);
+        assert!(err.contains("tls"), "{err}");
+    }
+
+    #[test]
+    fn postgres_tls_is_one_setting_and_the_url_may_not_contradict_it() {
+        let defaults = Settings::load_from(None, env(&[])).unwrap();
+        assert_eq!(defaults.postgres.tls, PostgresTls::Disable);
+        for (value, tls) in [
+            ("disable", PostgresTls::Disable),
+            ("require", PostgresTls::Require),
+            ("verify-full", PostgresTls::VerifyFull),
+        ] {
+            let s = Settings::load_from(None, env(&[("SHARDFEED_POSTGRES__TLS", value)])).unwrap();
+            assert_eq!(s.postgres.tls, tls, "{value}");
+        }
+        let s = Settings::load_from(
+            None,
+            env(&[
+                ("SHARDFEED_POSTGRES__TLS", "verify-full"),
+                (
+                    "SHARDFEED_POSTGRES__TLS_CA_FILE",
+                    "/etc/shardfeed/pg-ca.pem",
+                ),
+                (
+                    "SHARDFEED_POSTGRES__URL",
+                    "postgres://app:pg-hunter2@db:5432/feeds?sslmode=require",
+                ),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(
+            s.postgres.tls_ca_file.as_deref(),
+            Some(Path::new("/etc/shardfeed/pg-ca.pem"))
+        );
+
+        let refused = |pairs: &[(&str, &str)]| {
+            Settings::load_from(None, env(pairs))
+                .unwrap_err()
+                .to_string()
+        };
+        let err = refused(&[("SHARDFEED_POSTGRES__TLS", "verify-ca")]);
+        assert!(err.contains("tls"), "{err}");
+        let err = refused(&[
+            ("SHARDFEED_POSTGRES__TLS", "require"),
+            ("SHARDFEED_POSTGRES__TLS_CA_FILE", "/ca.pem"),
+        ]);
+        assert!(err.contains("postgres.tls_ca_file"), "{err}");
+        let err = refused(&[(
+            "SHARDFEED_POSTGRES__URL",
+            "postgres://app:pg-hunter2@db:5432/feeds?sslmode=require",
+        )]);
+        assert!(
+            err.contains("postgres.tls") && !err.contains("hunter2"),
+            "{err}"
+        );
+        let err = refused(&[
+            ("SHARDFEED_POSTGRES__TLS", "require"),
+            (
+                "SHARDFEED_POSTGRES__URL",
+                "postgres://app:pg-hunter2@db/feeds?sslmode=disable",
+            ),
+        ]);
+        assert!(err.contains("sslmode=disable"), "{err}");
+        let err = refused(&[(
+            "SHARDFEED_POSTGRES__URL",
+            "postgres://app:pg-hunter2@db:notaport/feeds",
+        )]);
+        assert!(
+            err.contains("postgres.url") && !err.contains("hunter2"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -1,8 +1,8 @@
 //! The frame both shardfeed services run in: the typed configuration ([`config`]), telemetry,
 //! the error → gRPC status mapping ([`error`]), deadlines, signed page tokens ([`paging`]), the
-//! store clients ([`postgres`]: the pool and the migrations; [`redis`]: the cluster client), and
-//! the gRPC server builder with health, reflection, limits, TLS ([`tls`]) and graceful shutdown
-//! ([`grpc`]).
+//! store clients ([`postgres`]: the pool and the migrations; [`redis`]: the cluster client; both
+//! authenticated, with TLS as an option), and the gRPC server builder with health, reflection,
+//! limits, authentication ([`auth`]), TLS ([`tls`]) and graceful shutdown ([`grpc`]).
 
 #![forbid(unsafe_code)]
 
@@ -15,6 +15,7 @@ pub mod paging;
 pub mod postgres;
 pub mod redis;
 pub mod shutdown;
+pub mod store_tls;
 pub mod telemetry;
 pub mod tls;
 

@@ -12,6 +12,12 @@
 //! in a session of their own that outlive the command, each recorded in a [`StateDir`] (pid,
 //! start time, port, data dir) so that later commands find, pause and stop exactly them.
 //!
+//! The stores are authenticated as in production: PostgreSQL with scram-sha-256 and a password
+//! for its superuser (in every URL handed out), the Redis nodes with an ACL user alone
+//! ([`RedisCredentials`]; [`RedisCluster::settings_env`] gives a service's settings). A test's
+//! server or cluster gets a random password; a kept one (the local stack) the caller's. For TLS
+//! tests, [`PgServer::start_tls`], [`RedisCluster::start_tls`] and [`TestCertificates`].
+//!
 //! Needs `redis-server` and `redis-cli` (7.x) on `PATH` and PostgreSQL's binaries in
 //! `/usr/lib/postgresql/15/bin` (or `$SFDEV_PG_BINDIR`). As root, PostgreSQL runs as the
 //! `postgres` OS user, since it refuses to run as root.
@@ -27,6 +33,7 @@
 //! ```
 
 pub mod auth;
+mod certs;
 mod dirs;
 mod poll;
 mod ports;
@@ -43,11 +50,12 @@ mod sys;
 mod testdb;
 pub mod tls;
 
+pub use certs::TestCertificates;
 pub use dirs::{base_dir, log_tail, remove_stale_dirs};
 pub use poll::{eventually, health, wait_for_health, ServingStatus};
 pub use postgres::{kept_data_dir, PgServer, BINDIR_VAR};
 pub use process::{ProcState, ProcessId};
-pub use redis::{RedisCluster, RedisNode};
+pub use redis::{RedisCluster, RedisCredentials, RedisNode};
 pub use server::{endpoint, InProcessServer, Shutdown};
 pub use shared::{shared, unique_namespace, SharedStores};
 pub use state::{Record, StateDir};

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, ensure, Context};
 use nix::sys::signal::Signal;
+use secrecy::{ExposeSecret, SecretString};
 use wait_timeout::ChildExt;
 
 use crate::dirs::{self, file_len, log_tail, InstanceDir};
@@ -23,7 +24,8 @@ use crate::{spawner, sys};
 /// The name of a kept PostgreSQL in its [`StateDir`].
 const KEPT_NAME: &str = "postgres";
 
-/// The superuser that initdb creates; with trust auth it needs no password.
+/// The superuser that initdb creates, with a password (scram-sha-256 auth for every
+/// connection, TCP and Unix socket alike).
 const SUPERUSER: &str = "shardfeed";
 
 /// Where the PostgreSQL 15 binaries are unless [`BINDIR_VAR`] says otherwise.
@@ -55,7 +57,8 @@ const KEPT_SETTINGS: &[(&str, &str)] = &[
 const READY_TIMEOUT: Duration = Duration::from_secs(60);
 const STOP_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// One PostgreSQL postmaster on 127.0.0.1, with trust auth and superuser `shardfeed`.
+/// One PostgreSQL postmaster on 127.0.0.1, with scram-sha-256 auth and superuser `shardfeed`
+/// (a random password for a test's server, the caller's for a kept one).
 ///
 /// A test's server ([`PgServer::start`]): dropping it shuts the server down (immediate mode)
 /// and removes its data dir. If the test process dies instead, the postmaster gets SIGQUIT
@@ -69,6 +72,10 @@ pub struct PgServer {
     bindir: PathBuf,
     /// The (uid, gid) to run as when we are root.
     owner: Option<(u32, u32)>,
+    /// The superuser's.
+    password: SecretString,
+    /// `-c name=value` settings beyond the lifetime's own (TLS).
+    extra_settings: Vec<(String, String)>,
     lifetime: Lifetime,
     /// The data dir (initdb's `-D`).
     data: PathBuf,
@@ -90,6 +97,16 @@ impl PgServer {
     /// Runs initdb into a fresh temp dir, starts the server on a free port and waits until it
     /// accepts connections.
     pub fn start() -> anyhow::Result<PgServer> {
+        PgServer::start_with(None)
+    }
+
+    /// Like [`PgServer::start`], with `ssl = on` and this certificate and key (PEM): for tests
+    /// of `postgres.tls`. Plain connections are still accepted.
+    pub fn start_tls(cert_pem: &str, key_pem: &str) -> anyhow::Result<PgServer> {
+        PgServer::start_with(Some((cert_pem, key_pem)))
+    }
+
+    fn start_with(tls: Option<(&str, &str)>) -> anyhow::Result<PgServer> {
         let owner = run_as()?;
         let bindir = bindir();
         let dir = InstanceDir::create("pg")?;
@@ -98,7 +115,18 @@ impl PgServer {
                 .with_context(|| format!("giving {} to the postgres user", dir.path().display()))?;
         }
         let data = dir.path().join("data");
-        initdb(&bindir, dir.path(), &data, owner, true)?;
+        let password = random_password();
+        initdb(&bindir, dir.path(), &data, owner, &password, true)?;
+        let mut extra_settings = Vec::new();
+        if let Some((cert, key)) = tls {
+            let cert_path = dir.path().join("server.crt");
+            let key_path = dir.path().join("server.key");
+            write_private(&cert_path, cert, owner)?;
+            write_private(&key_path, key, owner)?;
+            extra_settings.push(("ssl".to_owned(), "on".to_owned()));
+            extra_settings.push(("ssl_cert_file".to_owned(), path_text(&cert_path)?));
+            extra_settings.push(("ssl_key_file".to_owned(), path_text(&key_path)?));
+        }
         let mut last_err = None;
         for _ in 0..10 {
             let lease = PortLease::acquire(false)?;
@@ -106,6 +134,8 @@ impl PgServer {
                 port: lease.port(),
                 bindir: bindir.clone(),
                 owner,
+                password: SecretString::from(password.clone()),
+                extra_settings: extra_settings.clone(),
                 lifetime: Lifetime::Test,
                 data: data.clone(),
                 log: dir.path().join("postgres.log"),
@@ -136,14 +166,30 @@ impl PgServer {
     /// in `state`. A server already recorded there is taken over as it is (on its port).
     ///
     /// As root the server runs as the `postgres` OS user, which must reach `data`: see
-    /// [`kept_data_dir`].
-    pub fn start_kept(state: &StateDir, data: &Path, port: u16) -> anyhow::Result<PgServer> {
+    /// [`kept_data_dir`]. The superuser's password is `password`, set by initdb; data made by
+    /// an older shardfeed (trust auth, no password) is refused with what to run.
+    pub fn start_kept(
+        state: &StateDir,
+        data: &Path,
+        port: u16,
+        password: &str,
+    ) -> anyhow::Result<PgServer> {
         let owner = run_as()?;
         state.create()?;
+        if trusts_connections(data)? {
+            bail!(
+                "the local stack's PostgreSQL data in {} was made by an older shardfeed, which \
+                 let every connection in without a password: run `shardfeed dev down --purge` \
+                 (this deletes the local stack's data), then `shardfeed dev up`",
+                data.display()
+            );
+        }
         let mut server = PgServer {
             port,
             bindir: bindir(),
             owner,
+            password: SecretString::from(password),
+            extra_settings: Vec::new(),
             lifetime: Lifetime::Kept(state.clone()),
             data: data.to_owned(),
             log: state.log_path(KEPT_NAME),
@@ -175,7 +221,14 @@ impl PgServer {
                 std::os::unix::fs::chown(data, Some(uid), Some(gid))
                     .with_context(|| format!("giving {} to the postgres user", data.display()))?;
             }
-            initdb(&server.bindir, &state.log_dir(), data, owner, false)?;
+            initdb(
+                &server.bindir,
+                &state.log_dir(),
+                data,
+                owner,
+                password,
+                false,
+            )?;
         }
         ensure!(
             ports::bindable(port),
@@ -191,9 +244,27 @@ impl PgServer {
         self.port
     }
 
-    /// `postgres://shardfeed@127.0.0.1:{port}/{database}`.
+    /// `postgres://shardfeed:{password}@127.0.0.1:{port}/{database}`.
     pub fn url(&self, database: &str) -> String {
-        format!("postgres://{SUPERUSER}@127.0.0.1:{}/{database}", self.port)
+        self.url_as(SUPERUSER, self.password(), database)
+    }
+
+    /// The URL of `database` with another user and password, e.g. a wrong one.
+    pub fn url_as(&self, user: &str, password: &str, database: &str) -> String {
+        format!(
+            "postgres://{user}:{password}@127.0.0.1:{}/{database}",
+            self.port
+        )
+    }
+
+    /// The superuser, `shardfeed`.
+    pub fn user(&self) -> &str {
+        SUPERUSER
+    }
+
+    /// The superuser's password.
+    pub fn password(&self) -> &str {
+        self.password.expose_secret()
     }
 
     /// The postmaster's pid while it runs.
@@ -309,25 +380,98 @@ fn command(
     Ok(cmd)
 }
 
-/// initdb into `data`, its output in `log_dir/initdb.log`; `no_sync` for test servers.
+/// A password for a test server: letters and digits, so that it goes into a URL as it is.
+fn random_password() -> String {
+    use rand::Rng;
+    rand::thread_rng()
+        .sample_iter(rand::distributions::Alphanumeric)
+        .take(24)
+        .map(char::from)
+        .collect()
+}
+
+/// `text` into `path`, readable by its owner alone (`owner` when we are root).
+fn write_private(path: &Path, text: &str, owner: Option<(u32, u32)>) -> anyhow::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut file = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("creating {}", path.display()))?;
+    file.write_all(text.as_bytes())
+        .with_context(|| format!("writing {}", path.display()))?;
+    if let Some((uid, gid)) = owner {
+        std::os::unix::fs::chown(path, Some(uid), Some(gid))
+            .with_context(|| format!("giving {} to the postgres user", path.display()))?;
+    }
+    Ok(())
+}
+
+fn path_text(path: &Path) -> anyhow::Result<String> {
+    path.to_str()
+        .map(str::to_owned)
+        .with_context(|| format!("{} is not UTF-8", path.display()))
+}
+
+/// Whether the data dir's `pg_hba.conf` lets any connection in with `trust`: data made before
+/// the stores were authenticated.
+fn trusts_connections(data: &Path) -> anyhow::Result<bool> {
+    let hba = data.join("pg_hba.conf");
+    let text = match fs::read_to_string(&hba) {
+        Ok(text) => text,
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(false),
+        Err(err) => return Err(err).with_context(|| format!("reading {}", hba.display())),
+    };
+    Ok(text.lines().any(|line| {
+        let line = line.split('#').next().unwrap_or_default();
+        line.split_whitespace().last() == Some("trust")
+    }))
+}
+
+/// initdb into `data` with `password` for the superuser and scram-sha-256 for every
+/// connection, its output in `log_dir/initdb.log`; `no_sync` for test servers. The password
+/// goes through a file next to `data` (readable by the server's user alone), removed after.
 fn initdb(
     bindir: &Path,
     log_dir: &Path,
     data: &Path,
     owner: Option<(u32, u32)>,
+    password: &str,
     no_sync: bool,
 ) -> anyhow::Result<()> {
     let log_path = log_dir.join("initdb.log");
     let log = File::create(&log_path).context("creating initdb.log")?;
+    let pwfile = data.with_file_name(".initdb-pwfile");
+    let _ = fs::remove_file(&pwfile);
+    write_private(&pwfile, &format!("{password}\n"), owner)?;
+    let ran = run_initdb(bindir, &log_path, log, data, owner, &pwfile, no_sync);
+    let _ = fs::remove_file(&pwfile);
+    ran
+}
+
+fn run_initdb(
+    bindir: &Path,
+    log_path: &Path,
+    log: File,
+    data: &Path,
+    owner: Option<(u32, u32)>,
+    pwfile: &Path,
+    no_sync: bool,
+) -> anyhow::Result<()> {
     let mut cmd = command(bindir, "initdb", log, owner)?;
-    cmd.arg("-D").arg(data).args([
-        "-U",
-        SUPERUSER,
-        "--auth=trust",
-        "--encoding=UTF8",
-        "--locale=C",
-        "--no-instructions",
-    ]);
+    cmd.arg("-D")
+        .arg(data)
+        .args([
+            "-U",
+            SUPERUSER,
+            "--auth=scram-sha-256",
+            "--encoding=UTF8",
+            "--locale=C",
+            "--no-instructions",
+        ])
+        .arg(format!("--pwfile={}", path_text(pwfile)?));
     if no_sync {
         cmd.arg("--no-sync");
     }
@@ -339,11 +483,11 @@ fn initdb(
     })?;
     match child.wait_timeout(Duration::from_secs(120))? {
         Some(status) if status.success() => Ok(()),
-        Some(status) => bail!("initdb failed ({status})\n{}", log_tail(&log_path, 0, 30)),
+        Some(status) => bail!("initdb failed ({status})\n{}", log_tail(log_path, 0, 30)),
         None => {
             let _ = child.kill();
             let _ = child.wait();
-            bail!("initdb took over 120s\n{}", log_tail(&log_path, 0, 30))
+            bail!("initdb took over 120s\n{}", log_tail(log_path, 0, 30))
         }
     }
 }
@@ -370,7 +514,11 @@ impl PgServer {
             Lifetime::Test => TEST_SETTINGS,
             Lifetime::Kept(_) => KEPT_SETTINGS,
         };
-        for (name, value) in settings {
+        for (name, value) in settings.iter().copied().chain(
+            self.extra_settings
+                .iter()
+                .map(|(name, value)| (name.as_str(), value.as_str())),
+        ) {
             cmd.arg("-c").arg(format!("{name}={value}"));
         }
         // SIGQUIT is postgres' immediate shutdown: the postmaster ends its backends before

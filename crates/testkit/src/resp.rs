@@ -1,11 +1,14 @@
 //! A minimal blocking RESP2 client for the testkit's own admin commands (PING, CLUSTER INFO,
-//! ...): polling with it is much cheaper than spawning redis-cli each time.
+//! ...): polling with it is much cheaper than spawning redis-cli each time. Every call
+//! authenticates first (`AUTH user password`), as the nodes accept no one else.
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::Duration;
 
 use anyhow::{bail, Context};
+
+use crate::redis::RedisCredentials;
 
 /// Bounds every admin call, so that a paused (SIGSTOPped) node cannot hang the testkit.
 const TIMEOUT: Duration = Duration::from_secs(2);
@@ -19,8 +22,17 @@ pub(crate) enum Reply {
     Array(Option<Vec<Reply>>),
 }
 
-/// Sends one command to `addr` on a fresh connection and reads its reply.
-pub(crate) fn call(addr: &str, args: &[&str]) -> anyhow::Result<Reply> {
+/// The node refused the credentials (`WRONGPASS`, or a node without the user).
+#[derive(Debug, thiserror::Error)]
+#[error("{addr} refused AUTH as {user}: {reply}")]
+pub(crate) struct AuthRefused {
+    pub(crate) addr: String,
+    user: String,
+    reply: String,
+}
+
+/// Sends `AUTH` and one command to `addr` on a fresh connection and reads the command's reply.
+pub(crate) fn call(addr: &str, auth: &RedisCredentials, args: &[&str]) -> anyhow::Result<Reply> {
     let socket: SocketAddr = addr
         .parse()
         .with_context(|| format!("bad address {addr}"))?;
@@ -28,22 +40,45 @@ pub(crate) fn call(addr: &str, args: &[&str]) -> anyhow::Result<Reply> {
         .with_context(|| format!("connecting to {addr}"))?;
     stream.set_read_timeout(Some(TIMEOUT))?;
     stream.set_write_timeout(Some(TIMEOUT))?;
+    let mut request = encode(&["AUTH", &auth.username, &auth.password]);
+    request.extend_from_slice(&encode(args));
+    (&stream)
+        .write_all(&request)
+        .with_context(|| format!("sending {} to {addr}", args[0]))?;
+    let mut reader = BufReader::new(&stream);
+    match read_reply(&mut reader).with_context(|| format!("reading AUTH's reply from {addr}"))? {
+        Reply::Status(ok) if ok == "OK" => {}
+        Reply::Error(reply) => {
+            return Err(AuthRefused {
+                addr: addr.to_owned(),
+                user: auth.username.clone(),
+                reply,
+            }
+            .into())
+        }
+        other => bail!("{addr} answered AUTH with unexpected {other:?}"),
+    }
+    read_reply(&mut reader).with_context(|| format!("reading the reply of {} from {addr}", args[0]))
+}
+
+/// One command as a RESP array of bulk strings.
+fn encode(args: &[&str]) -> Vec<u8> {
     let mut request = format!("*{}\r\n", args.len()).into_bytes();
     for arg in args {
         request.extend_from_slice(format!("${}\r\n", arg.len()).as_bytes());
         request.extend_from_slice(arg.as_bytes());
         request.extend_from_slice(b"\r\n");
     }
-    (&stream)
-        .write_all(&request)
-        .with_context(|| format!("sending {} to {addr}", args[0]))?;
-    read_reply(&mut BufReader::new(&stream))
-        .with_context(|| format!("reading the reply of {} from {addr}", args[0]))
+    request
 }
 
 /// Like [`call`], for commands that answer with text; a Redis error becomes an `Err`.
-pub(crate) fn call_text(addr: &str, args: &[&str]) -> anyhow::Result<String> {
-    match call(addr, args)? {
+pub(crate) fn call_text(
+    addr: &str,
+    auth: &RedisCredentials,
+    args: &[&str],
+) -> anyhow::Result<String> {
+    match call(addr, auth, args)? {
         Reply::Status(text) => Ok(text),
         Reply::Bulk(Some(bytes)) => Ok(String::from_utf8_lossy(&bytes).into_owned()),
         Reply::Error(err) => bail!("{addr} answered {} with {err}", args[0]),

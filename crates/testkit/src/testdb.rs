@@ -1,13 +1,12 @@
 //! One fresh, migrated database per test, copied from a template migrated once per server.
 
-use std::str::FromStr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::thread;
-use std::time::Duration;
 
 use anyhow::Context;
 use rand::Rng;
-use tokio_postgres::{Client, NoTls};
+use shardfeed_server::config::PostgresSettings;
+use tokio_postgres::Client;
 
 use crate::postgres::PgServer;
 use crate::shared::try_shared;
@@ -70,9 +69,20 @@ impl TestDb {
         })
     }
 
-    /// `postgres://shardfeed@127.0.0.1:{port}/{name}`.
+    /// `postgres://shardfeed:{password}@127.0.0.1:{port}/{name}`.
     pub fn url(&self) -> &str {
         &self.url
+    }
+
+    /// The database's settings (`postgres.url`, the rest as the defaults say), for connecting
+    /// as the services do ([`shardfeed_server::postgres::connect`]).
+    pub fn settings(&self) -> PostgresSettings {
+        PostgresSettings::from_url(self.url.clone())
+    }
+
+    /// One connection to the database, as the services make them.
+    pub async fn connect(&self) -> anyhow::Result<Client> {
+        connect(&self.url).await
     }
 
     pub fn name(&self) -> &str {
@@ -126,7 +136,7 @@ async fn create_template(pg: &PgServer) -> anyhow::Result<()> {
         .batch_execute(&format!("CREATE DATABASE {TEMPLATE}"))
         .await
         .context("creating the template database")?;
-    shardfeed_server::postgres::run_migrations(&pg.url(TEMPLATE))
+    shardfeed_server::postgres::run_migrations(&PostgresSettings::from_url(pg.url(TEMPLATE)))
         .await
         .context("migrating the template database")?;
     // CREATE DATABASE ... TEMPLATE fails while anyone is connected to the template: refuse new
@@ -146,15 +156,13 @@ async fn create_template(pg: &PgServer) -> anyhow::Result<()> {
 }
 
 /// Connects with a bounded timeout; the connection is driven by a task on the current runtime.
+/// Errors name the database, not the URL (it holds the password).
 async fn connect(url: &str) -> anyhow::Result<Client> {
-    let mut config = tokio_postgres::Config::from_str(url).context("parsing a PostgreSQL url")?;
-    config.connect_timeout(Duration::from_secs(10));
-    let (client, connection) = config
-        .connect(NoTls)
+    let mut settings = PostgresSettings::from_url(url);
+    settings.connect_timeout_ms = 10_000;
+    let config = shardfeed_server::postgres::client_config(&settings)?;
+    let database = config.get_dbname().unwrap_or_default().to_owned();
+    shardfeed_server::postgres::connect_with(&config, &settings)
         .await
-        .with_context(|| format!("connecting to {url}"))?;
-    tokio::spawn(async move {
-        let _ = connection.await;
-    });
-    Ok(client)
+        .with_context(|| format!("connecting to database {database}"))
 }

@@ -4,14 +4,13 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Instant;
 
+use shardfeed_server::config::PostgresSettings;
 use shardfeed_testkit::{PgServer, TestDb};
 use tokio::task::JoinSet;
-use tokio_postgres::{Client, NoTls};
+use tokio_postgres::Client;
 
 async fn connect(url: &str) -> anyhow::Result<Client> {
-    let (client, connection) = tokio_postgres::connect(url, NoTls).await?;
-    tokio::spawn(connection);
-    Ok(client)
+    shardfeed_server::postgres::connect(&PostgresSettings::from_url(url)).await
 }
 
 async fn user_count(client: &Client) -> i64 {
@@ -39,8 +38,13 @@ async fn pg_server_starts_and_accepts_connections() {
     eprintln!("PgServer::start took {:?}", started.elapsed());
     assert_eq!(
         pg.url("postgres"),
-        format!("postgres://shardfeed@127.0.0.1:{}/postgres", pg.port())
+        format!(
+            "postgres://shardfeed:{}@127.0.0.1:{}/postgres",
+            pg.password(),
+            pg.port()
+        )
     );
+    assert!(!format!("{pg:?}").contains(pg.password()), "{pg:?}");
     let client = connect(&pg.url("postgres")).await.unwrap();
     let user: String = client
         .query_one("SELECT current_user", &[])
@@ -188,4 +192,126 @@ fn the_bindir_knob_names_where_postgres_is_looked_for() {
         stderr.contains("/nonexistent/pg/bin/initdb") && stderr.contains("SFDEV_PG_BINDIR"),
         "{stderr}"
     );
+}
+
+#[tokio::test]
+async fn logins_need_the_password_and_scram() {
+    let pg = &shardfeed_testkit::shared().pg;
+    let db = TestDb::new().await.unwrap();
+    assert!(db.url().contains(&format!(":{}@", pg.password())));
+    let client = db.connect().await.unwrap();
+    let (method, stored): (String, bool) = {
+        let row = client
+            .query_one(
+                "SELECT (SELECT auth_method FROM pg_hba_file_rules WHERE type = 'host' LIMIT 1), \
+                 (SELECT rolpassword LIKE 'SCRAM-SHA-256$%' FROM pg_authid WHERE rolname = current_user)",
+                &[],
+            )
+            .await
+            .unwrap();
+        (row.get(0), row.get(1))
+    };
+    assert_eq!(method, "scram-sha-256");
+    assert!(stored, "the password is stored as a SCRAM verifier");
+
+    let wrong = connect(&pg.url_as(pg.user(), "not-the-password", db.name()))
+        .await
+        .unwrap_err();
+    let text = format!("{wrong:#}");
+    assert!(
+        text.contains("authentication failed") && text.contains("postgres.url"),
+        "{text}"
+    );
+    assert!(!text.contains(pg.password()), "{text}");
+    let none = connect(&format!(
+        "postgres://shardfeed@127.0.0.1:{}/{}",
+        pg.port(),
+        db.name()
+    ))
+    .await
+    .unwrap_err();
+    let text = format!("{none:#}");
+    assert!(text.contains("password"), "{text}");
+
+    // The migrations, as a service runs them at start-up, name the authentication too.
+    let settings = PostgresSettings::from_url(pg.url_as(pg.user(), "wrong", db.name()));
+    let err = shardfeed_server::postgres::run_migrations(&settings)
+        .await
+        .unwrap_err();
+    assert!(
+        format!("{err:#}").contains("authentication failed"),
+        "{err:#}"
+    );
+}
+
+/// `postgres.tls` against a server with `ssl = on` and a certificate of a test CA: each mode
+/// connects as it says, through single connections and the pool alike.
+#[tokio::test]
+async fn postgres_tls_modes_are_honoured() {
+    use shardfeed_server::config::PostgresTls;
+    let certs = shardfeed_testkit::TestCertificates::for_localhost().unwrap();
+    let pg = PgServer::start_tls(&certs.cert_pem, &certs.key_pem).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let ca = certs.write_ca(dir.path()).unwrap();
+    let settings = |tls: PostgresTls, ca: Option<&std::path::Path>| {
+        let mut settings = PostgresSettings::from_url(pg.url("postgres"));
+        settings.tls = tls;
+        settings.tls_ca_file = ca.map(ToOwned::to_owned);
+        settings
+    };
+    let encrypted = |client: Client| async move {
+        client
+            .query_one(
+                "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get::<_, bool>(0)
+    };
+
+    let verified = settings(PostgresTls::VerifyFull, Some(&ca));
+    let client = shardfeed_server::postgres::connect(&verified)
+        .await
+        .unwrap();
+    assert!(encrypted(client).await, "verify-full is encrypted");
+    let pool = shardfeed_server::postgres::pool(&verified).unwrap();
+    let pooled = pool.get().await.unwrap();
+    let ssl: bool = pooled
+        .query_one(
+            "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(ssl, "the pool's connections are encrypted");
+
+    let required = shardfeed_server::postgres::connect(&settings(PostgresTls::Require, None))
+        .await
+        .unwrap();
+    assert!(encrypted(required).await, "require is encrypted");
+    let plain = shardfeed_server::postgres::connect(&settings(PostgresTls::Disable, None))
+        .await
+        .unwrap();
+    assert!(!encrypted(plain).await, "disable is not");
+
+    // Not signed by the platform's roots: verify-full without the CA file refuses it.
+    let err = shardfeed_server::postgres::connect(&settings(PostgresTls::VerifyFull, None))
+        .await
+        .unwrap_err();
+    assert!(format!("{err:#}").contains("certificate"), "{err:#}");
+    // Nor does a certificate for another name pass, though signed by the trusted CA.
+    let mut elsewhere = verified.clone();
+    elsewhere.url = format!(
+        "postgres://{}:{}@not-this-server.example:{}/postgres?hostaddr=127.0.0.1",
+        pg.user(),
+        pg.password(),
+        pg.port()
+    )
+    .into();
+    let err = shardfeed_server::postgres::connect(&elsewhere)
+        .await
+        .unwrap_err();
+    assert!(format!("{err:#}").contains("certificate"), "{err:#}");
 }

@@ -3,14 +3,16 @@
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use shardfeed_testkit::{shared, unique_namespace, RedisCluster};
+use shardfeed_testkit::{shared, unique_namespace, RedisCluster, RedisCredentials};
 
 const FAILOVER_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// Runs a command through `redis-cli -c`, which follows cluster redirections.
-fn redis_cli(addr: &str, args: &[&str]) -> String {
+/// Runs a command through `redis-cli -c` (which follows cluster redirections) as `auth`'s user.
+fn redis_cli_as(auth: &RedisCredentials, addr: &str, args: &[&str]) -> String {
     let (host, port) = addr.split_once(':').unwrap();
     let output = Command::new("redis-cli")
+        .env("REDISCLI_AUTH", &auth.password)
+        .args(["--user", &auth.username, "--no-auth-warning"])
         .args(["-c", "-h", host, "-p", port])
         .args(args)
         .output()
@@ -20,6 +22,29 @@ fn redis_cli(addr: &str, args: &[&str]) -> String {
         "redis-cli {args:?} failed: {output:?}"
     );
     String::from_utf8(output.stdout).unwrap().trim().to_owned()
+}
+
+/// The reply of a single `command` sent on a fresh connection, after `auth` (`AUTH user
+/// password`) when given: what a client that does not know the credentials sees.
+fn raw_reply(addr: &str, auth: Option<(&str, &str)>, command: &str) -> String {
+    use std::io::{BufRead, BufReader, Write};
+    let mut stream = std::net::TcpStream::connect(addr).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let mut reader = BufReader::new(stream.try_clone().unwrap());
+    let mut line = String::new();
+    if let Some((user, password)) = auth {
+        write!(stream, "AUTH {user} {password}\r\n").unwrap();
+        reader.read_line(&mut line).unwrap();
+        if line.starts_with('-') {
+            return line.trim().to_owned();
+        }
+        line.clear();
+    }
+    write!(stream, "{command}\r\n").unwrap();
+    reader.read_line(&mut line).unwrap();
+    line.trim().to_owned()
 }
 
 #[test]
@@ -32,15 +57,27 @@ fn cluster_starts_with_three_masters_and_a_replica_each() {
     assert_eq!(cluster.masters().unwrap().len(), 3);
     for node in cluster.nodes() {
         assert_eq!(node.addr(), format!("127.0.0.1:{}", node.port()));
-        assert_eq!(redis_cli(&node.addr(), &["PING"]), "PONG");
+        assert_eq!(
+            redis_cli_as(cluster.credentials(), &node.addr(), &["PING"]),
+            "PONG"
+        );
     }
 
     let seed = &cluster.seed_nodes()[0];
     let key = format!("{}greeting", unique_namespace());
-    assert_eq!(redis_cli(seed, &["SET", &key, "hello"]), "OK");
-    assert_eq!(redis_cli(seed, &["GET", &key]), "hello");
+    assert_eq!(
+        redis_cli_as(cluster.credentials(), seed, &["SET", &key, "hello"]),
+        "OK"
+    );
+    assert_eq!(
+        redis_cli_as(cluster.credentials(), seed, &["GET", &key]),
+        "hello"
+    );
     cluster.flush_all().unwrap();
-    assert_eq!(redis_cli(seed, &["GET", &key]), "");
+    assert_eq!(
+        redis_cli_as(cluster.credentials(), seed, &["GET", &key]),
+        ""
+    );
 
     let (pids, dir): (Vec<u32>, _) = (
         cluster.nodes().iter().filter_map(|n| n.pid()).collect(),
@@ -97,7 +134,7 @@ fn killing_a_master_promotes_its_replica_and_the_master_rejoins_as_replica() {
     );
     let victim_node = cluster.nodes().iter().find(|n| n.addr() == victim).unwrap();
     assert!(victim_node.is_live());
-    assert!(redis_cli(&victim, &["ROLE"]).starts_with("slave"));
+    assert!(redis_cli_as(cluster.credentials(), &victim, &["ROLE"]).starts_with("slave"));
 }
 
 #[test]
@@ -112,7 +149,7 @@ fn a_paused_master_is_failed_over_and_resumes_as_replica() {
     cluster.resume_node(&victim).unwrap();
     cluster.wait_until_healthy(FAILOVER_TIMEOUT).unwrap();
     assert_eq!(cluster.masters().unwrap().len(), 3);
-    assert!(redis_cli(&victim, &["ROLE"]).starts_with("slave"));
+    assert!(redis_cli_as(cluster.credentials(), &victim, &["ROLE"]).starts_with("slave"));
 }
 
 #[test]
@@ -130,4 +167,63 @@ fn the_shared_cluster_is_healthy() {
     redis.wait_until_healthy(Duration::from_secs(10)).unwrap();
     assert_eq!(redis.masters().unwrap().len(), 3);
     assert!(std::ptr::eq(redis, &shared().redis));
+}
+
+#[test]
+fn the_nodes_accept_the_acl_user_alone() {
+    let redis = &shared().redis;
+    let auth = redis.credentials();
+    assert_eq!(auth.username, "shardfeed");
+    assert!(auth.password.len() >= 16, "a random password");
+    assert!(!format!("{auth:?}").contains(&auth.password), "{auth:?}");
+    let env = redis.settings_env();
+    assert!(env.contains(&("SHARDFEED_REDIS__USERNAME".into(), auth.username.clone())));
+    assert!(env.contains(&("SHARDFEED_REDIS__PASSWORD".into(), auth.password.clone())));
+    assert!(env.contains(&(
+        "SHARDFEED_REDIS__NODES".into(),
+        redis.seed_nodes().join(",")
+    )));
+
+    for node in redis.nodes() {
+        let addr = node.addr();
+        let user = auth.username.as_str();
+        assert!(
+            raw_reply(&addr, None, "PING").starts_with("-NOAUTH"),
+            "{addr} answers without AUTH"
+        );
+        let wrong = raw_reply(&addr, Some((user, "not-the-password")), "PING");
+        assert!(wrong.starts_with("-WRONGPASS"), "{addr}: {wrong}");
+        // The `default` user is off, even with the right password.
+        let default = raw_reply(&addr, Some(("default", &auth.password)), "PING");
+        assert!(default.starts_with("-WRONGPASS"), "{addr}: {default}");
+        assert_eq!(
+            raw_reply(&addr, Some((user, &auth.password)), "PING"),
+            "+PONG"
+        );
+    }
+    // Replicas authenticate to their masters with the same user.
+    for replica in redis.replicas().unwrap() {
+        let info = redis_cli_as(auth, &replica, &["INFO", "replication"]);
+        assert!(info.contains("master_link_status:up"), "{replica}: {info}");
+    }
+    // The password is on no command line.
+    for node in redis.nodes() {
+        let pid = node.pid().unwrap();
+        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap();
+        assert!(!String::from_utf8_lossy(&cmdline).contains(&auth.password));
+    }
+}
+
+#[test]
+fn every_cluster_has_a_password_of_its_own() {
+    let cluster = RedisCluster::start_with(3, 0).unwrap();
+    let (mine, shared_auth) = (cluster.credentials(), shared().redis.credentials());
+    assert_ne!(mine.password, shared_auth.password);
+    let addr = &cluster.seed_nodes()[0];
+    let other = raw_reply(
+        addr,
+        Some((&shared_auth.username, &shared_auth.password)),
+        "PING",
+    );
+    assert!(other.starts_with("-WRONGPASS"), "{other}");
 }

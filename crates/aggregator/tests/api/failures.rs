@@ -64,10 +64,7 @@ async fn walk(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_master_killed_mid_walk_yields_the_exact_feed() {
     let cluster = RedisCluster::start_async().await.unwrap();
-    let mut h = Harness::builder()
-        .redis(&cluster.seed_nodes())
-        .start()
-        .await;
+    let mut h = Harness::builder().redis(&cluster).start().await;
     let (reader, _) = world(&mut h, 12).await;
     let truth = h.home_truth(reader).await;
 
@@ -95,7 +92,7 @@ async fn without_postgres() -> NoPostgres {
     let cluster = RedisCluster::start_async().await.unwrap();
     let mut h = Harness::builder()
         .aggregator_pg(crate::harness::unreachable_postgres())
-        .redis(&cluster.seed_nodes())
+        .redis(&cluster)
         .start()
         .await;
     let (reader, authors) = world(&mut h, 12).await;
@@ -184,10 +181,7 @@ fn assert_only_the_victims_authors_left_out(w: &NoPostgres, partial: &GetHomeFee
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_feed_of_a_random_world_stays_exact_across_a_killed_master() {
     let cluster = RedisCluster::start_async().await.unwrap();
-    let mut h = Harness::builder()
-        .redis(&cluster.seed_nodes())
-        .start()
-        .await;
+    let mut h = Harness::builder().redis(&cluster).start().await;
     let users = crate::home::random_world(&mut h, 29).await;
     let mut killed_at = None;
     for (i, &user) in users.iter().enumerate() {

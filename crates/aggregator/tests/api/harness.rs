@@ -40,7 +40,7 @@ impl Harness {
         HarnessBuilder {
             timeline_len: 800,
             aggregator_pg: None,
-            redis_nodes: None,
+            redis: None,
             settings: Vec::new(),
         }
     }
@@ -222,7 +222,8 @@ pub(crate) fn unreachable_postgres() -> String {
         .local_addr()
         .unwrap()
         .port();
-    format!("postgres://shardfeed@127.0.0.1:{port}/x")
+    // No server there: the password is never checked.
+    format!("postgres://shardfeed:unchecked@127.0.0.1:{port}/x")
 }
 
 pub(crate) fn flat(pages: &[Vec<i64>]) -> Vec<i64> {
@@ -233,7 +234,8 @@ pub(crate) fn flat(pages: &[Vec<i64>]) -> Vec<i64> {
 pub(crate) struct HarnessBuilder {
     timeline_len: usize,
     aggregator_pg: Option<String>,
-    redis_nodes: Option<Vec<String>>,
+    /// The settings of a test's own cluster (nodes and credentials).
+    redis: Option<Vec<(String, String)>>,
     settings: Vec<(String, String)>,
 }
 
@@ -251,9 +253,9 @@ impl HarnessBuilder {
         self
     }
 
-    /// The Redis Cluster of `nodes` (a test's own, to break) instead of the shared one.
-    pub(crate) fn redis(mut self, nodes: &[String]) -> Self {
-        self.redis_nodes = Some(nodes.to_vec());
+    /// `cluster` (a test's own, to break) instead of the shared one.
+    pub(crate) fn redis(mut self, cluster: &shardfeed_testkit::RedisCluster) -> Self {
+        self.redis = Some(cluster.settings_env());
         self
     }
 
@@ -272,9 +274,9 @@ impl HarnessBuilder {
 
     pub(crate) async fn start(self) -> Harness {
         let db = TestDb::new().await.unwrap();
-        let redis_nodes = self
-            .redis_nodes
-            .unwrap_or_else(|| shardfeed_testkit::shared().redis.seed_nodes());
+        let redis = self
+            .redis
+            .unwrap_or_else(|| shardfeed_testkit::shared().redis.settings_env());
         let env = [
             (
                 shardfeed_testkit::auth::DEV_MODE.0,
@@ -284,7 +286,6 @@ impl HarnessBuilder {
                 "SHARDFEED_POSTGRES__URL",
                 self.aggregator_pg.unwrap_or_else(|| db.url().to_string()),
             ),
-            ("SHARDFEED_REDIS__NODES", redis_nodes.join(",")),
             ("SHARDFEED_REDIS__COMMAND_TIMEOUT_MS", "500".to_string()),
             (
                 "SHARDFEED_REDIS__NAMESPACE",
@@ -301,6 +302,7 @@ impl HarnessBuilder {
         ]
         .map(|(k, v)| (k.to_string(), v))
         .into_iter()
+        .chain(redis)
         .chain(self.settings);
         let settings = Settings::load_from(None, env).unwrap();
         let kept = settings.clone();
@@ -319,10 +321,7 @@ impl HarnessBuilder {
         let server = InProcessServer::start(app.local_addr(), |s| app.run_until_stopped(s))
             .await
             .unwrap();
-        let (sql, conn) = tokio_postgres::connect(db.url(), tokio_postgres::NoTls)
-            .await
-            .unwrap();
-        tokio::spawn(conn);
+        let sql = db.connect().await.unwrap();
         let feeds = FeedServiceClient::new(shardfeed_testkit::auth::as_service(
             server.channel.clone(),
             &kept,

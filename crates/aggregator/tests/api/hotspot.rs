@@ -411,7 +411,7 @@ async fn a_load_every_reader_gave_up_on_is_never_served_later() {
         .collect();
     let mut h = Harness::builder()
         .timeline_len(100)
-        .redis(&cluster.seed_nodes())
+        .redis(&cluster)
         .settings(&settings)
         .start()
         .await;

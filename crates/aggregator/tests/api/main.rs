@@ -35,7 +35,7 @@ async fn not_serving_while_no_redis_node_answers() {
         .unwrap()
         .unwrap();
     let h = Harness::builder()
-        .redis(&cluster.seed_nodes())
+        .redis(&cluster)
         .setting(QUICK_PROBES.0, QUICK_PROBES.1)
         .start()
         .await;
@@ -44,6 +44,56 @@ async fn not_serving_while_no_redis_node_answers() {
         cluster.kill_node(&node).unwrap();
     }
     h.wait_for_health(ServingStatus::NotServing).await;
+}
+
+/// Credentials the cluster refuses: the aggregator (which connects in the background) never
+/// reports SERVING, and a client with them fails on the credentials.
+#[tokio::test]
+async fn never_serving_with_a_redis_password_the_cluster_refuses() {
+    let db = shardfeed_testkit::TestDb::new().await.unwrap();
+    let mut env = shardfeed_testkit::shared().redis.settings_env();
+    env.extend(
+        [
+            shardfeed_testkit::auth::DEV_MODE,
+            ("SHARDFEED_REDIS__PASSWORD", "not-the-password"),
+            ("SHARDFEED_POSTGRES__URL", db.url()),
+            ("SHARDFEED_AGGREGATOR__LISTEN_ADDR", "127.0.0.1:0"),
+            QUICK_PROBES,
+        ]
+        .map(|(k, v)| (k.to_owned(), v.to_owned())),
+    );
+    let settings = shardfeed_server::Settings::load_from(None, env).unwrap();
+    let err = shardfeed_server::redis::connect_and_wait(
+        &settings.redis,
+        std::time::Duration::from_secs(5),
+    )
+    .await
+    .unwrap_err();
+    assert!(shardfeed_server::redis::is_auth_error(&err), "{err:#}");
+    assert!(format!("{err:#}").contains("WRONGPASS"), "{err:#}");
+
+    let app = shardfeed_aggregator::Application::build(settings)
+        .await
+        .unwrap();
+    let server =
+        shardfeed_testkit::InProcessServer::start(app.local_addr(), |s| app.run_until_stopped(s))
+            .await
+            .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+    let mut last = None;
+    while std::time::Instant::now() < deadline {
+        let status = shardfeed_testkit::health(&server.channel, "shardfeed.v1.FeedService")
+            .await
+            .unwrap();
+        assert_ne!(
+            status,
+            ServingStatus::Serving,
+            "SERVING with a refused login"
+        );
+        last = Some(status);
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(last, Some(ServingStatus::NotServing));
 }
 
 #[tokio::test]

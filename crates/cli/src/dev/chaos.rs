@@ -39,7 +39,12 @@ pub enum ChaosCommand {
 
 pub async fn run(stack: &Stack, command: ChaosCommand) -> anyhow::Result<()> {
     let state = stack.state();
-    let cluster = RedisCluster::find_kept(&state, &stack.redis_dir(), stack.redis_base_port)?;
+    let cluster = RedisCluster::find_kept(
+        &state,
+        &stack.redis_dir(),
+        stack.redis_base_port,
+        &stack.redis_credentials(),
+    )?;
     // The supervisor blocks (it polls the nodes): keep it off the async threads.
     tokio::task::spawn_blocking(move || match command {
         ChaosCommand::Pause { port, seconds } => pause(&cluster, port, seconds),

@@ -3,6 +3,11 @@
 //! their kept mode: the processes outlive the command, and `<repo>/.local/` keeps their state
 //! (`run/`: pids, ports, data dirs; `log/`; `pg/`, `redis/`: the data), so that `down`,
 //! `status` and `chaos` find exactly them and touch nothing else.
+//!
+//! The stores are authenticated as in production: PostgreSQL's superuser `shardfeed` logs in
+//! with a password (scram-sha-256), and the Redis nodes accept the ACL user `shardfeed` alone.
+//! Both passwords are fixed development values ([`DEV_PG_PASSWORD`], [`DEV_REDIS_PASSWORD`]),
+//! like the page-token development secret: `shardfeed dev env` prints them as settings.
 
 mod chaos;
 mod ports;
@@ -24,6 +29,14 @@ pub const REDIS_BASE_PORT_VAR: &str = "SFDEV_REDIS_BASE_PORT";
 pub const INGEST_ADDR_VAR: &str = "SFDEV_INGEST_ADDR";
 pub const AGGREGATOR_ADDR_VAR: &str = "SFDEV_AGGREGATOR_ADDR";
 pub const START_TIMEOUT_VAR: &str = "SFDEV_START_TIMEOUT";
+
+/// The local stack's PostgreSQL superuser and its password: development values, documented in
+/// docs/architecture.md, for a stack that listens on 127.0.0.1 only.
+pub const DEV_PG_USER: &str = "shardfeed";
+pub const DEV_PG_PASSWORD: &str = "shardfeed-development-postgres-password";
+/// The local stack's Redis ACL user and its password (development values too).
+pub const DEV_REDIS_USER: &str = "shardfeed";
+pub const DEV_REDIS_PASSWORD: &str = "shardfeed-development-redis-password";
 
 #[derive(Args)]
 pub struct DevArgs {
@@ -65,7 +78,9 @@ enum DevCommand {
         #[command(subcommand)]
         command: chaos::ChaosCommand,
     },
-    /// Print the `export SHARDFEED_…` lines that point the CLI or a service at this stack.
+    /// Print the `export SHARDFEED_…` lines that point the CLI or a service at this stack
+    /// (the stores' development credentials included), and `REDISCLI_AUTH` for
+    /// `redis-cli --user shardfeed`.
     Env,
     /// Make a CA, a server certificate and a client certificate for local use in DIR, and print
     /// the `export` lines that turn on mutual TLS for the services (`grpc.tls_*`) and the CLI
@@ -111,7 +126,7 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
         } => stack::logs(&stack, follow, lines, &components),
         DevCommand::Chaos { command } => chaos::run(&stack, command).await,
         DevCommand::Env => {
-            for (name, value) in stack.client_env() {
+            for (name, value) in stack.shell_env() {
                 println!("export {name}={value}");
             }
             Ok(())
@@ -251,8 +266,22 @@ impl Stack {
         shardfeed_testkit::StateDir::new(&self.root)
     }
 
+    /// The stack's database, with the development password.
     pub fn pg_url(&self) -> String {
-        format!("postgres://shardfeed@127.0.0.1:{}/shardfeed", self.pg_port)
+        self.pg_url_of("shardfeed")
+    }
+
+    pub fn pg_url_of(&self, database: &str) -> String {
+        format!(
+            "postgres://{DEV_PG_USER}:{DEV_PG_PASSWORD}@127.0.0.1:{}/{database}",
+            self.pg_port
+        )
+    }
+
+    /// What the stack's Redis nodes accept.
+    pub fn redis_credentials(&self) -> shardfeed_testkit::RedisCredentials {
+        shardfeed_testkit::RedisCredentials::new(DEV_REDIS_USER, DEV_REDIS_PASSWORD)
+            .expect("the development credentials are plain")
     }
 
     pub fn redis_nodes(&self) -> Vec<String> {
@@ -284,6 +313,8 @@ impl Stack {
             ("SHARDFEED_DEV_MODE", "true".to_owned()),
             ("SHARDFEED_POSTGRES__URL", self.pg_url()),
             ("SHARDFEED_REDIS__NODES", self.redis_nodes().join(",")),
+            ("SHARDFEED_REDIS__USERNAME", DEV_REDIS_USER.to_owned()),
+            ("SHARDFEED_REDIS__PASSWORD", DEV_REDIS_PASSWORD.to_owned()),
             (
                 "SHARDFEED_INGEST__LISTEN_ADDR",
                 self.ingest_addr.to_string(),
@@ -303,6 +334,13 @@ impl Stack {
         ]
         .map(|(name, value)| (name.to_owned(), value))
         .into()
+    }
+
+    /// [`Stack::client_env`] and `REDISCLI_AUTH` (redis-cli's password variable), for a shell.
+    pub fn shell_env(&self) -> Vec<(String, String)> {
+        let mut env = self.client_env();
+        env.push(("REDISCLI_AUTH".to_owned(), DEV_REDIS_PASSWORD.to_owned()));
+        env
     }
 }
 

@@ -7,6 +7,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
+use shardfeed_server::config::PostgresSettings;
 use shardfeed_server::Settings;
 use shardfeed_testkit::{
     kept_data_dir, log_tail, PgServer, ProcState, RedisCluster, ServingStatus, StateDir,
@@ -49,7 +50,7 @@ pub async fn up(stack: &Stack, stores_only: bool) -> anyhow::Result<()> {
 
     let settings = Settings::load_from(None, stack.client_env())
         .context("the stack's settings do not load")?;
-    let applied = shardfeed_server::postgres::run_migrations(settings.postgres.url()).await?;
+    let applied = shardfeed_server::postgres::run_migrations(&settings.postgres).await?;
     log(format_args!("migrations: {} applied", applied.len()));
 
     for (name, binary) in binaries {
@@ -113,9 +114,10 @@ async fn start_postgres(stack: &Stack, state: &StateDir) -> anyhow::Result<()> {
     let data = kept_data_dir(&stack.root.join("pg"))?;
     let (state_for_start, port) = (state.clone(), stack.pg_port);
     let was_running = state.live(POSTGRES)?.is_some();
-    let pg =
-        tokio::task::spawn_blocking(move || PgServer::start_kept(&state_for_start, &data, port))
-            .await??;
+    let pg = tokio::task::spawn_blocking(move || {
+        PgServer::start_kept(&state_for_start, &data, port, super::DEV_PG_PASSWORD)
+    })
+    .await??;
     if pg.port() != stack.pg_port {
         bail!(
             "postgres already runs on port {} (not {}): `shardfeed dev down` first to move it",
@@ -135,10 +137,7 @@ async fn start_postgres(stack: &Stack, state: &StateDir) -> anyhow::Result<()> {
         pg.dir().display()
     ));
 
-    let admin_url = pg.url("postgres");
-    let client = crate::client::connect_postgres(&crate::client::postgres_config(&admin_url)?)
-        .await
-        .with_context(|| format!("connecting to {admin_url}"))?;
+    let client = connect_admin(stack).await?;
     let exists = client
         .query_opt("SELECT 1 FROM pg_database WHERE datname = 'shardfeed'", &[])
         .await?
@@ -150,10 +149,19 @@ async fn start_postgres(stack: &Stack, state: &StateDir) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A connection to the stack's `postgres` database as its superuser.
+async fn connect_admin(stack: &Stack) -> anyhow::Result<tokio_postgres::Client> {
+    let settings = PostgresSettings::from_url(stack.pg_url_of("postgres"));
+    crate::client::connect_postgres(&crate::client::postgres_target(&settings, None)?).await
+}
+
 async fn start_redis(stack: &Stack, state: &StateDir) -> anyhow::Result<()> {
     let (state, dir, base) = (state.clone(), stack.redis_dir(), stack.redis_base_port);
-    let cluster =
-        tokio::task::spawn_blocking(move || RedisCluster::start_kept(&state, &dir, base)).await??;
+    let credentials = stack.redis_credentials();
+    let cluster = tokio::task::spawn_blocking(move || {
+        RedisCluster::start_kept(&state, &dir, base, &credentials)
+    })
+    .await??;
     log(format_args!(
         "redis cluster: healthy, masters {}",
         cluster.masters()?.join(" ")
@@ -210,8 +218,16 @@ fn print_summary(stack: &Stack, stores_only: bool) {
         "shardfeed local stack is up{}",
         if stores_only { " (stores only)" } else { "" }
     );
-    println!("  postgres     {}", stack.pg_url());
-    println!("  redis        {}", stack.redis_nodes().join(","));
+    println!(
+        "  postgres     postgres://{}:***@127.0.0.1:{}/shardfeed",
+        super::DEV_PG_USER,
+        stack.pg_port
+    );
+    println!(
+        "  redis        {}   (ACL user {})",
+        stack.redis_nodes().join(","),
+        super::DEV_REDIS_USER
+    );
     if !stores_only {
         println!("  ingest       grpc://{}", stack.ingest_addr);
         println!("  aggregator   grpc://{}", stack.aggregator_addr);
@@ -219,7 +235,10 @@ fn print_summary(stack: &Stack, stores_only: bool) {
     println!(
         "  state        {root}/run/   logs {root}/log/   (shardfeed dev status | logs | down)"
     );
-    println!("  environment  eval \"$(shardfeed dev env)\"   points the CLI at it");
+    println!(
+        "  environment  eval \"$(shardfeed dev env)\"   points the CLI at it (development \
+         passwords included)"
+    );
 }
 
 /// Services first (they hold connections to the stores), then Redis, then PostgreSQL.
@@ -290,14 +309,19 @@ pub async fn status(stack: &Stack) -> anyhow::Result<()> {
         let check = if paused {
             "paused (SIGSTOP)".to_owned()
         } else {
-            check(name, record.port).await
+            check(stack, name, record.port).await
         };
         println!(
             "{name:<14} pid {:<8} 127.0.0.1:{:<6} {check}",
             record.process.pid, record.port
         );
     }
-    let cluster = RedisCluster::find_kept(&state, &stack.redis_dir(), stack.redis_base_port)?;
+    let cluster = RedisCluster::find_kept(
+        &state,
+        &stack.redis_dir(),
+        stack.redis_base_port,
+        &stack.redis_credentials(),
+    )?;
     match cluster.health() {
         Ok(()) => println!(
             "redis cluster  healthy, masters {}",
@@ -315,13 +339,11 @@ pub async fn status(stack: &Stack) -> anyhow::Result<()> {
 }
 
 /// What a running component answers.
-async fn check(name: &str, port: u16) -> String {
+async fn check(stack: &Stack, name: &str, port: u16) -> String {
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
     let answer = async {
         if name == POSTGRES {
-            let url = format!("postgres://shardfeed@{addr}/postgres");
-            let client =
-                crate::client::connect_postgres(&crate::client::postgres_config(&url)?).await?;
+            let client = connect_admin(stack).await?;
             client.simple_query("SELECT 1").await?;
             anyhow::Ok("accepts connections".to_owned())
         } else if name.starts_with("redis-") {

@@ -51,8 +51,10 @@ fn every_knob_is_honoured_and_the_settings_still_load() {
         .expect("the knobs leave the configuration alone");
     assert_eq!(
         settings.postgres.url(),
-        "postgres://shardfeed@127.0.0.1:54349/shardfeed"
+        "postgres://shardfeed:shardfeed-development-postgres-password@127.0.0.1:54349/shardfeed"
     );
+    assert_eq!(settings.redis.username.as_deref(), Some(DEV_REDIS_USER));
+    assert_eq!(settings.redis.password(), Some(DEV_REDIS_PASSWORD));
     assert_eq!(settings.redis.nodes.len(), 6);
     assert_eq!(settings.redis.nodes[0].to_string(), "127.0.0.1:7200");
     assert_eq!(settings.redis.nodes[5].to_string(), "127.0.0.1:7205");
@@ -129,9 +131,20 @@ async fn stores_start_on_the_knob_ports_take_migrations_and_stop() {
 
     // What `shardfeed migrate` does with the knobs in its environment.
     let settings = Settings::load_from(None, process_env(&vars, &stack)).unwrap();
-    let applied = shardfeed_server::postgres::run_migrations(settings.postgres.url())
+    let applied = shardfeed_server::postgres::run_migrations(&settings.postgres)
         .await
         .expect("migrations on the knob's port");
+    // The services' Redis client gets in with the stack's credentials, and no one without.
+    let redis = shardfeed_server::redis::connect_and_wait(&settings.redis, Duration::from_secs(10))
+        .await
+        .expect("the stack's credentials open the cluster");
+    fred::interfaces::ClientLike::quit(&redis).await.unwrap();
+    let mut stranger = settings.redis.clone();
+    stranger.password = Some("not-the-development-password".to_owned().into());
+    let err = shardfeed_server::redis::connect_and_wait(&stranger, Duration::from_secs(5))
+        .await
+        .unwrap_err();
+    assert!(shardfeed_server::redis::is_auth_error(&err), "{err:#}");
     assert!(!applied.is_empty());
     let pg = state.read("postgres").unwrap().expect("postgres recorded");
     assert_eq!(pg.port, stack.pg_port);
@@ -150,11 +163,28 @@ async fn stores_start_on_the_knob_ports_take_migrations_and_stop() {
     assert_eq!(state.read("postgres").unwrap().unwrap().process, pg.process);
     let cluster = {
         let (state, dir, base) = (state.clone(), stack.redis_dir(), stack.redis_base_port);
-        tokio::task::spawn_blocking(move || RedisCluster::find_kept(&state, &dir, base))
+        let credentials = stack.redis_credentials();
+        tokio::task::spawn_blocking(move || {
+            RedisCluster::find_kept(&state, &dir, base, &credentials)
+        })
+        .await
+        .unwrap()
+        .unwrap()
+    };
+    // Nodes left running by a stack with other credentials (an older shardfeed's had none) are
+    // refused with what to run.
+    let refused = {
+        let (state, dir, base) = (state.clone(), stack.redis_dir(), stack.redis_base_port);
+        let other = shardfeed_testkit::RedisCredentials::new("shardfeed", "another-one").unwrap();
+        tokio::task::spawn_blocking(move || RedisCluster::start_kept(&state, &dir, base, &other))
             .await
             .unwrap()
-            .unwrap()
+            .unwrap_err()
     };
+    assert!(
+        format!("{refused:#}").contains("shardfeed dev down --purge"),
+        "{refused:#}"
+    );
     assert_eq!(cluster.seed_nodes(), stack.redis_nodes());
     cluster.health().expect("the kept cluster is healthy");
     let records: Vec<_> = state
@@ -274,4 +304,38 @@ async fn dev_certs_set_up_mutual_tls_for_the_services_and_the_cli() {
 
     let _ = stop.send(());
     serving.await.unwrap().unwrap();
+}
+
+#[test]
+fn postgres_data_of_a_stack_without_passwords_is_refused_with_what_to_run() {
+    // What an older shardfeed's initdb left: every connection trusted.
+    let root = tempfile::tempdir().unwrap();
+    let data = root.path().join("pg");
+    std::fs::create_dir_all(&data).unwrap();
+    std::fs::write(data.join("PG_VERSION"), "15\n").unwrap();
+    std::fs::write(
+        data.join("pg_hba.conf"),
+        "# TYPE DATABASE USER ADDRESS METHOD\nlocal all all trust\nhost all all 127.0.0.1/32 trust\n",
+    )
+    .unwrap();
+    let state = shardfeed_testkit::StateDir::new(root.path().join(".local"));
+    let err = shardfeed_testkit::PgServer::start_kept(&state, &data, free_ports(1, false), "pw")
+        .unwrap_err();
+    let text = format!("{err:#}");
+    assert!(
+        text.contains("shardfeed dev down --purge") && text.contains("without a password"),
+        "{text}"
+    );
+}
+
+#[test]
+fn dev_env_prints_the_credentials_as_settings() {
+    let stack = stack_from("/r".into(), &[]).unwrap();
+    let env: HashMap<String, String> = stack.shell_env().into_iter().collect();
+    assert_eq!(env["SHARDFEED_REDIS__USERNAME"], "shardfeed");
+    assert_eq!(env["SHARDFEED_REDIS__PASSWORD"], DEV_REDIS_PASSWORD);
+    assert_eq!(env["REDISCLI_AUTH"], DEV_REDIS_PASSWORD);
+    assert!(env["SHARDFEED_POSTGRES__URL"].contains(&format!(":{DEV_PG_PASSWORD}@")));
+    // The shell lines are settings the services load (REDISCLI_AUTH is no setting).
+    Settings::load_from(None, stack.shell_env()).expect("dev env loads");
 }

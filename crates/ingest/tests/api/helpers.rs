@@ -44,7 +44,8 @@ pub const FAST_PATH_ONLY: &[(&str, &str)] = &[
 /// Settings for a test: its own database, port 0, quick readiness probes.
 pub fn settings(db: &TestDb, extra: &[(&str, &str)]) -> Settings {
     let stores = shardfeed_testkit::shared();
-    let mut env = vec![
+    let mut env = stores.redis.settings_env();
+    env.extend([
         (
             shardfeed_testkit::auth::DEV_MODE.0.to_string(),
             shardfeed_testkit::auth::DEV_MODE.1.to_string(),
@@ -53,10 +54,6 @@ pub fn settings(db: &TestDb, extra: &[(&str, &str)]) -> Settings {
         (
             "SHARDFEED_POSTGRES__CONNECT_TIMEOUT_MS".into(),
             "1000".into(),
-        ),
-        (
-            "SHARDFEED_REDIS__NODES".into(),
-            stores.redis.seed_nodes().join(","),
         ),
         (
             "SHARDFEED_REDIS__NAMESPACE".into(),
@@ -69,7 +66,7 @@ pub fn settings(db: &TestDb, extra: &[(&str, &str)]) -> Settings {
             "100".into(),
         ),
         ("SHARDFEED_GRPC__SHUTDOWN_GRACE_MS".into(), "2000".into()),
-    ];
+    ]);
     env.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
     Settings::load_from(None, env).expect("test settings are valid")
 }
@@ -269,11 +266,10 @@ impl TestApp {
 
     /// A direct PostgreSQL connection to this test's database.
     pub async fn sql(&self) -> tokio_postgres::Client {
-        let (client, conn) = tokio_postgres::connect(self.db.url(), tokio_postgres::NoTls)
+        self.db
+            .connect()
             .await
-            .expect("connect to the test database");
-        tokio::spawn(conn);
-        client
+            .expect("connect to the test database")
     }
 
     /// Polls the server's health until it reports `want` (readiness probes run every 100 ms
@@ -299,11 +295,8 @@ impl TestApp {
     }
 
     pub async fn count_users(&self) -> i64 {
-        let (client, conn) = tokio_postgres::connect(self.db.url(), tokio_postgres::NoTls)
+        self.sql()
             .await
-            .expect("connect to the test database");
-        tokio::spawn(conn);
-        client
             .query_one("SELECT count(*) FROM users", &[])
             .await
             .expect("count users")

@@ -200,9 +200,9 @@ async fn every_acknowledged_post_is_cached(app: &TestApp, authors: &[i64], acked
 
 async fn spawn_on_own_cluster(cluster: &RedisCluster) -> TestApp {
     let db = TestDb::new().await.unwrap();
-    let nodes = cluster.seed_nodes().join(",");
+    let redis = cluster.settings_env();
     let mut extra = EAGER_RELAY.to_vec();
-    extra.push(("SHARDFEED_REDIS__NODES", nodes.as_str()));
+    extra.extend(redis.iter().map(|(k, v)| (k.as_str(), v.as_str())));
     extra.push(("SHARDFEED_REDIS__COMMAND_TIMEOUT_MS", "500"));
     TestApp::spawn_with(db, &extra).await
 }
@@ -365,9 +365,12 @@ fn master_of(app: &TestApp, user: i64) -> String {
 async fn a_shard_without_replicas_holds_up_no_other_shard() {
     let cluster = own_cluster().await;
     let db = TestDb::new().await.unwrap();
-    let nodes = cluster.seed_nodes().join(",");
-    let extra = [
-        ("SHARDFEED_REDIS__NODES", nodes.as_str()),
+    let redis = cluster.settings_env();
+    let mut extra: Vec<(&str, &str)> = redis
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    extra.extend([
         ("SHARDFEED_REDIS__COMMAND_TIMEOUT_MS", "500"),
         ("SHARDFEED_OUTBOX__FAST_PATH_ENABLED", "false"),
         ("SHARDFEED_OUTBOX__BATCH_SIZE", "4"),
@@ -375,7 +378,7 @@ async fn a_shard_without_replicas_holds_up_no_other_shard() {
         ("SHARDFEED_OUTBOX__RETRY_BASE_MS", "200"),
         ("SHARDFEED_OUTBOX__RETRY_MAX_MS", "1000"),
         ("SHARDFEED_OUTBOX__GRACE_MS", "0"),
-    ];
+    ]);
     let app = TestApp::spawn_with(db, &extra).await;
     let master = cluster.masters().unwrap()[0].clone();
     let owner = |user: i64| master_of(&app, user);

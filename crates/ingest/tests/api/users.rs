@@ -415,10 +415,7 @@ async fn a_request_that_outlives_the_server_timeout_is_deadline_exceeded() {
     let user = app.create_user(&unique_handle("slow"), "Slow").await;
 
     // Hold a lock that GetUser's read must wait for, so the call outlives the deadline.
-    let (locker, conn) = tokio_postgres::connect(app.db.url(), tokio_postgres::NoTls)
-        .await
-        .unwrap();
-    tokio::spawn(conn);
+    let locker = app.sql().await;
     locker
         .batch_execute("BEGIN; LOCK TABLE users IN ACCESS EXCLUSIVE MODE")
         .await

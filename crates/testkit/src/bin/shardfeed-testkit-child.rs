@@ -17,13 +17,7 @@ fn main() {
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let db = runtime.block_on(TestDb::new()).unwrap();
     // Keep a backend busy in the shared server, as a test would.
-    let _session = runtime.block_on(async {
-        let (client, connection) = tokio_postgres::connect(db.url(), tokio_postgres::NoTls)
-            .await
-            .unwrap();
-        tokio::spawn(connection);
-        client
-    });
+    let _session = runtime.block_on(db.connect()).unwrap();
     let mut out = std::io::stdout().lock();
     for dir in [stores.pg.dir(), stores.redis.dir(), own_pg.dir()] {
         writeln!(out, "DIR {}", dir.display()).unwrap();

@@ -4,27 +4,94 @@ mod node;
 mod topology;
 
 use std::collections::BTreeSet;
+use std::fmt;
 use std::fs::{self, File};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, ensure, Context};
 use nix::sys::signal::Signal;
+use rand::Rng;
 use wait_timeout::ChildExt;
 
 pub use node::RedisNode;
+use node::TlsFiles;
 use topology::{
     check_topology, info_field, parse_cluster_nodes, wait_until, ClusterNode, SlotOwners, SLOTS,
 };
 
 use crate::dirs::{log_tail, InstanceDir};
 use crate::process::{Lifetime, Proc};
-use crate::resp::{self, Reply};
+use crate::resp::{self, AuthRefused, Reply};
 use crate::spawner;
 use crate::state::StateDir;
 
 const CLUSTER_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The ACL user of every cluster the testkit starts.
+const USERNAME: &str = "shardfeed";
+
+/// The ACL user that a cluster's nodes accept, and its password. The `default` user is off, so
+/// a client without them gets `NOAUTH`, one with a wrong password `WRONGPASS`; replicas
+/// authenticate to their masters as this user too.
+#[derive(Clone, PartialEq, Eq)]
+pub struct RedisCredentials {
+    pub username: String,
+    pub password: String,
+}
+
+impl RedisCredentials {
+    /// `username` and `password` as the nodes' configuration takes them: letters, digits and
+    /// `-_.` only.
+    pub fn new(username: &str, password: &str) -> anyhow::Result<RedisCredentials> {
+        let plain = |text: &str| {
+            !text.is_empty()
+                && text
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+        };
+        ensure!(
+            plain(username) && plain(password),
+            "a Redis username and password must be non-empty and of letters, digits and -_. only"
+        );
+        Ok(RedisCredentials {
+            username: username.to_owned(),
+            password: password.to_owned(),
+        })
+    }
+
+    /// User `shardfeed` with a random password: a test cluster's.
+    pub fn random() -> RedisCredentials {
+        let password: String = rand::thread_rng()
+            .sample_iter(rand::distributions::Alphanumeric)
+            .take(24)
+            .map(char::from)
+            .collect();
+        RedisCredentials {
+            username: USERNAME.to_owned(),
+            password,
+        }
+    }
+
+    /// `SHARDFEED_REDIS__USERNAME` and `SHARDFEED_REDIS__PASSWORD`.
+    pub fn settings_env(&self) -> Vec<(String, String)> {
+        vec![
+            ("SHARDFEED_REDIS__USERNAME".into(), self.username.clone()),
+            ("SHARDFEED_REDIS__PASSWORD".into(), self.password.clone()),
+        ]
+    }
+}
+
+impl fmt::Debug for RedisCredentials {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedisCredentials")
+            .field("username", &self.username)
+            .field("password", &"[redacted]")
+            .finish()
+    }
+}
 
 /// Masters and replicas per master of [`RedisCluster::start`] and of a kept cluster.
 const MASTERS: usize = 3;
@@ -41,12 +108,15 @@ pub struct RedisCluster {
     nodes: Vec<RedisNode>,
     /// Holds `cluster-create.log` (and a test cluster's node dirs).
     root: PathBuf,
+    credentials: Arc<RedisCredentials>,
+    /// The CA file of a TLS cluster.
+    tls_ca: Option<PathBuf>,
     /// A test cluster's instance dir.
     _dir: Option<InstanceDir>,
 }
 
 impl RedisCluster {
-    /// 3 masters with 1 replica each.
+    /// 3 masters with 1 replica each, user `shardfeed` with a random password.
     pub fn start() -> anyhow::Result<RedisCluster> {
         RedisCluster::start_with(MASTERS, REPLICAS_PER_MASTER)
     }
@@ -64,19 +134,52 @@ impl RedisCluster {
     /// `cluster_state:ok`, every replica is attached to its master, and every node lists every
     /// replica in `CLUSTER SLOTS`.
     pub fn start_with(masters: usize, replicas_per_master: usize) -> anyhow::Result<RedisCluster> {
+        RedisCluster::start_inner(masters, replicas_per_master, None)
+    }
+
+    /// 3 masters without replicas that also speak TLS, with `certs` (for 127.0.0.1) on their
+    /// client ports and their cluster bus: [`RedisCluster::tls_seed_nodes`] and
+    /// [`RedisCluster::settings_env`] name the TLS ports, where `CLUSTER SLOTS` names the TLS
+    /// ports too. The plain ports stay for the testkit's own admin commands.
+    pub fn start_tls(certs: &crate::TestCertificates) -> anyhow::Result<RedisCluster> {
+        RedisCluster::start_inner(3, 0, Some(certs))
+    }
+
+    fn start_inner(
+        masters: usize,
+        replicas_per_master: usize,
+        certs: Option<&crate::TestCertificates>,
+    ) -> anyhow::Result<RedisCluster> {
         ensure!(
             masters >= 3,
             "a Redis Cluster needs at least 3 masters (redis-cli --cluster create refuses fewer)"
         );
         let dir = InstanceDir::create("redis")?;
+        let credentials = Arc::new(RedisCredentials::random());
+        let tls = certs
+            .map(|certs| -> anyhow::Result<Arc<TlsFiles>> {
+                let file = |name: &str, pem: &str| -> anyhow::Result<PathBuf> {
+                    let path = dir.path().join(name);
+                    fs::write(&path, pem).with_context(|| format!("writing {}", path.display()))?;
+                    Ok(path)
+                };
+                Ok(Arc::new(TlsFiles {
+                    cert: file("tls-cert.pem", &certs.cert_pem)?,
+                    key: file("tls-key.pem", &certs.key_pem)?,
+                    ca: file("tls-ca.pem", &certs.ca_pem)?,
+                }))
+            })
+            .transpose()?;
         let total = masters * (1 + replicas_per_master);
         let nodes = (0..total)
-            .map(|_| RedisNode::start(dir.path()))
+            .map(|_| RedisNode::start(dir.path(), &credentials, tls.as_ref()))
             .collect::<anyhow::Result<Vec<_>>>()?;
         // From here on, dropping `cluster` on an error cleans everything up.
         let cluster = RedisCluster {
             nodes,
             root: dir.path().to_owned(),
+            credentials,
+            tls_ca: tls.map(|files| files.ca.clone()),
             _dir: Some(dir),
         };
         cluster.create(replicas_per_master)?;
@@ -88,11 +191,14 @@ impl RedisCluster {
     /// on `base_port..base_port + 6`, node dirs `dir/<port>`, logs `log/redis-<port>.log` and
     /// records `redis-<port>` in `state`. Nodes recorded as running are left alone, the others
     /// started; a fresh set of nodes is joined into a cluster, nodes that know theirs
-    /// (`nodes.conf`) find each other again. Returns once the cluster is healthy.
+    /// (`nodes.conf`) find each other again. Returns once the cluster is healthy. The nodes
+    /// accept `credentials` alone; a node left running by a stack that did not use them (an
+    /// older shardfeed's) is refused with what to run.
     pub fn start_kept(
         state: &StateDir,
         dir: &Path,
         base_port: u16,
+        credentials: &RedisCredentials,
     ) -> anyhow::Result<RedisCluster> {
         let total = MASTERS * (1 + REPLICAS_PER_MASTER);
         let last = u32::from(base_port) + total as u32 - 1;
@@ -102,13 +208,24 @@ impl RedisCluster {
              stay below 65536"
         );
         state.create()?;
-        let cluster = RedisCluster::kept(state, dir, &kept_ports(base_port))?;
+        let cluster = RedisCluster::kept(state, dir, &kept_ports(base_port), credentials)?;
         for node in &cluster.nodes {
             fs::create_dir_all(node.dir())
                 .with_context(|| format!("creating {}", node.dir().display()))?;
             node.ensure_running()?;
         }
-        if cluster.is_fresh()? {
+        let fresh = cluster
+            .is_fresh()
+            .map_err(|err| match err.downcast::<AuthRefused>() {
+                Ok(refused) => anyhow::anyhow!(
+                "the Redis node {} does not accept the local stack's credentials (it was started \
+                 by an older shardfeed, without them): run `shardfeed dev down --purge`, then \
+                 `shardfeed dev up` ({refused})",
+                refused.addr
+            ),
+                Err(err) => err,
+            })?;
+        if fresh {
             cluster.create(REPLICAS_PER_MASTER)?;
             cluster.wait_until_formed(MASTERS, REPLICAS_PER_MASTER)?;
         } else {
@@ -119,11 +236,22 @@ impl RedisCluster {
 
     /// The kept cluster of [`RedisCluster::start_kept`] as it is now, nodes not running
     /// included: for looking at it and for chaos. Dropping it leaves the nodes as they are.
-    pub fn find_kept(state: &StateDir, dir: &Path, base_port: u16) -> anyhow::Result<RedisCluster> {
-        RedisCluster::kept(state, dir, &kept_ports(base_port))
+    pub fn find_kept(
+        state: &StateDir,
+        dir: &Path,
+        base_port: u16,
+        credentials: &RedisCredentials,
+    ) -> anyhow::Result<RedisCluster> {
+        RedisCluster::kept(state, dir, &kept_ports(base_port), credentials)
     }
 
-    fn kept(state: &StateDir, dir: &Path, ports: &[u16]) -> anyhow::Result<RedisCluster> {
+    fn kept(
+        state: &StateDir,
+        dir: &Path,
+        ports: &[u16],
+        credentials: &RedisCredentials,
+    ) -> anyhow::Result<RedisCluster> {
+        let credentials = Arc::new(credentials.clone());
         let nodes = ports
             .iter()
             .map(|&port| {
@@ -137,12 +265,15 @@ impl RedisCluster {
                     dir.join(port.to_string()),
                     state.log_path(&name),
                     proc,
+                    &credentials,
                 ))
             })
             .collect::<anyhow::Result<Vec<_>>>()?;
         Ok(RedisCluster {
             nodes,
             root: dir.to_owned(),
+            credentials,
+            tls_ca: None,
             _dir: None,
         })
     }
@@ -150,7 +281,7 @@ impl RedisCluster {
     /// No node has met another or owns a slot yet.
     fn is_fresh(&self) -> anyhow::Result<bool> {
         for node in &self.nodes {
-            let info = resp::call_text(&node.addr(), &["CLUSTER", "INFO"])?;
+            let info = resp::call_text(&node.addr(), &self.credentials, &["CLUSTER", "INFO"])?;
             if info_field(&info, "cluster_known_nodes") != Some("1")
                 || info_field(&info, "cluster_slots_assigned") != Some("0")
             {
@@ -186,6 +317,37 @@ impl RedisCluster {
         self.nodes.iter().map(RedisNode::addr).collect()
     }
 
+    /// The ACL user and password the nodes accept.
+    pub fn credentials(&self) -> &RedisCredentials {
+        &self.credentials
+    }
+
+    /// The settings (`SHARDFEED_REDIS__NODES`, `__USERNAME`, `__PASSWORD`; for a TLS cluster
+    /// its TLS ports, `__TLS` and `__TLS_CA_FILE`) that point a service or a client at this
+    /// cluster.
+    pub fn settings_env(&self) -> Vec<(String, String)> {
+        let nodes = match &self.tls_ca {
+            Some(_) => self.tls_seed_nodes(),
+            None => self.seed_nodes(),
+        };
+        let mut env = vec![("SHARDFEED_REDIS__NODES".to_owned(), nodes.join(","))];
+        env.extend(self.credentials.settings_env());
+        if let Some(ca) = &self.tls_ca {
+            env.push(("SHARDFEED_REDIS__TLS".to_owned(), "true".to_owned()));
+            env.push((
+                "SHARDFEED_REDIS__TLS_CA_FILE".to_owned(),
+                ca.to_string_lossy().into_owned(),
+            ));
+        }
+        env
+    }
+
+    /// `127.0.0.1:{tls port}` of every node of a [`RedisCluster::start_tls`] cluster (none
+    /// for another).
+    pub fn tls_seed_nodes(&self) -> Vec<String> {
+        self.nodes.iter().filter_map(RedisNode::tls_addr).collect()
+    }
+
     /// Every node, in start order; their roles change with failovers (see `masters`).
     pub fn nodes(&self) -> &[RedisNode] {
         &self.nodes
@@ -202,7 +364,7 @@ impl RedisCluster {
     pub fn masters(&self) -> anyhow::Result<Vec<String>> {
         let mut last_err = None;
         for node in self.nodes.iter().filter(|node| node.is_live()) {
-            match resp::call_text(&node.addr(), &["CLUSTER", "NODES"]) {
+            match resp::call_text(&node.addr(), &self.credentials, &["CLUSTER", "NODES"]) {
                 Ok(text) => {
                     let mut masters: Vec<ClusterNode> = parse_cluster_nodes(&text)
                         .into_iter()
@@ -233,7 +395,11 @@ impl RedisCluster {
 
     /// The replicas of `master` not flagged as failing, per its own `CLUSTER NODES`.
     pub fn replicas_of(&self, master: &str) -> anyhow::Result<Vec<String>> {
-        let view = parse_cluster_nodes(&resp::call_text(master, &["CLUSTER", "NODES"])?);
+        let view = parse_cluster_nodes(&resp::call_text(
+            master,
+            &self.credentials,
+            &["CLUSTER", "NODES"],
+        )?);
         let master_id = view
             .iter()
             .find(|n| n.addr == master)
@@ -255,7 +421,7 @@ impl RedisCluster {
             .into_iter()
             .next()
             .with_context(|| format!("{master} has no replica to fail over to"))?;
-        let answer = resp::call_text(&replica, &["CLUSTER", "FAILOVER"])?;
+        let answer = resp::call_text(&replica, &self.credentials, &["CLUSTER", "FAILOVER"])?;
         ensure!(
             answer == "OK",
             "{replica} answered CLUSTER FAILOVER with {answer}"
@@ -269,7 +435,7 @@ impl RedisCluster {
 
     /// How many times `addr` has executed `command` (lower case), per `INFO commandstats`.
     pub fn command_calls(&self, addr: &str, command: &str) -> anyhow::Result<u64> {
-        let info = resp::call_text(addr, &["INFO", "commandstats"])?;
+        let info = resp::call_text(addr, &self.credentials, &["INFO", "commandstats"])?;
         let prefix = format!("cmdstat_{command}:calls=");
         Ok(info
             .lines()
@@ -296,7 +462,7 @@ impl RedisCluster {
 
     /// `cluster_state` of `CLUSTER INFO` as `addr` sees it (`ok`, `fail`).
     pub fn cluster_state(&self, addr: &str) -> anyhow::Result<String> {
-        let info = resp::call_text(addr, &["CLUSTER", "INFO"])?;
+        let info = resp::call_text(addr, &self.credentials, &["CLUSTER", "INFO"])?;
         info_field(&info, "cluster_state")
             .map(str::to_owned)
             .with_context(|| format!("{addr} reports no cluster_state"))
@@ -334,7 +500,7 @@ impl RedisCluster {
     /// FLUSHALL on every current master (replicas follow).
     pub fn flush_all(&self) -> anyhow::Result<()> {
         for master in self.masters()? {
-            let reply = resp::call_text(&master, &["FLUSHALL"])?;
+            let reply = resp::call_text(&master, &self.credentials, &["FLUSHALL"])?;
             ensure!(reply == "OK", "FLUSHALL on {master} answered {reply}");
         }
         Ok(())
@@ -354,6 +520,9 @@ impl RedisCluster {
         cmd.stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log)
+            // The password through the environment, not the command line.
+            .env("REDISCLI_AUTH", &self.credentials.password)
+            .args(["--user", &self.credentials.username])
             .args(["--cluster", "create"])
             .args(self.seed_nodes())
             .args([
@@ -388,7 +557,9 @@ impl RedisCluster {
     fn check_slots_list_replicas(&self, replicas: usize) -> anyhow::Result<()> {
         for node in self.nodes.iter().filter(|node| node.is_live()) {
             let addr = node.addr();
-            let Reply::Array(Some(ranges)) = resp::call(&addr, &["CLUSTER", "SLOTS"])? else {
+            let Reply::Array(Some(ranges)) =
+                resp::call(&addr, &self.credentials, &["CLUSTER", "SLOTS"])?
+            else {
                 bail!("{addr} answered CLUSTER SLOTS with something else than an array");
             };
             for range in ranges {
@@ -415,7 +586,7 @@ impl RedisCluster {
         let mut first_view = None;
         for node in live {
             let addr = node.addr();
-            let info = resp::call_text(&addr, &["CLUSTER", "INFO"])?;
+            let info = resp::call_text(&addr, &self.credentials, &["CLUSTER", "INFO"])?;
             let state = info_field(&info, "cluster_state");
             ensure!(
                 state == Some("ok"),
@@ -427,7 +598,11 @@ impl RedisCluster {
                 "{addr} reports cluster_slots_ok {slots_ok:?}"
             );
 
-            let view = parse_cluster_nodes(&resp::call_text(&addr, &["CLUSTER", "NODES"])?);
+            let view = parse_cluster_nodes(&resp::call_text(
+                &addr,
+                &self.credentials,
+                &["CLUSTER", "NODES"],
+            )?);
             let mut owners = SlotOwners::new();
             let mut covered = 0;
             for owner in view
@@ -460,7 +635,8 @@ impl RedisCluster {
                 .find(|n| n.has_flag("myself"))
                 .with_context(|| format!("{addr} does not list itself in CLUSTER NODES"))?;
             if me.has_flag("slave") {
-                let replication = resp::call_text(&addr, &["INFO", "replication"])?;
+                let replication =
+                    resp::call_text(&addr, &self.credentials, &["INFO", "replication"])?;
                 let link = info_field(&replication, "master_link_status");
                 ensure!(
                     link == Some("up"),

@@ -2,14 +2,18 @@
 
 use parking_lot::Mutex;
 use std::fs::File;
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{ensure, Context};
 use nix::sys::signal::Signal;
 
 use super::topology::wait_until;
+use super::RedisCredentials;
 use crate::dirs::{file_len, log_tail};
 use crate::ports::PortLease;
 use crate::process::{LaunchError, Lifetime, Proc, ProcState};
@@ -21,7 +25,8 @@ const NODE_TIMEOUT_MS: &str = "3000";
 
 const START_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// One `redis-server` in cluster mode on 127.0.0.1; its dir keeps `nodes.conf`.
+/// One `redis-server` in cluster mode on 127.0.0.1; its dir keeps `nodes.conf` and `auth.conf`
+/// (the ACL user, and how a replica authenticates to its master).
 ///
 /// A test's node is killed (SIGKILL) on drop, and by `PR_SET_PDEATHSIG` if the test process
 /// dies. A kept node (the local stack) outlives the process, recorded as `redis-<port>`.
@@ -31,17 +36,43 @@ pub struct RedisNode {
     dir: PathBuf,
     log: PathBuf,
     lifetime: Lifetime,
+    credentials: Arc<RedisCredentials>,
+    /// The TLS port and files of a node of [`super::RedisCluster::start_tls`].
+    tls: Option<NodeTls>,
     /// `None` once killed.
     proc: Mutex<Option<Proc>>,
     _lease: Option<PortLease>,
+    _tls_lease: Option<PortLease>,
+}
+
+/// Where a TLS node listens for TLS clients (its cluster bus is this port + 10000, encrypted
+/// too), and its certificate, key and the CA it trusts.
+#[derive(Debug, Clone)]
+pub(super) struct NodeTls {
+    pub(super) port: u16,
+    pub(super) files: Arc<TlsFiles>,
+}
+
+/// PEM files in a cluster's dir.
+#[derive(Debug)]
+pub(super) struct TlsFiles {
+    pub(super) cert: PathBuf,
+    pub(super) key: PathBuf,
+    pub(super) ca: PathBuf,
 }
 
 impl RedisNode {
     /// Starts a test node on a free port (and free bus port) in a subdir of `cluster_dir`.
-    pub(super) fn start(cluster_dir: &Path) -> anyhow::Result<RedisNode> {
+    pub(super) fn start(
+        cluster_dir: &Path,
+        credentials: &Arc<RedisCredentials>,
+        tls: Option<&Arc<TlsFiles>>,
+    ) -> anyhow::Result<RedisNode> {
         let mut last_err = None;
         for _ in 0..10 {
-            let lease = PortLease::acquire(true)?;
+            // A TLS node's cluster bus is its TLS port + 10000.
+            let lease = PortLease::acquire(tls.is_none())?;
+            let tls_lease = tls.map(|_| PortLease::acquire(true)).transpose()?;
             let dir = cluster_dir.join(lease.port().to_string());
             std::fs::create_dir(&dir).with_context(|| format!("creating {}", dir.display()))?;
             let node = RedisNode {
@@ -49,8 +80,14 @@ impl RedisNode {
                 log: dir.join("redis.log"),
                 dir: dir.clone(),
                 lifetime: Lifetime::Test,
+                credentials: credentials.clone(),
+                tls: tls.zip(tls_lease.as_ref()).map(|(files, lease)| NodeTls {
+                    port: lease.port(),
+                    files: files.clone(),
+                }),
                 proc: Mutex::new(None),
                 _lease: Some(lease),
+                _tls_lease: tls_lease,
             };
             match node.launch() {
                 Ok(proc) => {
@@ -77,14 +114,18 @@ impl RedisNode {
         dir: PathBuf,
         log: PathBuf,
         proc: Option<Proc>,
+        credentials: &Arc<RedisCredentials>,
     ) -> RedisNode {
         RedisNode {
             port,
             dir,
             log,
             lifetime,
+            credentials: credentials.clone(),
+            tls: None,
             proc: Mutex::new(proc),
             _lease: None,
+            _tls_lease: None,
         }
     }
 
@@ -101,6 +142,13 @@ impl RedisNode {
     /// `127.0.0.1:{port}`, as the node is known in the cluster.
     pub fn addr(&self) -> String {
         format!("127.0.0.1:{}", self.port)
+    }
+
+    /// `127.0.0.1:{tls port}` of a node of [`super::RedisCluster::start_tls`].
+    pub fn tls_addr(&self) -> Option<String> {
+        self.tls
+            .as_ref()
+            .map(|tls| format!("127.0.0.1:{}", tls.port))
     }
 
     /// The redis-server's pid, unless it was killed.
@@ -177,6 +225,7 @@ impl RedisNode {
         let out_path = dir.join("stdout.log");
         let (log_start, out_start) = (file_len(&self.log), file_len(&out_path));
         let spawn = || -> anyhow::Result<Proc> {
+            let auth = self.write_auth_conf()?;
             // Early failures (bad arguments) go to stdout before the log file is opened.
             let out = File::options()
                 .create(true)
@@ -184,7 +233,9 @@ impl RedisNode {
                 .open(&out_path)
                 .context("opening stdout.log")?;
             let mut cmd = Command::new("redis-server");
+            // The config file first, then the options (which redis-server wants after it).
             cmd.current_dir(dir)
+                .arg(&auth)
                 .stdin(Stdio::null())
                 .stdout(out.try_clone()?)
                 .stderr(out)
@@ -212,6 +263,18 @@ impl RedisNode {
                 // new cluster's replication offsets are 0, and nodes leave replicas at offset 0
                 // out of CLUSTER SLOTS (see `check_slots_list_replicas`).
                 .args(["--repl-ping-replica-period", "1"]);
+            if let Some(tls) = &self.tls {
+                cmd.args(["--tls-port", &tls.port.to_string()])
+                    .arg("--tls-cert-file")
+                    .arg(&tls.files.cert)
+                    .arg("--tls-key-file")
+                    .arg(&tls.files.key)
+                    .arg("--tls-ca-cert-file")
+                    .arg(&tls.files.ca)
+                    // The bus too; clients need no certificate of their own.
+                    .args(["--tls-cluster", "yes", "--tls-replication", "yes"])
+                    .args(["--tls-auth-clients", "no"]);
+            }
             if self.lifetime.is_kept() {
                 // Every shardfeed key has a TTL; under memory pressure the least recently used
                 // go first (docs/cache.md explains why readers tolerate a partly evicted
@@ -228,7 +291,7 @@ impl RedisNode {
             if let Some(how) = proc.exited() {
                 anyhow::bail!("redis-server {how}");
             }
-            Ok(matches!(resp::call(&addr, &["PING"]), Ok(Reply::Status(pong)) if pong == "PONG"))
+            Ok(matches!(resp::call(&addr, &self.credentials, &["PING"]), Ok(Reply::Status(pong)) if pong == "PONG"))
         })
         .and_then(|()| {
             let record = Record::new(proc.process_id()?, port, Some(dir.clone()), Signal::SIGTERM);
@@ -247,6 +310,32 @@ impl RedisNode {
                 Err(LaunchError::classify(err, &tail))
             }
         }
+    }
+}
+
+impl RedisNode {
+    /// `auth.conf` in the node's dir, readable by its owner alone, so that the password is
+    /// on no command line: the `default` user off, the ACL user with every right, and the
+    /// same user for a replica's link to its master.
+    fn write_auth_conf(&self) -> anyhow::Result<PathBuf> {
+        let RedisCredentials { username, password } = &*self.credentials;
+        let path = self.dir.join("auth.conf");
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&path)
+            .with_context(|| format!("creating {}", path.display()))?;
+        write!(
+            file,
+            "user default off\n\
+             user {username} on >{password} ~* &* +@all\n\
+             masteruser {username}\n\
+             masterauth {password}\n"
+        )
+        .with_context(|| format!("writing {}", path.display()))?;
+        Ok(path)
     }
 }
 

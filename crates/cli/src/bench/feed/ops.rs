@@ -44,7 +44,7 @@ pub fn grpc_ops(
 
 /// `concurrency` SQL workers, one PostgreSQL connection each.
 pub async fn sql_ops(
-    config: &tokio_postgres::Config,
+    config: &crate::client::PostgresTarget,
     data: &Arc<Dataset>,
     concurrency: usize,
 ) -> anyhow::Result<Vec<SqlFeed>> {

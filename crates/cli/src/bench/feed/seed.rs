@@ -37,7 +37,7 @@ pub struct Created {
 
 /// Where the bench reads and writes beside the aggregator.
 pub struct Stores {
-    pub pg_config: tokio_postgres::Config,
+    pub pg_config: crate::client::PostgresTarget,
     pub admin: tokio_postgres::Client,
     pub redis: RedisClient,
     pub layout: CacheLayout,

@@ -160,7 +160,7 @@ async fn run_phases(
     args: &IngestBenchArgs,
     timing: Timing,
     channels: Option<&Channels>,
-    postgres: Option<(tokio_postgres::Config, tokio_postgres::Client)>,
+    postgres: Option<(crate::client::PostgresTarget, tokio_postgres::Client)>,
     created: &mut Created,
 ) -> anyhow::Result<Vec<Round>> {
     let concurrency = args.concurrency as usize;
