@@ -145,7 +145,7 @@ pub fn report(args: &FeedBenchArgs, r: &Results) -> anyhow::Result<()> {
         let extra_us = (on.ops_per_s > 0.0 && off.ops_per_s > 0.0)
             .then(|| (1.0 / on.ops_per_s - 1.0 / off.ops_per_s) * 1e6);
         println!(
-            "authentication: {:.0} feeds/s with, {:.0} without ({} of it; {} of machine time              per feed; median of {} round(s): {})",
+            "authentication: {:.0} feeds/s with, {:.0} without ({} of it; {} of machine time per feed; median of {} round(s): {})",
             on.ops_per_s,
             off.ops_per_s,
             or_dash(auth_cost::ratio(median), |x| format!("{:.1}%", x * 100.0)),
