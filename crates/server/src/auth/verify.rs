@@ -83,6 +83,29 @@ impl From<AuthError> for tonic::Status {
 struct Key {
     algorithm: Algorithm,
     key: DecodingKey,
+    /// The checks of a token of this key, built once (not per request).
+    validation: Validation,
+}
+
+impl Key {
+    fn new(algorithm: Algorithm, key: DecodingKey) -> Self {
+        Key {
+            algorithm,
+            key,
+            validation: Validation::new(algorithm),
+        }
+    }
+}
+
+/// The claims checks of `auth` for tokens signed with `algorithm`.
+fn validation(algorithm: Algorithm, auth: &crate::config::AuthSettings) -> Validation {
+    let mut validation = Validation::new(algorithm);
+    validation.leeway = auth.leeway_secs;
+    validation.validate_nbf = true;
+    validation.set_issuer(&[&auth.issuer]);
+    validation.set_audience(&[&auth.audience]);
+    validation.set_required_spec_claims(&["exp", "nbf", "iat", "iss", "aud", "sub"]);
+    validation
 }
 
 /// Verifies bearer tokens: signature by the key the header's `kid` selects (the HS256 key for
@@ -118,12 +141,12 @@ impl Verifier {
         if let Some(secret) = settings.hs256_secret() {
             by_kid.insert(
                 HS256_KID.to_owned(),
-                Key {
-                    algorithm: Algorithm::HS256,
-                    key: DecodingKey::from_secret(secret.as_bytes()).map_err(|e| {
+                Key::new(
+                    Algorithm::HS256,
+                    DecodingKey::from_secret(secret.as_bytes()).map_err(|e| {
                         ConfigError::new(format!("auth.hs256_secret: not a usable key: {e}"))
                     })?,
-                },
+                ),
             );
         }
         for (i, pk) in auth.public_keys.iter().enumerate() {
@@ -140,7 +163,7 @@ impl Verifier {
             let key = pem_key(algorithm, &pem)
                 .map_err(|why| ConfigError::new(format!("{name}.file: {why}")))?;
             if by_kid
-                .insert(pk.kid.clone(), Key { algorithm, key })
+                .insert(pk.kid.clone(), Key::new(algorithm, key))
                 .is_some()
             {
                 return Err(ConfigError::new(format!("{name}.kid: {:?} twice", pk.kid)));
@@ -161,6 +184,9 @@ impl Verifier {
                  auth.jwks_file, or dev_mode for the development key)"
                     .into(),
             ));
+        }
+        for key in by_kid.values_mut() {
+            key.validation = validation(key.algorithm, auth);
         }
         let default = if by_kid.contains_key(HS256_KID) {
             Some(HS256_KID.to_owned())
@@ -199,13 +225,7 @@ impl Verifier {
         if header.alg != key.algorithm {
             return Err(AuthError::WrongAlgorithm);
         }
-        let mut validation = Validation::new(key.algorithm);
-        validation.leeway = self.leeway;
-        validation.validate_nbf = true;
-        validation.set_issuer(&[&self.issuer]);
-        validation.set_audience(&[&self.audience]);
-        validation.set_required_spec_claims(&["exp", "nbf", "iat", "iss", "aud", "sub"]);
-        let claims = decode::<Claims>(token, &key.key, &validation)
+        let claims = decode::<Claims>(token, &key.key, &key.validation)
             .map_err(|e| match e.into_kind() {
                 ErrorKind::InvalidSignature => AuthError::BadSignature,
                 ErrorKind::ExpiredSignature => AuthError::Expired,
@@ -289,7 +309,7 @@ fn jwks_keys(path: &Path) -> Result<Vec<(String, Key)>, ConfigError> {
             .ok_or_else(|| err("every key needs a kid".into()))?;
         let algorithm = jwk_algorithm(jwk).map_err(|why| err(format!("key {kid:?}: {why}")))?;
         let key = DecodingKey::from_jwk(jwk).map_err(|e| err(format!("key {kid:?}: {e}")))?;
-        keys.push((kid, Key { algorithm, key }));
+        keys.push((kid, Key::new(algorithm, key)));
     }
     Ok(keys)
 }
