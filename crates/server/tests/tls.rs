@@ -12,7 +12,7 @@ use shardfeed_proto::v1::{
 use shardfeed_server::{auth::AuthLayer, grpc::GrpcServer, Settings};
 use shardfeed_testkit::{
     endpoint,
-    tls::{client_tls, Issued, TestCa, LOCAL_NAMES},
+    tls::{client_tls, TestCa, TestPki, LOCAL_NAMES},
     InProcessServer, ServingStatus,
 };
 use tonic::{
@@ -40,46 +40,15 @@ impl HotspotService for Whoami {
     }
 }
 
-/// A CA, a server certificate it signed, and the files the settings name.
-struct Pki {
-    ca: TestCa,
-    dir: tempfile::TempDir,
-}
-
-impl Pki {
-    fn new() -> Pki {
-        let ca = TestCa::new("shardfeed test CA").unwrap();
-        let dir = tempfile::tempdir().unwrap();
-        ca.server(LOCAL_NAMES)
-            .unwrap()
-            .write(dir.path(), "server")
-            .unwrap();
-        std::fs::write(dir.path().join("ca.pem"), ca.cert_pem()).unwrap();
-        Pki { ca, dir }
-    }
-
-    fn path(&self, name: &str) -> String {
-        self.dir.path().join(name).to_str().unwrap().to_owned()
-    }
-
-    /// The `SHARDFEED_GRPC__*` pairs of a TLS server with `client_auth`.
-    fn env(&self, client_auth: &str) -> Vec<(String, String)> {
-        let mut env = vec![
-            ("SHARDFEED_GRPC__TLS_CERT_FILE", self.path("server.pem")),
-            ("SHARDFEED_GRPC__TLS_KEY_FILE", self.path("server-key.pem")),
-            ("SHARDFEED_GRPC__TLS_CLIENT_AUTH", client_auth.to_owned()),
-            ("SHARDFEED_GRPC__HEALTH_PROBE_INTERVAL_MS", "50".to_owned()),
-        ];
-        if client_auth != "none" {
-            env.push(("SHARDFEED_GRPC__TLS_CLIENT_CA_FILE", self.path("ca.pem")));
-        }
-        env.into_iter().map(|(k, v)| (k.to_owned(), v)).collect()
-    }
-
-    /// Trusts this CA; presents `client` if given.
-    fn client(&self, client: Option<&Issued>) -> ClientTlsConfig {
-        client_tls(&self.ca.cert_pem(), client)
-    }
+/// The PKI of a test, and the settings of a TLS server with `client_auth` that probes its
+/// health quickly.
+fn pki_env(pki: &TestPki, client_auth: &str) -> Vec<(String, String)> {
+    let mut env = pki.grpc_env(client_auth);
+    env.push((
+        "SHARDFEED_GRPC__HEALTH_PROBE_INTERVAL_MS".into(),
+        "50".into(),
+    ));
+    env
 }
 
 fn settings(mut env: Vec<(String, String)>) -> Settings {
@@ -132,8 +101,8 @@ async fn call_anew(
 
 #[tokio::test]
 async fn tls_serves_the_api_health_and_reflection_and_refuses_plaintext() {
-    let pki = Pki::new();
-    let settings = settings(pki.env("none"));
+    let pki = TestPki::new().unwrap();
+    let settings = settings(pki_env(&pki, "none"));
     let server = serve(&settings, Some(pki.client(None))).await;
 
     shardfeed_testkit::wait_for_health(
@@ -168,8 +137,8 @@ async fn tls_serves_the_api_health_and_reflection_and_refuses_plaintext() {
 
 #[tokio::test]
 async fn required_client_auth_admits_only_certificates_of_the_ca() {
-    let pki = Pki::new();
-    let settings = settings(pki.env("required"));
+    let pki = TestPki::new().unwrap();
+    let settings = settings(pki_env(&pki, "required"));
     let bench = pki.ca.client("spiffe://shardfeed/bench").unwrap();
     let server = serve(&settings, Some(pki.client(Some(&bench)))).await;
 
@@ -204,8 +173,8 @@ async fn required_client_auth_admits_only_certificates_of_the_ca() {
 
 #[tokio::test]
 async fn optional_client_auth_admits_anonymous_callers_but_not_foreign_certificates() {
-    let pki = Pki::new();
-    let settings = settings(pki.env("optional"));
+    let pki = TestPki::new().unwrap();
+    let settings = settings(pki_env(&pki, "optional"));
     let server = serve(&settings, Some(pki.client(None))).await;
 
     assert_eq!(whoami(server.channel.clone()).await.unwrap(), "");
@@ -232,7 +201,7 @@ async fn without_tls_settings_the_server_speaks_h2c() {
     assert!(settings.grpc.tls_identity_files().is_none());
     let server = serve(&settings, None).await;
     assert_eq!(whoami(server.channel.clone()).await.unwrap(), "");
-    let pki = Pki::new();
+    let pki = TestPki::new().unwrap();
     let tls = call_anew(&server, Some(pki.client(None))).await;
     assert!(tls.is_err(), "a TLS client of an h2c server: {tls:?}");
     server.shutdown().await.unwrap();
@@ -240,14 +209,14 @@ async fn without_tls_settings_the_server_speaks_h2c() {
 
 #[tokio::test]
 async fn a_key_that_is_not_the_certificates_stops_the_bind() {
-    let pki = Pki::new();
+    let pki = TestPki::new().unwrap();
     // Another valid key, of another certificate.
     pki.ca
         .server(LOCAL_NAMES)
         .unwrap()
         .write(pki.dir.path(), "other")
         .unwrap();
-    let mut env = pki.env("none");
+    let mut env = pki_env(&pki, "none");
     env[1].1 = pki.path("other-key.pem");
     let settings = settings(env);
     let auth = AuthLayer::from_settings(&settings).unwrap();
@@ -265,7 +234,7 @@ async fn a_key_that_is_not_the_certificates_stops_the_bind() {
 
 #[test]
 fn tls_settings_go_together_and_name_the_setting_and_path() {
-    let pki = Pki::new();
+    let pki = TestPki::new().unwrap();
     let refusal = |pairs: &[(&str, &str)]| {
         let env = pairs.iter().map(|(k, v)| (k.to_string(), v.to_string()));
         Settings::load_from(None, env).unwrap_err().to_string()
@@ -340,7 +309,7 @@ fn tls_settings_go_together_and_name_the_setting_and_path() {
     )
     .unwrap();
     assert!(s.grpc.tls_identity_files().is_none());
-    let s = settings(pki.env("required"));
+    let s = settings(pki_env(&pki, "required"));
     assert_eq!(
         s.grpc.tls_client_auth,
         shardfeed_server::tls::ClientAuth::Required

@@ -33,7 +33,6 @@
 //! ```
 
 pub mod auth;
-mod certs;
 mod dirs;
 mod poll;
 mod ports;
@@ -50,7 +49,6 @@ mod sys;
 mod testdb;
 pub mod tls;
 
-pub use certs::TestCertificates;
 pub use dirs::{base_dir, log_tail, remove_stale_dirs};
 pub use poll::{eventually, health, wait_for_health, ServingStatus};
 pub use postgres::{kept_data_dir, PgServer, BINDIR_VAR};
@@ -60,3 +58,4 @@ pub use server::{endpoint, InProcessServer, Shutdown};
 pub use shared::{shared, unique_namespace, SharedStores};
 pub use state::{Record, StateDir};
 pub use testdb::TestDb;
+pub use tls::TestCertificates;

@@ -59,6 +59,19 @@ impl TestCa {
         self.sign(params)
     }
 
+    /// A certificate for `names` that serves and also dials its peers with the same identity
+    /// (Redis nodes on their cluster bus and replication links): server and client auth.
+    pub fn peer(&self, names: &[&str]) -> anyhow::Result<Issued> {
+        let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
+        let mut params = CertificateParams::new(names.clone()).context("peer names")?;
+        self.leaf(&mut params, names.first().map_or("peer", |n| n.as_str()));
+        params.extended_key_usages = vec![
+            ExtendedKeyUsagePurpose::ServerAuth,
+            ExtendedKeyUsagePurpose::ClientAuth,
+        ];
+        self.sign(params)
+    }
+
     /// A client certificate whose identity is `identity`: its URI subject alternative name
     /// when it has a scheme (`spiffe://shardfeed/bench`), else its DNS name; its common name too.
     pub fn client(&self, identity: &str) -> anyhow::Result<Issued> {
@@ -135,6 +148,78 @@ pub fn client_tls(ca_pem: &str, identity: Option<&Issued>) -> ClientTlsConfig {
     match identity {
         Some(issued) => config.identity(issued.identity()),
         None => config,
+    }
+}
+
+/// A fresh CA and a certificate it signed for `127.0.0.1` and `localhost`, valid for server and
+/// client auth, in PEM: for the stores' TLS tests (`PgServer::start_tls`, `RedisCluster::start_tls`).
+pub struct TestCertificates {
+    /// The CA's certificate: what a client trusts (`*.tls_ca_file`).
+    pub ca_pem: String,
+    /// The server's certificate and its private key.
+    pub cert_pem: String,
+    pub key_pem: String,
+}
+
+impl TestCertificates {
+    pub fn for_localhost() -> anyhow::Result<TestCertificates> {
+        let ca = TestCa::new("shardfeed test CA")?;
+        // Redis nodes present it to each other too.
+        let server = ca.peer(&["127.0.0.1", "localhost"])?;
+        Ok(TestCertificates {
+            ca_pem: ca.cert_pem(),
+            cert_pem: server.cert_pem,
+            key_pem: server.key_pem,
+        })
+    }
+
+    /// Writes the CA's certificate to `dir/ca.pem` and returns its path.
+    pub fn write_ca(&self, dir: &Path) -> anyhow::Result<PathBuf> {
+        let path = dir.join("ca.pem");
+        std::fs::write(&path, &self.ca_pem)
+            .with_context(|| format!("writing {}", path.display()))?;
+        Ok(path)
+    }
+}
+
+/// A CA and a server certificate for [`LOCAL_NAMES`] it signed, in files of a temporary dir
+/// (`ca.pem`, `server.pem`, `server-key.pem`) that a gRPC server's settings name.
+pub struct TestPki {
+    pub ca: TestCa,
+    pub dir: tempfile::TempDir,
+}
+
+impl TestPki {
+    pub fn new() -> anyhow::Result<TestPki> {
+        let ca = TestCa::new("shardfeed test CA")?;
+        let dir = tempfile::tempdir().context("a dir for the certificates")?;
+        ca.server(LOCAL_NAMES)?.write(dir.path(), "server")?;
+        write_file(&dir.path().join("ca.pem"), &ca.cert_pem(), 0o644)?;
+        Ok(TestPki { ca, dir })
+    }
+
+    /// The file `name` of the dir, as a settings value.
+    pub fn path(&self, name: &str) -> String {
+        self.dir.path().join(name).to_string_lossy().into_owned()
+    }
+
+    /// The `SHARDFEED_GRPC__TLS_*` settings of a server with this certificate and
+    /// `client_auth` (`none`, `optional`, `required`; the CA checks client certificates).
+    pub fn grpc_env(&self, client_auth: &str) -> Vec<(String, String)> {
+        let mut env = vec![
+            ("SHARDFEED_GRPC__TLS_CERT_FILE", self.path("server.pem")),
+            ("SHARDFEED_GRPC__TLS_KEY_FILE", self.path("server-key.pem")),
+            ("SHARDFEED_GRPC__TLS_CLIENT_AUTH", client_auth.to_owned()),
+        ];
+        if client_auth != "none" {
+            env.push(("SHARDFEED_GRPC__TLS_CLIENT_CA_FILE", self.path("ca.pem")));
+        }
+        env.into_iter().map(|(k, v)| (k.to_owned(), v)).collect()
+    }
+
+    /// A client that trusts this CA and presents `client` if given.
+    pub fn client(&self, client: Option<&Issued>) -> ClientTlsConfig {
+        client_tls(&self.ca.cert_pem(), client)
     }
 }
 

@@ -8,35 +8,12 @@ use shardfeed_proto::v1::{user_service_client::UserServiceClient, CreateUserRequ
 use shardfeed_server::auth::Role;
 use shardfeed_testkit::{
     endpoint,
-    tls::{client_tls, TestCa, LOCAL_NAMES},
+    tls::{client_tls, TestCa, TestPki},
     ServingStatus, TestDb,
 };
 use tonic::transport::ClientTlsConfig;
 
 use crate::helpers::{unique_handle, TestApp};
-
-/// A CA and the server's certificate and key, in files the settings name.
-struct Pki {
-    ca: TestCa,
-    dir: tempfile::TempDir,
-}
-
-impl Pki {
-    fn new() -> Pki {
-        let ca = TestCa::new("shardfeed test CA").unwrap();
-        let dir = tempfile::tempdir().unwrap();
-        ca.server(LOCAL_NAMES)
-            .unwrap()
-            .write(dir.path(), "server")
-            .unwrap();
-        std::fs::write(dir.path().join("ca.pem"), ca.cert_pem()).unwrap();
-        Pki { ca, dir }
-    }
-
-    fn path(&self, name: &str) -> String {
-        self.dir.path().join(name).to_str().unwrap().to_owned()
-    }
-}
 
 /// A new connection to `app` through `tls` (plaintext without), and one CreateUser on it,
 /// as a service (with a token) or with no token at all: `Err` whether the handshake or the
@@ -79,7 +56,7 @@ async fn create_user_anew(
 
 #[tokio::test]
 async fn tls_serves_the_api_health_and_reflection_and_refuses_plaintext() {
-    let pki = Pki::new();
+    let pki = TestPki::new().unwrap();
     let (cert, key) = (pki.path("server.pem"), pki.path("server-key.pem"));
     let app = TestApp::spawn_tls(
         TestDb::new().await.unwrap(),
@@ -134,7 +111,7 @@ async fn tls_serves_the_api_health_and_reflection_and_refuses_plaintext() {
 
 #[tokio::test]
 async fn required_client_certificates_admit_only_the_cas() {
-    let pki = Pki::new();
+    let pki = TestPki::new().unwrap();
     let (cert, key, ca) = (
         pki.path("server.pem"),
         pki.path("server-key.pem"),
