@@ -375,6 +375,7 @@ mod tests {
             (TLS_CERT_VAR, "/etc/shardfeed/client.pem"),
             (TLS_KEY_VAR, "/etc/shardfeed/client-key.pem"),
             (TLS_DOMAIN_VAR, "ingest.internal"),
+            (TOKEN_VAR, "header.payload.signature"),
         ];
         for (name, value) in knobs {
             std::env::set_var(name, value);
@@ -382,6 +383,8 @@ mod tests {
         let flags = Flags::parse_from(["t"]);
         let from_env = TlsFlags::from_env();
         let settings = Settings::load();
+        // No key to mint with is needed: the knob's token is sent as it is.
+        let given = bearer(&Settings::load_from(None, Vec::new()).unwrap());
         for (name, _) in knobs {
             std::env::remove_var(name);
         }
@@ -400,6 +403,12 @@ mod tests {
             assert_eq!(tls.domain.as_deref(), Some("ingest.internal"));
         }
         settings.expect("the knobs are no settings");
+        let mut sent = tonic::Request::new(());
+        sent = tonic::service::Interceptor::call(&mut given.unwrap(), sent).unwrap();
+        assert_eq!(
+            sent.metadata().get("authorization").unwrap(),
+            "Bearer header.payload.signature"
+        );
         // A flag still wins over its knob.
         let flags = Flags::parse_from(["t", "--ingest", "http://elsewhere:1"]);
         assert_eq!(flags.ingest.url, "http://elsewhere:1");

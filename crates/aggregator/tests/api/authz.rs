@@ -69,15 +69,7 @@ struct World {
 impl World {
     async fn start() -> World {
         let h = Harness::start(100).await;
-        let mut settings = h.settings.clone();
-        settings.ingest.listen_addr = "127.0.0.1:0".parse().unwrap();
-        settings.ingest.run_migrations = false;
-        let app = shardfeed_ingest::Application::build(settings)
-            .await
-            .unwrap();
-        let ingest = InProcessServer::start(app.local_addr(), |s| app.run_until_stopped(s))
-            .await
-            .unwrap();
+        let ingest = h.start_ingest(|_| {}).await;
         World { h, ingest }
     }
 

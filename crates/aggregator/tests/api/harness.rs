@@ -61,6 +61,21 @@ impl Harness {
     }
 
     /// PostgreSQL settings pointing at the test's database.
+    /// A real ingest service of this test (its database and key namespace), in-process on
+    /// port 0, with the harness's settings as `tweak` changes them.
+    pub(crate) async fn start_ingest(&self, tweak: impl FnOnce(&mut Settings)) -> InProcessServer {
+        let mut settings = self.settings.clone();
+        settings.ingest.listen_addr = "127.0.0.1:0".parse().unwrap();
+        settings.ingest.run_migrations = false;
+        tweak(&mut settings);
+        let app = shardfeed_ingest::Application::build(settings)
+            .await
+            .unwrap();
+        InProcessServer::start(app.local_addr(), |s| app.run_until_stopped(s))
+            .await
+            .unwrap()
+    }
+
     pub(crate) fn pg_settings(&self) -> shardfeed_server::config::PostgresSettings {
         let mut pg = self.settings.postgres.clone();
         pg.url = self.db.url().to_string().into();

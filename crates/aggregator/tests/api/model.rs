@@ -334,21 +334,16 @@ struct Ingest {
 
 impl Ingest {
     async fn start(h: &Harness) -> Ingest {
-        let mut settings = h.settings.clone();
-        settings.ingest.listen_addr = "127.0.0.1:0".parse().unwrap();
-        settings.ingest.run_migrations = false;
-        settings.outbox.relay_interval_ms = 50;
-        settings.outbox.grace_ms = 0;
-        // Every write is warmed before it is answered (a machine under load could otherwise
-        // leave one to the relay, and the read right after would miss it).
-        settings.outbox.fast_path_budget_ms = 10_000;
-        settings.cache.replica_ack_timeout_ms = 5_000;
-        let app = shardfeed_ingest::Application::build(settings)
-            .await
-            .unwrap();
-        let server = InProcessServer::start(app.local_addr(), |s| app.run_until_stopped(s))
-            .await
-            .unwrap();
+        let server = h
+            .start_ingest(|settings| {
+                settings.outbox.relay_interval_ms = 50;
+                settings.outbox.grace_ms = 0;
+                // Every write is warmed before it is answered (a machine under load could
+                // otherwise leave one to the relay, and the read right after would miss it).
+                settings.outbox.fast_path_budget_ms = 10_000;
+                settings.cache.replica_ack_timeout_ms = 5_000;
+            })
+            .await;
         let channel = shardfeed_testkit::auth::as_service(server.channel.clone(), &h.settings);
         Ingest {
             users: UserServiceClient::new(channel.clone()),
