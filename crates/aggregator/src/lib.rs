@@ -18,6 +18,7 @@ pub mod api;
 pub mod cursor;
 pub mod detect;
 pub mod memory;
+pub mod metrics;
 pub mod mitigate;
 pub mod read;
 pub mod slice;
@@ -28,7 +29,9 @@ use shardfeed_cache::{CacheLayout, CacheWriter};
 use shardfeed_proto::v1::{
     feed_service_server::FeedServiceServer, hotspot_service_server::HotspotServiceServer,
 };
-use shardfeed_server::{grpc::GrpcServer, paging::PageTokens, postgres, redis, shutdown, Settings};
+use shardfeed_server::{
+    grpc::GrpcServer, metrics::Metrics, paging::PageTokens, postgres, redis, shutdown, Settings,
+};
 use tokio_util::{
     sync::{CancellationToken, DropGuard},
     task::TaskTracker,
@@ -37,6 +40,8 @@ use tokio_util::{
 /// The aggregator service, bound and ready to run.
 pub struct Application {
     server: GrpcServer,
+    /// Where `GET /metrics` answers.
+    metrics_addr: SocketAddr,
     /// Background tasks: the hot-set refresh, the change subscriber, the topology follower.
     tasks: TaskTracker,
     /// Cancels the background tasks when the service stops (or is dropped unstarted).
@@ -58,12 +63,16 @@ impl Application {
         let nodes = read::nodes::NodeClients::new(settings.redis.clone(), redis.clone());
         let pool = postgres::pool(&settings.postgres)?;
         let layout = CacheLayout::new(settings.redis.namespace.clone());
+        let registry = Metrics::new();
+        let metrics = metrics::ReadMetrics::register(&registry);
         let rebuilder = read::rebuild::Rebuilder::new(
-            CacheWriter::new(redis.clone(), layout.clone(), &settings.cache),
+            CacheWriter::new(redis.clone(), layout.clone(), &settings.cache)
+                .with_metrics(&metrics.redis),
             pool.clone(),
             settings.cache.timeline_len,
             settings.aggregator.max_concurrent_rebuilds,
-        );
+        )
+        .with_metrics(&metrics);
         let aggregator = &settings.aggregator;
         let hotspot = &settings.hotspot;
         let memories = memory::Memories::new(memory::Budgets {
@@ -111,8 +120,13 @@ impl Application {
                 .run_until_cancelled_owned(nodes.clone().follow_topology()),
         );
 
+        registry.register_collector(metrics::HotCollector::new(hot.clone()));
         let mut server =
             GrpcServer::bind(settings.aggregator.listen_addr, settings.grpc.clone(), auth).await?;
+        server.use_metrics(registry);
+        let metrics_addr = server
+            .serve_metrics(settings.aggregator.metrics_addr)
+            .await?;
         let limit = server.max_message_bytes();
         let home = read::home::HomeReader::new(
             nodes.clone(),
@@ -124,9 +138,16 @@ impl Application {
                 detect: detect.clone(),
                 memories,
                 bodies: read::home::HomeReader::body_cache(aggregator.body_cache_bytes),
+                metrics: metrics.clone(),
             },
         );
-        let author = read::author::AuthorReader::new(nodes, layout, rebuilder, detect.clone());
+        let author = read::author::AuthorReader::new(
+            nodes,
+            layout,
+            rebuilder,
+            detect.clone(),
+            metrics.clone(),
+        );
         server
             .add_service(
                 FeedServiceServer::new(api::feed::Feeds::new(
@@ -137,6 +158,7 @@ impl Application {
                     settings.grpc.request_timeout(),
                     detect,
                     hot.clone(),
+                    metrics,
                 ))
                 .max_decoding_message_size(limit)
                 .max_encoding_message_size(limit),
@@ -150,6 +172,7 @@ impl Application {
         tasks.close();
         Ok(Self {
             server,
+            metrics_addr,
             tasks,
             stop: cancel.drop_guard(),
         })
@@ -157,6 +180,11 @@ impl Application {
 
     pub fn local_addr(&self) -> SocketAddr {
         self.server.local_addr()
+    }
+
+    /// Where `GET /metrics` answers.
+    pub fn metrics_addr(&self) -> SocketAddr {
+        self.metrics_addr
     }
 
     /// Serves until `shutdown` completes, then drains and stops the background tasks (at most
@@ -167,6 +195,7 @@ impl Application {
     ) -> anyhow::Result<()> {
         let Self {
             server,
+            metrics_addr: _,
             tasks,
             stop,
         } = self;

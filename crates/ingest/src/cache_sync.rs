@@ -20,7 +20,7 @@ use shardfeed_server::{config::OutboxSettings, error::redis_error_is_transient};
 use tokio::sync::{mpsc, oneshot, Semaphore};
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
-use crate::store::outbox;
+use crate::{metrics::OutboxMetrics, store::outbox};
 
 /// Changes waiting for the warming task; past this the fast path leaves them to the relay.
 const WARM_QUEUE: usize = 8192;
@@ -110,6 +110,7 @@ pub fn spawn_tasks(
     writer: CacheWriter,
     settings: &OutboxSettings,
     queue: WarmQueue,
+    metrics: OutboxMetrics,
 ) {
     let (delivered, delivered_rx) = mpsc::unbounded_channel();
     tasks.spawn(warm_batches(
@@ -120,8 +121,9 @@ pub fn spawn_tasks(
         tasks.clone(),
     ));
     tasks.spawn(delete_delivered(pool.clone(), delivered_rx, stop.clone()));
+    tasks.spawn(metrics.clone().sample_until(pool.clone(), stop.clone()));
     if settings.relay_enabled {
-        tasks.spawn(relay(pool, writer, settings.clone(), stop.clone()));
+        tasks.spawn(relay(pool, writer, settings.clone(), metrics, stop.clone()));
     }
 }
 
@@ -224,14 +226,26 @@ async fn delete_delivered(
 /// position, so a row that commits late (with a lower id than rows already relayed) is still
 /// found. A row that fails waits for its own next attempt (exponential backoff) while the rows
 /// behind it go on; a round that delivered nothing pauses likewise.
-async fn relay(pool: Pool, writer: CacheWriter, settings: OutboxSettings, stop: CancellationToken) {
+async fn relay(
+    pool: Pool,
+    writer: CacheWriter,
+    settings: OutboxSettings,
+    metrics: OutboxMetrics,
+    stop: CancellationToken,
+) {
     let mut idle_rounds = 0u32;
-    let counters = RelayCounters::register();
     loop {
+        let started = std::time::Instant::now();
         let outcome = relay_once(&pool, &writer, &settings).await;
         let pause = match outcome {
             Ok(round) => {
-                counters.dead_letters.add(round.parked as u64, &[]);
+                if round.claimed > 0 {
+                    metrics
+                        .batch_duration
+                        .observe(started.elapsed().as_secs_f64());
+                }
+                metrics.relayed.inc_by(round.delivered as u64);
+                metrics.dead_lettered.inc_by(round.parked as u64);
                 if round.claimed > 0 && round.delivered == 0 {
                     idle_rounds += 1;
                 } else {
@@ -266,22 +280,6 @@ fn backoff(settings: &OutboxSettings, idle: u32) -> Duration {
     interval
         .saturating_mul(1 << (idle - 1).min(16))
         .min(Duration::from_millis(settings.retry_max_ms).max(interval))
-}
-
-struct RelayCounters {
-    dead_letters: opentelemetry::metrics::Counter<u64>,
-}
-
-impl RelayCounters {
-    fn register() -> Self {
-        let meter = opentelemetry::global::meter("shardfeed-ingest");
-        Self {
-            dead_letters: meter
-                .u64_counter("shardfeed.ingest.outbox.dead_letters")
-                .with_description("Outbox rows parked in outbox_dead_letters")
-                .build(),
-        }
-    }
 }
 
 /// What one relay round did.

@@ -15,6 +15,7 @@ pub mod cache_sync;
 pub mod domain;
 pub mod group_commit;
 pub mod hot_copies;
+pub mod metrics;
 pub mod store;
 
 use std::{future::Future, net::SocketAddr};
@@ -25,8 +26,8 @@ use shardfeed_proto::v1::{
     user_service_server::UserServiceServer,
 };
 use shardfeed_server::{
-    config::OutboxSettings, grpc::GrpcServer, paging::PageTokens, postgres, redis, shutdown,
-    Settings,
+    config::OutboxSettings, grpc::GrpcServer, metrics::Metrics, paging::PageTokens, postgres,
+    redis, shutdown, Settings,
 };
 
 use cache_sync::{CacheSync, WarmQueue};
@@ -36,6 +37,8 @@ use tokio_util::{sync::CancellationToken, task::TaskTracker};
 /// The ingest service, bound and ready to run.
 pub struct Application {
     server: GrpcServer,
+    metrics_addr: SocketAddr,
+    outbox_metrics: metrics::OutboxMetrics,
     pool: deadpool_postgres::Pool,
     writer: CacheWriter,
     outbox: OutboxSettings,
@@ -62,17 +65,22 @@ impl Application {
         // Writes do not need Redis, but the fast path skips a client that has not connected:
         // give it a moment, so the first writes after a start are warmed at once.
         let redis = redis::connect_briefly_waiting(&settings.redis).await?;
+        let metrics = Metrics::new();
         let writer = CacheWriter::new(
             redis,
             CacheLayout::new(settings.redis.namespace.clone()),
             &settings.cache,
-        );
+        )
+        .with_metrics(metrics.redis());
+        let outbox_metrics = metrics::OutboxMetrics::register(&metrics);
         let (cache, warm_queue) = CacheSync::new(writer.clone(), &settings.outbox);
         let tokens = PageTokens::new(&settings.paging.token_secret);
         let purge = std::sync::Arc::new(tokio::sync::Notify::new());
 
         let mut server =
             GrpcServer::bind(settings.ingest.listen_addr, settings.grpc.clone(), auth).await?;
+        server.use_metrics(metrics);
+        let metrics_addr = server.serve_metrics(settings.ingest.metrics_addr).await?;
         let limit = server.max_message_bytes();
         let timeout = settings.grpc.request_timeout();
         server
@@ -122,6 +130,8 @@ impl Application {
             );
         Ok(Self {
             server,
+            metrics_addr,
+            outbox_metrics,
             pool,
             writer,
             outbox: settings.outbox,
@@ -134,6 +144,11 @@ impl Application {
 
     pub fn local_addr(&self) -> SocketAddr {
         self.server.local_addr()
+    }
+
+    /// Where `GET /metrics` answers.
+    pub fn metrics_addr(&self) -> SocketAddr {
+        self.metrics_addr
     }
 
     /// Serves until `shutdown` completes, then drains, then stops the background tasks (the
@@ -172,6 +187,7 @@ impl Application {
             self.writer,
             &self.outbox,
             self.warm_queue,
+            self.outbox_metrics,
         );
         let served = self.server.run(shutdown).await;
         shutdown::stop_tasks(&stop, &tasks, shutdown::TASKS_GRACE).await;

@@ -1,6 +1,7 @@
 //! What every shardfeed gRPC server has: health (`grpc.health.v1`) driven by store probes,
 //! reflection v1 and v1alpha, authentication and rate limits ([`crate::auth`]), message size
-//! limits, caller deadlines, per-connection concurrency limits, TLS or mutual TLS when
+//! limits, caller deadlines, per-connection concurrency limits, RPC metrics and the `/metrics`
+//! listener ([`crate::metrics`]), TLS or mutual TLS when
 //! `grpc.tls_*` asks for it ([`crate::tls`]) and a graceful shutdown with a bounded drain.
 
 use std::{convert::Infallible, future::Future, net::SocketAddr, sync::Arc, time::Duration};
@@ -17,7 +18,13 @@ use tonic::{
 };
 use tonic_health::{server::HealthReporter, ServingStatus};
 
-use crate::{auth::AuthLayer, config::GrpcSettings, deadline::DeadlineLayer, tls::ClientAuth};
+use crate::{
+    auth::AuthLayer,
+    config::GrpcSettings,
+    deadline::DeadlineLayer,
+    metrics::{endpoint::MetricsEndpoint, Metrics},
+    tls::ClientAuth,
+};
 
 /// How long a client may take to finish its TLS handshake.
 const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -35,6 +42,9 @@ pub struct GrpcServer {
     routes: RoutesBuilder,
     service_names: Vec<&'static str>,
     probes: Vec<(&'static str, Probe)>,
+    metrics: Metrics,
+    /// `None` until [`GrpcServer::serve_metrics`].
+    metrics_endpoint: Option<MetricsEndpoint>,
 }
 
 impl GrpcServer {
@@ -60,7 +70,30 @@ impl GrpcServer {
             routes: RoutesBuilder::default(),
             service_names: Vec::new(),
             probes: Vec::new(),
+            metrics: Metrics::new(),
+            metrics_endpoint: None,
         })
+    }
+
+    /// The server's metrics, which the service adds its own to.
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    /// Serves `metrics` (a registry the service made before it bound the server) instead of
+    /// the server's own.
+    pub fn use_metrics(&mut self, metrics: Metrics) -> &mut Self {
+        self.metrics = metrics;
+        self
+    }
+
+    /// Binds the metrics listener (`GET /metrics`) to `addr` now; it serves while the server
+    /// runs, through the drain. Returns the bound address.
+    pub async fn serve_metrics(&mut self, addr: SocketAddr) -> anyhow::Result<SocketAddr> {
+        let endpoint = MetricsEndpoint::bind(addr).await?;
+        let bound = endpoint.local_addr();
+        self.metrics_endpoint = Some(endpoint);
+        Ok(bound)
     }
 
     pub fn local_addr(&self) -> SocketAddr {
@@ -112,6 +145,8 @@ impl GrpcServer {
             mut routes,
             service_names,
             probes,
+            metrics,
+            metrics_endpoint,
         } = self;
         let addr = listener.local_addr()?;
         let transport = match (&tls, settings.tls_client_auth) {
@@ -151,6 +186,9 @@ impl GrpcServer {
                 .context("building reflection v1alpha")?,
         );
 
+        auth.count_in(&metrics);
+        let rpc_metrics = metrics.rpc().layer();
+
         let stopping = CancellationToken::new();
         let readiness = TaskTracker::new();
         readiness.spawn(readiness_loop(
@@ -160,7 +198,22 @@ impl GrpcServer {
             settings.health_probe_interval(),
             stopping.clone(),
         ));
+        // The metrics listener serves through the drain: it stops after the gRPC server.
+        let scraped = CancellationToken::new();
+        let scraping = TaskTracker::new();
+        if let Some(endpoint) = metrics_endpoint {
+            scraping.spawn({
+                let scraped = scraped.clone();
+                let metrics = metrics.clone();
+                async move {
+                    if let Err(err) = endpoint.run(metrics, scraped.cancelled_owned()).await {
+                        tracing::error!(error = format!("{err:#}"), "metrics listener stopped");
+                    }
+                }
+            });
+        }
         readiness.close();
+        scraping.close();
 
         let signal = {
             let reporter = reporter.clone();
@@ -187,6 +240,7 @@ impl GrpcServer {
             .http2_keepalive_interval(Some(Duration::from_secs(30)))
             .http2_keepalive_timeout(Some(Duration::from_secs(10)))
             .concurrency_limit_per_connection(settings.concurrency_limit_per_connection)
+            .layer(rpc_metrics)
             .layer(DeadlineLayer::new(settings.request_timeout()))
             .layer(auth)
             .add_routes(routes.routes())
@@ -208,6 +262,8 @@ impl GrpcServer {
         // A server that failed on its own leaves the probe loop running: end it too.
         stopping.cancel();
         readiness.wait().await;
+        scraped.cancel();
+        scraping.wait().await;
         if outcome.is_ok() {
             tracing::info!(%addr, "gRPC server stopped");
         }

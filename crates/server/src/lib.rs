@@ -11,6 +11,7 @@ pub mod config;
 pub mod deadline;
 pub mod error;
 pub mod grpc;
+pub mod metrics;
 pub mod paging;
 pub mod postgres;
 pub mod redis;

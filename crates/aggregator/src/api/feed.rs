@@ -21,6 +21,7 @@ use tonic::{Request, Response, Status};
 use crate::{
     cursor::Position,
     detect::Detector,
+    metrics::ReadMetrics,
     mitigate::HotReads,
     read::{
         author::{AuthorReader, CachedPage},
@@ -45,10 +46,13 @@ pub struct Feeds {
     request_timeout: Duration,
     detect: Detector,
     hot: HotReads,
+    metrics: ReadMetrics,
 }
 
 impl Feeds {
-    /// `detect` counts every author a read touches; `hot` reads the hot ones.
+    /// `detect` counts every author a read touches; `hot` reads the hot ones; `metrics` counts
+    /// the pages answered.
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         reader: AuthorReader,
         home: HomeReader,
@@ -57,6 +61,7 @@ impl Feeds {
         request_timeout: Duration,
         detect: Detector,
         hot: HotReads,
+        metrics: ReadMetrics,
     ) -> Self {
         Self {
             reader,
@@ -66,6 +71,7 @@ impl Feeds {
             request_timeout,
             detect,
             hot,
+            metrics,
         }
     }
 
@@ -214,6 +220,7 @@ impl FeedService for Feeds {
             })
             .await??;
         let next_page_token = self.next_token(&scope, page.posts.last(), page.more);
+        self.metrics.answered(page.authors_omitted > 0);
         Ok(Response::new(GetHomeFeedResponse {
             posts: page.posts,
             next_page_token,
@@ -240,6 +247,7 @@ impl FeedService for Feeds {
             .run(self.timeline_page(user_id, after, size))
             .await??;
         let next_page_token = self.next_token(&scope, posts.last(), more);
+        self.metrics.answered(false);
         Ok(Response::new(GetUserTimelineResponse {
             posts,
             next_page_token,

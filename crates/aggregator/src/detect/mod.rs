@@ -35,8 +35,6 @@ const FEED_SAMPLING: u64 = 4;
 #[derive(Clone)]
 pub struct Detector {
     inner: Arc<Inner>,
-    /// The OpenTelemetry instruments reading this state (exported when OTLP is configured).
-    _metrics: Arc<Metrics>,
 }
 
 struct Inner {
@@ -70,10 +68,7 @@ impl Detector {
             client,
             layout,
         });
-        Self {
-            _metrics: Arc::new(Metrics::register(&inner)),
-            inner,
-        }
+        Self { inner }
     }
 
     /// Counts one read of each of `authors`' keys. A long list (a home feed's followees) is
@@ -205,48 +200,4 @@ pub fn server_name(server: &Server) -> String {
 fn node_name(node: &Option<Server>) -> String {
     node.as_ref()
         .map_or_else(|| "unrouted".to_owned(), server_name)
-}
-
-/// Observable instruments on the global meter; each reads [`Inner`] when collected.
-struct Metrics {
-    _node_requests: opentelemetry::metrics::ObservableCounter<u64>,
-    _hot_authors: opentelemetry::metrics::ObservableGauge<u64>,
-}
-
-impl Metrics {
-    fn register(inner: &Arc<Inner>) -> Self {
-        use opentelemetry::KeyValue;
-        let meter = opentelemetry::global::meter("shardfeed-aggregator");
-        let weak = Arc::downgrade(inner);
-        let node_requests = meter
-            .u64_observable_counter("shardfeed.aggregator.node_requests")
-            .with_description("Requests (round trips) sent to each Redis Cluster node")
-            .with_callback(move |observer| {
-                if let Some(inner) = weak.upgrade() {
-                    for (node, count) in inner.node_requests.lock().iter() {
-                        observer.observe(*count, &[KeyValue::new("node", node_name(node))]);
-                    }
-                }
-            })
-            .build();
-        let weak = Arc::downgrade(inner);
-        let hot_authors = meter
-            .u64_observable_gauge("shardfeed.aggregator.hot_authors")
-            .with_description("Authors in the hot set (labelled by author id)")
-            .with_callback(move |observer| {
-                if let Some(inner) = weak.upgrade() {
-                    let hot = inner.hot.read().clone();
-                    observer.observe(hot.len() as u64, &[]);
-                    for (author, rate) in hot.iter() {
-                        observer
-                            .observe(rate.round() as u64, &[KeyValue::new("author_id", *author)]);
-                    }
-                }
-            })
-            .build();
-        Self {
-            _node_requests: node_requests,
-            _hot_authors: hot_authors,
-        }
-    }
 }

@@ -69,8 +69,6 @@ pub struct Budgets {
 #[derive(Clone)]
 pub struct Memories {
     inner: Arc<Inner>,
-    /// The OpenTelemetry instruments reading the near-cache (exported when OTLP is configured).
-    _metrics: Arc<Metrics>,
 }
 
 struct Inner {
@@ -110,10 +108,7 @@ impl Memories {
             following: Memory::new(budgets.following_bytes, budgets.following_ttl),
             subscribed: AtomicBool::new(false),
         });
-        Self {
-            _metrics: Arc::new(Metrics::register(&inner)),
-            inner,
-        }
+        Self { inner }
     }
 
     /// Whether any memory is on (else nothing needs the subscription).
@@ -244,46 +239,6 @@ impl Memories {
                     _ = reconnects.recv() => break,
                 }
             }
-        }
-    }
-}
-
-/// Observable instruments on the global meter; each reads the near-cache when collected.
-struct Metrics {
-    _lookups: opentelemetry::metrics::ObservableCounter<u64>,
-    _bytes: opentelemetry::metrics::ObservableGauge<u64>,
-}
-
-impl Metrics {
-    fn register(inner: &Arc<Inner>) -> Self {
-        use opentelemetry::KeyValue;
-        let meter = opentelemetry::global::meter("shardfeed-aggregator");
-        let weak = Arc::downgrade(inner);
-        let lookups = meter
-            .u64_observable_counter("shardfeed.aggregator.near_cache.lookups")
-            .with_description("Near-cache lookups by outcome (hit, miss)")
-            .with_callback(move |observer| {
-                if let Some(inner) = weak.upgrade() {
-                    let stats = inner.heads.stats();
-                    observer.observe(stats.hits, &[KeyValue::new("outcome", "hit")]);
-                    observer.observe(stats.misses, &[KeyValue::new("outcome", "miss")]);
-                }
-            })
-            .build();
-        let weak = Arc::downgrade(inner);
-        let bytes = meter
-            .u64_observable_gauge("shardfeed.aggregator.near_cache.bytes")
-            .with_description("Bytes the near-cache holds")
-            .with_unit("By")
-            .with_callback(move |observer| {
-                if let Some(inner) = weak.upgrade() {
-                    observer.observe(inner.heads.stats().bytes as u64, &[]);
-                }
-            })
-            .build();
-        Self {
-            _lookups: lookups,
-            _bytes: bytes,
         }
     }
 }

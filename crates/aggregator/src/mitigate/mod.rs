@@ -290,6 +290,11 @@ impl HotReads {
             .collect()
     }
 
+    /// How many authors are hot here now.
+    pub fn hot_set_len(&self) -> usize {
+        self.inner.detect.hot_set().len()
+    }
+
     pub fn stats(&self) -> HotStats {
         let inner = &self.inner;
         let (near_cache, near_cache_capacity) = inner.memories.heads_stats();

@@ -1,9 +1,12 @@
 //! One author's page from the cache: meta and the timeline slice in one round trip to the
 //! author's node, then the bodies of the posts on the page only.
 
+use std::time::Instant;
+
 use fred::{error::Error, interfaces::HashesInterface, types::Value};
 use shardfeed_cache::CacheLayout;
 use shardfeed_proto::v1::Post;
+use shardfeed_server::metrics::Outcome;
 
 use super::{
     nodes::NodeClients,
@@ -12,6 +15,7 @@ use super::{
 use crate::{
     cursor::Position,
     detect::Detector,
+    metrics::{Fallback, ReadMetrics},
     slice::{all_cached_posts, queue_slice, take_slice, Slice},
 };
 
@@ -44,21 +48,24 @@ pub struct AuthorReader {
     layout: CacheLayout,
     rebuilder: Rebuilder,
     detect: Detector,
+    metrics: ReadMetrics,
 }
 
 impl AuthorReader {
-    /// `detect` counts the round trips to each node.
+    /// `detect` counts the round trips to each node, `metrics` them and how pages were found.
     pub fn new(
         nodes: NodeClients,
         layout: CacheLayout,
         rebuilder: Rebuilder,
         detect: Detector,
+        metrics: ReadMetrics,
     ) -> Self {
         Self {
             nodes,
             layout,
             rebuilder,
             detect,
+            metrics,
         }
     }
 
@@ -69,14 +76,53 @@ impl AuthorReader {
         after: Option<Position>,
         size: usize,
     ) -> Result<CachedPage, Error> {
+        let page = self.read(author_id, after, size).await;
+        let metrics = &self.metrics;
+        let fallback = match &page {
+            Ok(CachedPage::Hit { .. } | CachedPage::Gone) => None,
+            Ok(CachedPage::Partial { .. }) => {
+                metrics.cache_hits(1);
+                metrics.fell_back(Fallback::PastWindow, 1);
+                return page;
+            }
+            Ok(CachedPage::Miss) => Some(Fallback::PastWindow),
+            Ok(CachedPage::NotLoaded) => Some(Fallback::NotCached),
+            Err(_) => Some(Fallback::NodeError),
+        };
+        match fallback {
+            None => metrics.cache_hits(1),
+            Some(reason) => {
+                metrics.cache_misses(1);
+                metrics.fell_back(reason, 1);
+            }
+        }
+        page
+    }
+
+    async fn read(
+        &self,
+        author_id: i64,
+        after: Option<Position>,
+        size: usize,
+    ) -> Result<CachedPage, Error> {
         // The slice and then the bodies: two round trips to the author's node.
         let meta_key = self.layout.meta(author_id);
-        self.detect
-            .count_requests(self.nodes.owner_of(&meta_key).as_ref(), 2);
+        let node = self.nodes.owner_of(&meta_key);
+        self.detect.count_requests(node.as_ref(), 2);
         let pipeline = self.nodes.for_key(&meta_key).pipeline();
         let timeline_key = self.layout.timeline(author_id);
         queue_slice(&pipeline, meta_key, timeline_key, after, size).await?;
-        let mut replies = pipeline.try_all::<Value>().await.into_iter();
+        let started = Instant::now();
+        let replies = pipeline.try_all::<Value>().await;
+        let outcome = if !replies.is_empty() && replies.iter().all(Result::is_err) {
+            Outcome::Error
+        } else {
+            Outcome::Ok
+        };
+        self.metrics
+            .redis
+            .record(node.as_ref(), 3, started.elapsed(), outcome);
+        let mut replies = replies.into_iter();
         let slice = take_slice(&mut replies, after, size).inspect_err(|_| self.nodes.read_failed());
         let (ids, complete) = match slice?.1 {
             Slice::Gone => return Ok(CachedPage::Gone),

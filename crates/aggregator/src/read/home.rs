@@ -44,7 +44,7 @@ use shardfeed_proto::v1::Post;
 use shardfeed_server::ApiResult;
 
 use super::{
-    nodes::NodeClients,
+    nodes::{send, NoAnswer, NodeClients},
     postgres,
     rebuild::{Rebuilder, Target},
 };
@@ -52,6 +52,7 @@ use crate::{
     cursor::Position,
     detect::Detector,
     memory::{cache::Memory, Memories, Newest},
+    metrics::{Fallback, ReadMetrics},
     slice::{
         cached_post, queue_slice, queue_timeline, remembered_meta, take_slice, take_timeline, Head,
         Slice,
@@ -96,6 +97,7 @@ pub struct HomeReader {
     detect: Detector,
     memories: Memories,
     bodies: Bodies,
+    metrics: ReadMetrics,
 }
 
 /// What a home reader reads with besides the stores.
@@ -106,6 +108,8 @@ pub struct HomeParts {
     pub memories: Memories,
     /// The in-process body cache, bounded in bytes (a zero budget turns it off).
     pub bodies: Bodies,
+    /// Counts hits, misses, fallbacks and the per-node round trips.
+    pub metrics: ReadMetrics,
 }
 
 impl HomeReader {
@@ -126,6 +130,7 @@ impl HomeReader {
             detect: parts.detect,
             memories: parts.memories,
             bodies: parts.bodies,
+            metrics: parts.metrics,
         }
     }
 
@@ -304,10 +309,17 @@ impl HomeReader {
             });
         let mut candidates = Vec::new();
         let mut from_postgres = Vec::new();
+        let metrics = &self.metrics;
         for (node, authors, slices) in futures::future::join_all(batches).await {
             match slices {
                 Ok(slices) => {
                     for (author, (slice, newest)) in authors.iter().zip(slices) {
+                        let hit = matches!(slice, Slice::Gone | Slice::Ids { .. });
+                        if hit {
+                            metrics.cache_hits(1);
+                        } else {
+                            metrics.cache_misses(1);
+                        }
                         match newest {
                             Some(newest) => self.memories.remember_newest(*author, newest, ticket),
                             None if matches!(slice, Slice::NotLoaded) => {
@@ -317,8 +329,12 @@ impl HomeReader {
                         }
                         match slice {
                             Slice::Gone => {}
-                            Slice::Miss => from_postgres.push(*author),
+                            Slice::Miss => {
+                                metrics.fell_back(Fallback::PastWindow, 1);
+                                from_postgres.push(*author)
+                            }
                             Slice::NotLoaded => {
+                                metrics.fell_back(Fallback::NotCached, 1);
                                 self.rebuilder.request(Target::Timeline, *author);
                                 from_postgres.push(*author);
                             }
@@ -326,6 +342,7 @@ impl HomeReader {
                                 // Fewer than a page below the cursor and older posts exist
                                 // only in PostgreSQL: the cache cannot rank this author.
                                 if ids.len() <= size && !complete {
+                                    metrics.fell_back(Fallback::PastWindow, 1);
                                     from_postgres.push(*author);
                                     continue;
                                 }
@@ -340,6 +357,13 @@ impl HomeReader {
                 }
                 Err(err) => {
                     self.nodes.read_failed();
+                    let reason = if err.is::<NoAnswer>() {
+                        Fallback::NodeTimeout
+                    } else {
+                        Fallback::NodeError
+                    };
+                    metrics.cache_misses(authors.len() as u64);
+                    metrics.fell_back(reason, authors.len() as u64);
                     tracing::warn!(node = ?node, authors = authors.len(), error = %err,
                         "node did not answer its feed batch; reading its authors from PostgreSQL");
                     from_postgres.extend(authors);
@@ -414,17 +438,25 @@ impl HomeReader {
     ) -> anyhow::Result<Vec<(Slice, Option<Newest>)>> {
         let remembered = |author: &i64| after.is_none().then(|| known.get(author)).flatten();
         let pipeline = self.nodes.on(node).pipeline();
+        let mut commands = 0;
         for author in authors {
             let timeline = self.layout.timeline(*author);
             if remembered(author).is_some() {
                 queue_timeline(&pipeline, timeline, after, size).await?;
+                commands += 1;
             } else {
                 queue_slice(&pipeline, self.layout.meta(*author), timeline, after, size).await?;
+                commands += 3;
             }
         }
-        let replies = tokio::time::timeout(self.node_timeout, pipeline.try_all::<Value>())
-            .await
-            .map_err(|_| anyhow::anyhow!("no answer within {:?}", self.node_timeout))?;
+        let replies = send(
+            &self.metrics.redis,
+            node,
+            pipeline,
+            commands,
+            self.node_timeout,
+        )
+        .await?;
         let mut replies = replies.into_iter();
         authors
             .iter()
@@ -539,9 +571,14 @@ impl HomeReader {
             let fields: Vec<String> = wanted[author].iter().map(i64::to_string).collect();
             let _: () = pipeline.hmget(self.layout.posts(*author), fields).await?;
         }
-        let replies = tokio::time::timeout(self.node_timeout, pipeline.try_all::<Value>())
-            .await
-            .map_err(|_| anyhow::anyhow!("no answer within {:?}", self.node_timeout))?;
+        let replies = send(
+            &self.metrics.redis,
+            node,
+            pipeline,
+            authors.len(),
+            self.node_timeout,
+        )
+        .await?;
         let mut posts = Vec::new();
         for reply in replies {
             let values: Vec<Value> = reply?.convert()?;

@@ -21,13 +21,18 @@ use std::{
 };
 
 use fred::{
-    clients::Client,
+    clients::{Client, Pipeline},
+    error::Error,
     interfaces::{ClientLike, ClusterInterface, EventInterface},
-    types::config::Server,
+    types::{config::Server, Value},
     util::redis_keyslot,
 };
 use parking_lot::Mutex;
-use shardfeed_server::{config::RedisSettings, redis};
+use shardfeed_server::{
+    config::RedisSettings,
+    metrics::{Outcome, RedisMetrics},
+    redis,
+};
 use tokio::sync::broadcast::error::RecvError;
 
 /// How often a failed read may ask for a fresh slot map.
@@ -178,4 +183,30 @@ impl NodeClients {
             }
         });
     }
+}
+
+/// A node that did not answer its pipeline in time.
+#[derive(Debug, thiserror::Error)]
+#[error("no answer within {0:?}")]
+pub struct NoAnswer(pub Duration);
+
+/// Sends `pipeline` (`commands` commands for `node`) and waits at most `timeout` for its
+/// replies, one per command; records the round trip in `metrics`. The pipeline failed as a
+/// whole (`error`) when every reply is an error.
+pub async fn send(
+    metrics: &RedisMetrics,
+    node: Option<&Server>,
+    pipeline: Pipeline<Client>,
+    commands: usize,
+    timeout: Duration,
+) -> Result<Vec<Result<Value, Error>>, NoAnswer> {
+    let started = Instant::now();
+    let replies = tokio::time::timeout(timeout, pipeline.try_all::<Value>()).await;
+    let outcome = match &replies {
+        Err(_) => Outcome::Timeout,
+        Ok(replies) if !replies.is_empty() && replies.iter().all(Result::is_err) => Outcome::Error,
+        Ok(_) => Outcome::Ok,
+    };
+    metrics.record(node, commands, started.elapsed(), outcome);
+    replies.map_err(|_| NoAnswer(timeout))
 }

@@ -14,6 +14,7 @@ use shardfeed_cache::CacheWriter;
 use tokio::sync::Semaphore;
 
 use super::postgres;
+use crate::metrics::ReadMetrics;
 
 /// How long a rebuild lease lives if its holder dies before releasing it.
 const LEASE_MS: i64 = 5_000;
@@ -34,6 +35,7 @@ pub struct Rebuilder {
     timeline_len: i64,
     in_flight: Arc<Mutex<HashSet<(Target, i64)>>>,
     slots: Arc<Semaphore>,
+    metrics: ReadMetrics,
 }
 
 impl Rebuilder {
@@ -49,7 +51,14 @@ impl Rebuilder {
             timeline_len: timeline_len as i64,
             in_flight: Arc::default(),
             slots: Arc::new(Semaphore::new(max_concurrent)),
+            metrics: ReadMetrics::unregistered(),
         }
+    }
+
+    /// Counts the rebuilds in `metrics`.
+    pub fn with_metrics(mut self, metrics: &ReadMetrics) -> Self {
+        self.metrics = metrics.clone();
+        self
     }
 
     /// Starts rebuilding `target` of `user_id` in the background, unless it is already being
@@ -63,27 +72,34 @@ impl Rebuilder {
         }
         let this = self.clone();
         tokio::spawn(async move {
-            if let Err(err) = this.rebuild(target, user_id).await {
-                tracing::warn!(
-                    ?target,
-                    user_id,
-                    error = format!("{err:#}"),
-                    "cache rebuild failed"
-                );
+            match this.rebuild(target, user_id).await {
+                Ok(true) => this.metrics.rebuilt(true),
+                Ok(false) => {}
+                Err(err) => {
+                    this.metrics.rebuilt(false);
+                    tracing::warn!(
+                        ?target,
+                        user_id,
+                        error = format!("{err:#}"),
+                        "cache rebuild failed"
+                    );
+                }
             }
             this.in_flight.lock().remove(&(target, user_id));
             drop(slot);
         });
     }
 
-    async fn rebuild(&self, target: Target, user_id: i64) -> anyhow::Result<()> {
+    /// Whether this call rebuilt the keys (not: another aggregator holds the lease, or there
+    /// is no such user).
+    async fn rebuild(&self, target: Target, user_id: i64) -> anyhow::Result<bool> {
         let token = uuid::Uuid::new_v4().to_string();
         let lease = match target {
             Target::Timeline => self.writer.layout().rebuild_lease(user_id, "tl"),
             Target::Following => self.writer.layout().rebuild_lease(user_id, "fol"),
         };
         if !self.writer.try_lease(lease, &token, LEASE_MS).await? {
-            return Ok(()); // another aggregator is on it
+            return Ok(false); // another aggregator is on it
         }
         // Each rebuild in two halves around its snapshot (see `CacheWriter::prepare_author`).
         match target {
@@ -92,7 +108,7 @@ impl Rebuilder {
                 let Some(snapshot) =
                     postgres::author_snapshot(&self.pool, user_id, self.timeline_len).await?
                 else {
-                    return Ok(()); // no such user: nothing to cache
+                    return Ok(false); // no such user: nothing to cache
                 };
                 self.writer
                     .rebuild_author(user_id, &snapshot, &token)
@@ -106,11 +122,11 @@ impl Rebuilder {
                     .await?;
             }
         }
-        Ok(())
+        Ok(true)
     }
 
     /// Rebuilds now and waits (for tests and tools).
     pub async fn rebuild_now(&self, target: Target, user_id: i64) -> anyhow::Result<()> {
-        self.rebuild(target, user_id).await
+        self.rebuild(target, user_id).await.map(|_| ())
     }
 }

@@ -24,6 +24,8 @@ pub(crate) struct Harness {
     pub(crate) feeds: FeedServiceClient<AuthChannel>,
     pub(crate) channel: Channel,
     pub(crate) next_ms: i64,
+    /// Where the aggregator's `/metrics` answers.
+    pub(crate) metrics_addr: std::net::SocketAddr,
     _server: InProcessServer,
 }
 
@@ -49,6 +51,7 @@ impl Harness {
     /// nothing it kept in memory survives.
     pub(crate) async fn restart_aggregator(&mut self) {
         let app = Application::build(self.settings.clone()).await.unwrap();
+        self.metrics_addr = app.metrics_addr();
         let server = InProcessServer::start(app.local_addr(), |s| app.run_until_stopped(s))
             .await
             .unwrap();
@@ -64,16 +67,27 @@ impl Harness {
     /// A real ingest service of this test (its database and key namespace), in-process on
     /// port 0, with the harness's settings as `tweak` changes them.
     pub(crate) async fn start_ingest(&self, tweak: impl FnOnce(&mut Settings)) -> InProcessServer {
+        self.start_ingest_scraped(tweak).await.0
+    }
+
+    /// [`Self::start_ingest`], and where its `/metrics` answers.
+    pub(crate) async fn start_ingest_scraped(
+        &self,
+        tweak: impl FnOnce(&mut Settings),
+    ) -> (InProcessServer, std::net::SocketAddr) {
         let mut settings = self.settings.clone();
         settings.ingest.listen_addr = "127.0.0.1:0".parse().unwrap();
+        settings.ingest.metrics_addr = "127.0.0.1:0".parse().unwrap();
         settings.ingest.run_migrations = false;
         tweak(&mut settings);
         let app = shardfeed_ingest::Application::build(settings)
             .await
             .unwrap();
-        InProcessServer::start(app.local_addr(), |s| app.run_until_stopped(s))
+        let metrics_addr = app.metrics_addr();
+        let server = InProcessServer::start(app.local_addr(), |s| app.run_until_stopped(s))
             .await
-            .unwrap()
+            .unwrap();
+        (server, metrics_addr)
     }
 
     pub(crate) fn pg_settings(&self) -> shardfeed_server::config::PostgresSettings {
@@ -311,6 +325,10 @@ impl HarnessBuilder {
                 "127.0.0.1:0".to_string(),
             ),
             (
+                "SHARDFEED_AGGREGATOR__METRICS_ADDR",
+                "127.0.0.1:0".to_string(),
+            ),
+            (
                 "SHARDFEED_CACHE__TIMELINE_LEN",
                 self.timeline_len.to_string(),
             ),
@@ -333,6 +351,7 @@ impl HarnessBuilder {
             &settings.cache,
         );
         let app = Application::build(settings).await.unwrap();
+        let metrics_addr = app.metrics_addr();
         let server = InProcessServer::start(app.local_addr(), |s| app.run_until_stopped(s))
             .await
             .unwrap();
@@ -349,6 +368,7 @@ impl HarnessBuilder {
             feeds,
             channel: server.channel.clone(),
             next_ms: 1_790_000_000_000,
+            metrics_addr,
             _server: server,
         }
     }

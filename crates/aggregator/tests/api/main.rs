@@ -11,6 +11,7 @@ mod home;
 mod hotspot;
 mod model;
 mod rebuild;
+mod scrape;
 mod timeline;
 
 use harness::Harness;
@@ -58,6 +59,7 @@ async fn never_serving_with_a_redis_password_the_cluster_refuses() {
             ("SHARDFEED_REDIS__PASSWORD", "not-the-password"),
             ("SHARDFEED_POSTGRES__URL", db.url()),
             ("SHARDFEED_AGGREGATOR__LISTEN_ADDR", "127.0.0.1:0"),
+            ("SHARDFEED_AGGREGATOR__METRICS_ADDR", "127.0.0.1:0"),
             QUICK_PROBES,
         ]
         .map(|(k, v)| (k.to_owned(), v.to_owned())),

@@ -68,7 +68,17 @@ impl CacheWriter {
         };
         let node = self.client.with_cluster_node(server.clone());
         for attempt in 0..2 {
-            let replies = match self.confirmed_pipeline(&node, writes, &probe).await {
+            let started = std::time::Instant::now();
+            let sent = self.confirmed_pipeline(&node, writes, &probe).await;
+            // A reply that is an error (a script to reload, too few replica acks) is the
+            // node's answer; only a pipeline that got no answers is the node's failure.
+            let outcome = match &sent {
+                Ok(_) => Outcome::Ok,
+                Err(_) => Outcome::Error,
+            };
+            self.redis_metrics
+                .record(Some(server), writes.len() + 4, started.elapsed(), outcome);
+            let replies = match sent {
                 Ok(replies) => replies,
                 Err(error) => return writes.iter().map(|_| Err(error.clone())).collect(),
             };

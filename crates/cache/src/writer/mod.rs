@@ -25,7 +25,10 @@ use crate::{
     CacheChange,
 };
 use shardfeed_proto::ids::post_time_ms;
-use shardfeed_server::config::CacheSettings;
+use shardfeed_server::{
+    config::CacheSettings,
+    metrics::{Outcome, RedisMetrics},
+};
 
 mod copies;
 mod durable;
@@ -46,6 +49,8 @@ pub struct CacheWriter {
     /// Hot authors whose timelines are copied (key replication), with their copy numbers:
     /// every change to them is applied to each copy too.
     mirrored: Arc<RwLock<HashMap<i64, Vec<u32>>>>,
+    /// Where the per-node pipelines are measured.
+    redis_metrics: RedisMetrics,
 }
 
 impl CacheWriter {
@@ -58,7 +63,14 @@ impl CacheWriter {
             min_replica_acks: settings.min_replica_acks,
             replica_ack_timeout_ms: settings.replica_ack_timeout_ms,
             mirrored: Arc::default(),
+            redis_metrics: RedisMetrics::default(),
         }
+    }
+
+    /// Measures the confirmed per-node pipelines in `metrics`.
+    pub fn with_metrics(mut self, metrics: &RedisMetrics) -> Self {
+        self.redis_metrics = metrics.clone();
+        self
     }
 
     pub fn layout(&self) -> &CacheLayout {

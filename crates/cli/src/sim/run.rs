@@ -216,6 +216,8 @@ async fn measure(args: &SimArgs, world: &World, on: bool) -> anyhow::Result<RunF
     let label = if on { "on" } else { "off" };
     let mut settings = world.settings.clone();
     settings.aggregator.listen_addr = SocketAddr::from(([127, 0, 0, 1], 0));
+    // Beside the stack's aggregator, which holds the default metrics port.
+    settings.aggregator.metrics_addr = SocketAddr::from(([127, 0, 0, 1], 0));
     settings.hotspot.near_cache_enabled = on;
     settings.hotspot.coalescing_enabled = on;
     settings.hotspot.replica_reads_enabled = on;

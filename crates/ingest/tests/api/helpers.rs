@@ -60,6 +60,10 @@ pub fn settings(db: &TestDb, extra: &[(&str, &str)]) -> Settings {
             shardfeed_testkit::unique_namespace(),
         ),
         ("SHARDFEED_INGEST__LISTEN_ADDR".into(), "127.0.0.1:0".into()),
+        (
+            "SHARDFEED_INGEST__METRICS_ADDR".into(),
+            "127.0.0.1:0".into(),
+        ),
         ("SHARDFEED_INGEST__RUN_MIGRATIONS".into(), "false".into()),
         (
             "SHARDFEED_GRPC__HEALTH_PROBE_INTERVAL_MS".into(),

@@ -128,6 +128,10 @@ async fn ingest_applies_migrations_at_start_up_when_asked() {
             ("SHARDFEED_DEV_MODE".into(), "true".into()),
             ("SHARDFEED_POSTGRES__URL".into(), pg.url(&name)),
             ("SHARDFEED_INGEST__LISTEN_ADDR".into(), "127.0.0.1:0".into()),
+            (
+                "SHARDFEED_INGEST__METRICS_ADDR".into(),
+                "127.0.0.1:0".into(),
+            ),
             ("SHARDFEED_INGEST__RUN_MIGRATIONS".into(), run.into()),
         ];
         env.push(("SHARDFEED_REDIS__NODES".into(), "127.0.0.1:1".into()));

@@ -4,7 +4,7 @@
 use std::{
     future::Future,
     pin::Pin,
-    sync::Arc,
+    sync::{Arc, OnceLock},
     task::{Context, Poll},
 };
 
@@ -14,7 +14,10 @@ use tower::{Layer, Service};
 use tracing::Instrument;
 
 use super::{limits::Limits, policy, AuthError, Caller, Proof, Role, Verifier};
-use crate::config::{ClientCertRole, ConfigError, Settings};
+use crate::{
+    config::{ClientCertRole, ConfigError, Settings},
+    metrics::Metrics,
+};
 
 /// Installs [`AuthService`] around the router.
 #[derive(Clone)]
@@ -29,6 +32,8 @@ struct State {
     cert_role: Option<Role>,
     /// `auth.enabled`.
     enabled: bool,
+    /// Where refusals by the rate limits are counted, once the server has its metrics.
+    metrics: OnceLock<Metrics>,
 }
 
 impl AuthLayer {
@@ -39,6 +44,7 @@ impl AuthLayer {
                 limits,
                 cert_role,
                 enabled: true,
+                metrics: OnceLock::new(),
             }),
         }
     }
@@ -62,6 +68,11 @@ impl AuthLayer {
                 .enabled = false;
         }
         Ok(layer)
+    }
+
+    /// Counts the calls the rate limits refuse in `metrics` (the first metrics given stay).
+    pub fn count_in(&self, metrics: &Metrics) {
+        let _ = self.state.metrics.set(metrics.clone());
     }
 }
 
@@ -123,6 +134,9 @@ impl State {
             )));
         }
         if let Err(wait) = self.limits.check(&caller, rule.class) {
+            if let Some(metrics) = self.metrics.get() {
+                metrics.rate_limited(super::limits::quota_name(rule.class, caller.role));
+            }
             let message = format!(
                 "rate limit of {} {:?} requests exceeded; retry in {} ms",
                 caller.role,

@@ -88,6 +88,26 @@ impl Limits {
     }
 }
 
+/// The quotas, as `limits.*` names them.
+pub const QUOTAS: [&str; 5] = [
+    "user_reads",
+    "user_writes",
+    "service_reads",
+    "service_writes",
+    "operator",
+];
+
+/// The quota a call of `class` by a caller of `role` counts against, as `limits.*` names it.
+pub fn quota_name(class: Class, role: Role) -> &'static str {
+    match (class, role) {
+        (Class::Operator, _) => "operator",
+        (Class::Read, Role::User) => "user_reads",
+        (Class::Write, Role::User) => "user_writes",
+        (Class::Read, _) => "service_reads",
+        (Class::Write, _) => "service_writes",
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -244,6 +244,8 @@ impl GrpcSettings {
 #[serde(deny_unknown_fields)]
 pub struct IngestSettings {
     pub listen_addr: SocketAddr,
+    /// Where Prometheus scrapes `GET /metrics` (docs/operations.md, Metrics).
+    pub metrics_addr: SocketAddr,
     /// Apply pending migrations at start-up. Off when a deploy job runs `shardfeed migrate`.
     pub run_migrations: bool,
     /// Concurrent CreatePosts share one statement and one commit (group commit).
@@ -276,6 +278,8 @@ impl IngestSettings {
 #[serde(deny_unknown_fields)]
 pub struct AggregatorSettings {
     pub listen_addr: SocketAddr,
+    /// Where Prometheus scrapes `GET /metrics` (docs/operations.md, Metrics).
+    pub metrics_addr: SocketAddr,
     /// How long one node may take to answer its batch of a feed before its authors are read
     /// from PostgreSQL instead.
     pub node_timeout_ms: u64,

@@ -207,6 +207,8 @@ fn defaults_load() {
     let s = Settings::load_from(None, env(&[])).unwrap();
     assert_eq!(s.ingest.listen_addr.port(), 50051);
     assert_eq!(s.aggregator.listen_addr.port(), 50052);
+    assert_eq!(s.ingest.metrics_addr.to_string(), "127.0.0.1:9091");
+    assert_eq!(s.aggregator.metrics_addr.to_string(), "127.0.0.1:9092");
     assert_eq!(s.redis.nodes.len(), 6);
     assert_eq!(s.telemetry.log_format, LogFormat::Plain);
     assert!(s.telemetry.otlp_endpoint.is_none());
@@ -256,6 +258,7 @@ fn bad_values_name_the_key() {
     let cases = [
         ("SHARDFEED_POSTGRES__POOL_SIZE", "lots", "pool_size"),
         ("SHARDFEED_INGEST__LISTEN_ADDR", "nowhere", "listen_addr"),
+        ("SHARDFEED_AGGREGATOR__METRICS_ADDR", "9092", "metrics_addr"),
         ("SHARDFEED_TELEMETRY__LOG_FORMAT", "xml", "log_format"),
         ("SHARDFEED_REDIS__NODES", "no-port", "redis.nodes"),
         ("SHARDFEED_POSTGRES__POOL_SIZE", "0", "postgres.pool_size"),

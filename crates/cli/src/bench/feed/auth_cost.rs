@@ -33,6 +33,7 @@ impl Aggregator {
     ) -> anyhow::Result<Self> {
         let mut settings = settings.clone();
         settings.aggregator.listen_addr = "127.0.0.1:0".parse().expect("an address");
+        settings.aggregator.metrics_addr = "127.0.0.1:0".parse().expect("an address");
         settings.auth.enabled = auth;
         let scheme = if settings.grpc.tls_identity_files().is_some() {
             "https"
