@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
-# Lints: cargo fmt --check, cargo clippy (-D warnings) and buf lint (STANDARD, buf.yaml) on proto/.
+# Lints: cargo fmt --check, cargo clippy (-D warnings), buf lint (STANDARD, buf.yaml) on proto/,
+# and the deployment files (deploy/local/lint-deploy.sh: the Kubernetes manifests, compose.yml,
+# the Dockerfile, the Prometheus rules and the Grafana dashboard).
 # Every check runs; the script fails when any of them failed.
 #
 # buf comes from npm (@bufbuild/buf), installed once under .local/tools.
@@ -53,10 +55,11 @@ if buf="$(ensure_buf)"; then
 else
   failed+=("buf (not installed)")
 fi
+run_check deploy bash deploy/local/lint-deploy.sh
 
 echo
 if ((${#failed[@]})); then
   echo "lint: FAILED: ${failed[*]}"
   exit 1
 fi
-echo "lint: all checks passed (rustfmt, clippy, buf lint)"
+echo "lint: all checks passed (rustfmt, clippy, buf lint, deploy)"
