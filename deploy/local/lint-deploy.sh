@@ -88,19 +88,6 @@ find_promtool() {
   echo "$bin"
 }
 
-failed=()
-check() {
-  local name="$1"
-  shift
-  log "$name: $*"
-  if "$@"; then
-    log "$name: ok"
-  else
-    printf '%serror:%s %s failed\n' "$_sf_red" "$_sf_reset" "$name" >&2
-    failed+=("$name")
-  fi
-}
-
 ensure_venv
 PY="$VENV/bin/python"
 mapfile -t manifests < <(find deploy/k8s -maxdepth 1 -name '*.yaml' ! -name kustomization.yaml | sort)
@@ -131,23 +118,23 @@ kustomize_build_validates() {
 }
 
 log "kubernetes-validate $("$VENV/bin/kubernetes-validate" --version), $("$VENV/bin/check-jsonschema" --version), $("$VENV/bin/hadolint" --version)"
-check "k8s: kustomization" kustomization_lists_every_manifest
+sf_run_check "k8s: kustomization" kustomization_lists_every_manifest
 for version in $K8S_VERSIONS; do
-  check "k8s: manifests, Kubernetes $version" \
+  sf_run_check "k8s: manifests, Kubernetes $version" \
     "$VENV/bin/kubernetes-validate" --strict --quiet -k "$version" "${manifests[@]}"
 done
 if command -v kubectl >/dev/null 2>&1; then
   for version in $K8S_VERSIONS; do
-    check "k8s: kustomize build, Kubernetes $version" kustomize_build_validates "$version"
+    sf_run_check "k8s: kustomize build, Kubernetes $version" kustomize_build_validates "$version"
   done
 else
   log "k8s: kubectl not found: the kustomize build is not checked (the manifests are)"
 fi
 
-check "compose: compose.yml against the Compose Specification" \
+sf_run_check "compose: compose.yml against the Compose Specification" \
   "$VENV/bin/check-jsonschema" --schemafile deploy/docker/compose-spec.json compose.yml
 
-check "hadolint: deploy/docker/Dockerfile" "$VENV/bin/hadolint" --no-color deploy/docker/Dockerfile
+sf_run_check "hadolint: deploy/docker/Dockerfile" "$VENV/bin/hadolint" --no-color deploy/docker/Dockerfile
 
 # The dashboard's structure; its queries go to $1 as recording rules, for promtool to parse.
 dashboard_is_sound() {
@@ -214,23 +201,23 @@ yaml_parses() {
 
 queries="$(mktemp --suffix=.yml)"
 trap 'rm -f "$queries"' EXIT
-check "grafana: deploy/grafana/shardfeed.json" dashboard_is_sound "$queries"
+sf_run_check "grafana: deploy/grafana/shardfeed.json" dashboard_is_sound "$queries"
 if promtool="$(find_promtool)"; then
   log "promtool: $("$promtool" --version 2>&1 | head -n 1)"
-  check "prometheus: promtool check config" "$promtool" check config deploy/prometheus/prometheus.yml
-  check "prometheus: promtool check rules" "$promtool" check rules deploy/prometheus/alerts.yml
-  check "prometheus: promtool test rules" "$promtool" test rules deploy/prometheus/alerts.test.yml
-  check "grafana: the dashboard's queries parse (promtool)" "$promtool" check rules "$queries"
+  sf_run_check "prometheus: promtool check config" "$promtool" check config deploy/prometheus/prometheus.yml
+  sf_run_check "prometheus: promtool check rules" "$promtool" check rules deploy/prometheus/alerts.yml
+  sf_run_check "prometheus: promtool test rules" "$promtool" test rules deploy/prometheus/alerts.test.yml
+  sf_run_check "grafana: the dashboard's queries parse (promtool)" "$promtool" check rules "$queries"
 else
   printf '%swarning:%s promtool unavailable (not on PATH, no Debian prometheus package): only checking that the Prometheus files parse as YAML\n' \
     "$_sf_red" "$_sf_reset" >&2
-  check "prometheus: YAML parses" yaml_parses deploy/prometheus/prometheus.yml \
+  sf_run_check "prometheus: YAML parses" yaml_parses deploy/prometheus/prometheus.yml \
     deploy/prometheus/alerts.yml deploy/prometheus/alerts.test.yml
 fi
 
 echo
-if ((${#failed[@]})); then
-  echo "lint-deploy: FAILED: ${failed[*]}"
+if ((${#sf_failed[@]})); then
+  echo "lint-deploy: FAILED: ${sf_failed[*]}"
   exit 1
 fi
 echo "lint-deploy: all checks passed (k8s, compose, hadolint, prometheus, grafana)"

@@ -35,31 +35,18 @@ ensure_buf() {
   echo "$buf"
 }
 
-failed=()
-run_check() {
-  local name="$1"
-  shift
-  log "$name: $*"
-  if "$@"; then
-    log "$name: ok"
-  else
-    printf '%serror:%s %s failed\n' "$_sf_red" "$_sf_reset" "$name" >&2
-    failed+=("$name")
-  fi
-}
-
-run_check rustfmt cargo fmt --all -- --check
-run_check clippy cargo clippy --workspace --all-targets ${locked:+"$locked"} -- -D warnings
+sf_run_check rustfmt cargo fmt --all -- --check
+sf_run_check clippy cargo clippy --workspace --all-targets ${locked:+"$locked"} -- -D warnings
 if buf="$(ensure_buf)"; then
-  run_check buf "$buf" lint
+  sf_run_check buf "$buf" lint
 else
-  failed+=("buf (not installed)")
+  sf_failed+=("buf (not installed)")
 fi
-run_check deploy bash deploy/local/lint-deploy.sh
+sf_run_check deploy bash deploy/local/lint-deploy.sh
 
 echo
-if ((${#failed[@]})); then
-  echo "lint: FAILED: ${failed[*]}"
+if ((${#sf_failed[@]})); then
+  echo "lint: FAILED: ${sf_failed[*]}"
   exit 1
 fi
 echo "lint: all checks passed (rustfmt, clippy, buf lint, deploy)"
