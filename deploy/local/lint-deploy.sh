@@ -7,7 +7,8 @@
 #   compose     check-jsonschema: compose.yml against the Compose Specification's schema
 #               (deploy/docker/compose-spec.json)
 #   hadolint    deploy/docker/Dockerfile
-#   prometheus  promtool check config / check rules / test rules on deploy/prometheus/
+#   prometheus  promtool check config / check rules / test rules on deploy/prometheus/, and
+#               every alert's runbook section in docs/operations.md
 #   grafana     deploy/grafana/shardfeed.json parses, every panel uses the ${DS_PROMETHEUS}
 #               data source, and every query parses (promtool)
 # Every check runs; the script fails when any of them failed.
@@ -194,6 +195,31 @@ sys.exit(1 if errors else 0)
 EOF
 }
 
+# Every alert has a summary, a description and the runbook_url
+# docs/operations.md#<its name, lower case>, and that section exists.
+alerts_have_runbooks() {
+  "$PY" - <<'EOF'
+import re, sys, yaml
+with open("docs/operations.md") as f:
+    headings = {m.group(1).strip().lower() for m in re.finditer(r"^#{2,4} (.+)$", f.read(), re.M)}
+errors = []
+with open("deploy/prometheus/alerts.yml") as f:
+    groups = yaml.safe_load(f)["groups"]
+for rule in (r for g in groups for r in g["rules"] if "alert" in r):
+    name, ann = rule["alert"], rule.get("annotations", {})
+    for key in ("summary", "description", "runbook_url"):
+        if not ann.get(key):
+            errors.append(f"{name}: no {key} annotation")
+    if ann.get("runbook_url") != f"docs/operations.md#{name.lower()}":
+        errors.append(f"{name}: runbook_url is not docs/operations.md#{name.lower()}")
+    if name.lower() not in headings:
+        errors.append(f"{name}: docs/operations.md has no section '### {name}'")
+for e in errors:
+    print(f"deploy/prometheus/alerts.yml: {e}", file=sys.stderr)
+sys.exit(1 if errors else 0)
+EOF
+}
+
 # Without promtool: that the files parse as YAML, and the queries are not checked.
 yaml_parses() {
   "$PY" -c 'import sys, yaml; [yaml.safe_load(open(p)) for p in sys.argv[1:]]' "$@"
@@ -202,6 +228,7 @@ yaml_parses() {
 queries="$(mktemp --suffix=.yml)"
 trap 'rm -f "$queries"' EXIT
 sf_run_check "grafana: deploy/grafana/shardfeed.json" dashboard_is_sound "$queries"
+sf_run_check "prometheus: every alert has its runbook in docs/operations.md" alerts_have_runbooks
 if promtool="$(find_promtool)"; then
   log "promtool: $("$promtool" --version 2>&1 | head -n 1)"
   sf_run_check "prometheus: promtool check config" "$promtool" check config deploy/prometheus/prometheus.yml
