@@ -38,7 +38,7 @@ test *ARGS:
 bench *ARGS:
     @deploy/local/bench.sh "$@"
 
-# cargo fmt --check, cargo clippy -D warnings, buf lint
+# cargo fmt --check, cargo clippy -D warnings, buf lint, the deployment files (lint-deploy.sh)
 lint:
     @deploy/local/lint.sh
 

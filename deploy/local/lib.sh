@@ -30,6 +30,21 @@ die() {
   exit 1
 }
 
+# sf_run_check NAME COMMAND... — runs one check of a lint script, saying what it runs and how it
+# ended; a failure is added to the array sf_failed and does not stop the script.
+sf_failed=()
+sf_run_check() {
+  local name="$1"
+  shift
+  log "$name: $*"
+  if "$@"; then
+    log "$name: ok"
+  else
+    printf '%serror:%s %s failed\n' "$_sf_red" "$_sf_reset" "$name" >&2
+    sf_failed+=("$name")
+  fi
+}
+
 # Runs a command as root: directly, or through sudo when it needs no password; else returns 1.
 sf_as_root() {
   if [[ $EUID -eq 0 ]]; then

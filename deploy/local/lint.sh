@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
-# Lints: cargo fmt --check, cargo clippy (-D warnings) and buf lint (STANDARD, buf.yaml) on proto/.
+# Lints: cargo fmt --check, cargo clippy (-D warnings), buf lint (STANDARD, buf.yaml) on proto/,
+# and the deployment files (deploy/local/lint-deploy.sh: the Kubernetes manifests, compose.yml,
+# the Dockerfile, the Prometheus rules and the Grafana dashboard).
 # Every check runs; the script fails when any of them failed.
 #
 # buf comes from npm (@bufbuild/buf), installed once under .local/tools.
@@ -33,30 +35,18 @@ ensure_buf() {
   echo "$buf"
 }
 
-failed=()
-run_check() {
-  local name="$1"
-  shift
-  log "$name: $*"
-  if "$@"; then
-    log "$name: ok"
-  else
-    printf '%serror:%s %s failed\n' "$_sf_red" "$_sf_reset" "$name" >&2
-    failed+=("$name")
-  fi
-}
-
-run_check rustfmt cargo fmt --all -- --check
-run_check clippy cargo clippy --workspace --all-targets ${locked:+"$locked"} -- -D warnings
+sf_run_check rustfmt cargo fmt --all -- --check
+sf_run_check clippy cargo clippy --workspace --all-targets ${locked:+"$locked"} -- -D warnings
 if buf="$(ensure_buf)"; then
-  run_check buf "$buf" lint
+  sf_run_check buf "$buf" lint
 else
-  failed+=("buf (not installed)")
+  sf_failed+=("buf (not installed)")
 fi
+sf_run_check deploy bash deploy/local/lint-deploy.sh
 
 echo
-if ((${#failed[@]})); then
-  echo "lint: FAILED: ${failed[*]}"
+if ((${#sf_failed[@]})); then
+  echo "lint: FAILED: ${sf_failed[*]}"
   exit 1
 fi
-echo "lint: all checks passed (rustfmt, clippy, buf lint)"
+echo "lint: all checks passed (rustfmt, clippy, buf lint, deploy)"
