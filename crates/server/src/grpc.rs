@@ -26,6 +26,11 @@ use crate::{
     tls::ClientAuth,
 };
 
+/// The health entry for liveness probes: SERVING from the start of serving until the drain,
+/// whatever the stores say (a store outage is the readiness probe's business, and restarting
+/// the process would not end it).
+pub const LIVENESS: &str = "liveness";
+
 /// How long a client may take to finish its TLS handshake.
 const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -164,6 +169,9 @@ impl GrpcServer {
 
         let (reporter, health_service) = tonic_health::server::health_reporter();
         set_status(&reporter, &service_names, ServingStatus::NotServing).await;
+        reporter
+            .set_service_status(LIVENESS, ServingStatus::Serving)
+            .await;
         routes.add_service(health_service);
 
         // Advertise only what this server serves: the descriptor set holds every shardfeed
@@ -227,6 +235,9 @@ impl GrpcServer {
                 stopping.cancel();
                 readiness.wait().await;
                 set_status(&reporter, &names, ServingStatus::NotServing).await;
+                reporter
+                    .set_service_status(LIVENESS, ServingStatus::NotServing)
+                    .await;
                 tracing::info!(%addr, "stopped accepting; draining in-flight requests");
             }
         };

@@ -253,6 +253,13 @@ async fn a_refused_postgres_login_names_authentication_and_never_serves() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert_eq!(last, Some(ServingStatus::NotServing));
+    // Not ready, but alive: a liveness probe must not restart it for its store.
+    assert_eq!(
+        shardfeed_testkit::health(&app.channel, shardfeed_server::grpc::LIVENESS)
+            .await
+            .unwrap(),
+        ServingStatus::Serving
+    );
 }
 
 /// `redis.tls`: against a cluster that speaks TLS (a test CA's certificate for 127.0.0.1), the
