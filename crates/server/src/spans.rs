@@ -4,9 +4,13 @@
 //! each Redis command or per-node pipeline ([`redis`]).
 //!
 //! A store span is `debug`: while neither the log filter nor an exporter wants it, the callsite
-//! is disabled and costs one cached check; no attribute is computed. Its name is a summary
-//! `"<OPERATION> <target>"` (`"SELECT posts.timeline"`, `"PIPELINE feed.slices"`), also its
-//! `db.query.summary`; the operation is its `db.operation.name`.
+//! is disabled and costs one cached check; no attribute is computed. It is always a child: a
+//! store call outside any span is not traced, since the background loops poll the stores all
+//! the time (the outbox relay, the purges, the hot set) and each poll would be a trace of its
+//! own; background work that matters opens its span first (a relay round that claimed rows, a
+//! rebuild, a fast-path batch). Its name is a summary `"<OPERATION> <target>"`
+//! (`"SELECT posts.timeline"`, `"PIPELINE feed.slices"`), also its `db.query.summary`; the
+//! operation is its `db.operation.name`.
 
 use std::{future::Future, sync::OnceLock};
 
@@ -19,6 +23,15 @@ use tracing_opentelemetry::OpenTelemetrySpanExt;
 /// The `"<OPERATION>"` of a `"<OPERATION> <target>"` summary.
 fn operation(summary: &'static str) -> &'static str {
     summary.split_once(' ').map_or(summary, |(op, _)| op)
+}
+
+/// The parent of a store call's span: the current span; `None` (not traced) outside any span,
+/// or while no subscriber wants `debug` spans of this module.
+fn store_parent() -> Option<Span> {
+    if !tracing::enabled!(tracing::Level::DEBUG) {
+        return None;
+    }
+    Some(Span::current()).filter(|span| !span.is_none())
 }
 
 /// Where this process's PostgreSQL is: host and port of the first pool built (a service has
@@ -74,8 +87,12 @@ pub async fn pg<T: Rows>(
     summary: &'static str,
     statement: impl Future<Output = Result<T, tokio_postgres::Error>>,
 ) -> Result<T, tokio_postgres::Error> {
+    let Some(parent) = store_parent() else {
+        return statement.await;
+    };
     let server = PG_SERVER.get();
     let span = tracing::debug_span!(
+        parent: &parent,
         "postgres",
         otel.name = summary,
         otel.kind = "client",
@@ -151,7 +168,11 @@ pub async fn redis<T: RedisOutcome>(
     commands: usize,
     call: impl Future<Output = T>,
 ) -> T {
+    let Some(parent) = store_parent() else {
+        return call.await;
+    };
     let span = tracing::debug_span!(
+        parent: &parent,
         "redis",
         otel.name = summary,
         otel.kind = "client",
