@@ -12,8 +12,9 @@ use super::{
 use crate::{
     cursor::Position,
     detect::Detector,
-    slice::{all_cached_posts, queue_slice, take_slice, Slice},
+    slice::{all_cached_posts, queue_slice, take_slice, Slice, SLICE_COMMANDS},
 };
+use shardfeed_server::spans;
 
 /// What the cache can say about a page of one author.
 #[derive(Debug, PartialEq)]
@@ -71,12 +72,19 @@ impl AuthorReader {
     ) -> Result<CachedPage, Error> {
         // The slice and then the bodies: two round trips to the author's node.
         let meta_key = self.layout.meta(author_id);
-        self.detect
-            .count_requests(self.nodes.owner_of(&meta_key).as_ref(), 2);
+        let owner = self.nodes.owner_of(&meta_key);
+        self.detect.count_requests(owner.as_ref(), 2);
         let pipeline = self.nodes.for_key(&meta_key).pipeline();
         let timeline_key = self.layout.timeline(author_id);
         queue_slice(&pipeline, meta_key, timeline_key, after, size).await?;
-        let mut replies = pipeline.try_all::<Value>().await.into_iter();
+        let send = pipeline.try_all::<Value>();
+        let replies = spans::redis(
+            "PIPELINE timeline.slice",
+            owner.as_ref(),
+            SLICE_COMMANDS,
+            send,
+        );
+        let mut replies = replies.await.into_iter();
         let slice = take_slice(&mut replies, after, size).inspect_err(|_| self.nodes.read_failed());
         let (ids, complete) = match slice?.1 {
             Slice::Gone => return Ok(CachedPage::Gone),
@@ -123,7 +131,9 @@ impl AuthorReader {
         }
         let fields: Vec<String> = ids.iter().map(i64::to_string).collect();
         let key = self.layout.posts(author_id);
-        let values: Vec<Value> = self.nodes.for_key(&key).hmget(key, fields).await?;
+        let client = self.nodes.for_key(&key);
+        let read = client.hmget(key, fields);
+        let values: Vec<Value> = spans::redis("HMGET timeline.bodies", None, 1, read).await?;
         Ok(all_cached_posts(values))
     }
 }

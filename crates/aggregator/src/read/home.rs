@@ -41,7 +41,7 @@ use fred::{
 use shardfeed_cache::{layout::FOLLOWING_LOADED, CacheLayout};
 use shardfeed_proto::ids::post_time_ms;
 use shardfeed_proto::v1::Post;
-use shardfeed_server::ApiResult;
+use shardfeed_server::{spans, ApiResult};
 
 use super::{
     nodes::NodeClients,
@@ -54,7 +54,7 @@ use crate::{
     memory::{cache::Memory, Memories, Newest},
     slice::{
         cached_post, queue_slice, queue_timeline, remembered_meta, take_slice, take_timeline, Head,
-        Slice,
+        Slice, SLICE_COMMANDS, TIMELINE_COMMANDS,
     },
 };
 
@@ -147,10 +147,15 @@ impl HomeReader {
         }
         let ticket = self.memories.followees_ticket();
         let key = self.layout.following(user_id);
-        self.detect
-            .count_request(self.nodes.owner_of(&key).as_ref());
-        let cached: Result<HashMap<String, String>, _> =
-            self.nodes.for_key(&key).hgetall(&key).await;
+        let owner = self.nodes.owner_of(&key);
+        self.detect.count_request(owner.as_ref());
+        let cached: Result<HashMap<String, String>, _> = spans::redis(
+            "HGETALL following",
+            owner.as_ref(),
+            1,
+            self.nodes.for_key(&key).hgetall(&key),
+        )
+        .await;
         match cached {
             Ok(set) if set.contains_key(FOLLOWING_LOADED) => {
                 let followees: Arc<Vec<i64>> = Arc::new(
@@ -414,15 +419,19 @@ impl HomeReader {
     ) -> anyhow::Result<Vec<(Slice, Option<Newest>)>> {
         let remembered = |author: &i64| after.is_none().then(|| known.get(author)).flatten();
         let pipeline = self.nodes.on(node).pipeline();
+        let mut commands = 0;
         for author in authors {
             let timeline = self.layout.timeline(*author);
             if remembered(author).is_some() {
                 queue_timeline(&pipeline, timeline, after, size).await?;
+                commands += TIMELINE_COMMANDS;
             } else {
                 queue_slice(&pipeline, self.layout.meta(*author), timeline, after, size).await?;
+                commands += SLICE_COMMANDS;
             }
         }
-        let replies = tokio::time::timeout(self.node_timeout, pipeline.try_all::<Value>())
+        let send = tokio::time::timeout(self.node_timeout, pipeline.try_all::<Value>());
+        let replies = spans::redis("PIPELINE feed.slices", node, commands, send)
             .await
             .map_err(|_| anyhow::anyhow!("no answer within {:?}", self.node_timeout))?;
         let mut replies = replies.into_iter();
@@ -539,7 +548,8 @@ impl HomeReader {
             let fields: Vec<String> = wanted[author].iter().map(i64::to_string).collect();
             let _: () = pipeline.hmget(self.layout.posts(*author), fields).await?;
         }
-        let replies = tokio::time::timeout(self.node_timeout, pipeline.try_all::<Value>())
+        let send = tokio::time::timeout(self.node_timeout, pipeline.try_all::<Value>());
+        let replies = spans::redis("PIPELINE feed.bodies", node, authors.len(), send)
             .await
             .map_err(|_| anyhow::anyhow!("no answer within {:?}", self.node_timeout))?;
         let mut posts = Vec::new();
