@@ -218,6 +218,9 @@ impl TraceExport {
     {
         tracing_opentelemetry::layer()
             .with_tracer(self.provider.tracer(self.service_name))
+            // A runtime worker's name and the module (already `code.module.name`) say nothing.
+            .with_threads(false)
+            .with_target(false)
             .with_filter(export_filter())
     }
 
