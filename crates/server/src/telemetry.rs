@@ -295,22 +295,107 @@ fn sampler_name(settings: &TelemetrySettings) -> String {
 /// What the SDK does not like about `OTEL_TRACES_SAMPLER`/`_ARG`: it then falls back to
 /// `parentbased_always_on`, or a ratio of 1, and says so only through its own log.
 fn env_sampler_problem() -> Option<String> {
-    let name = env_value("OTEL_TRACES_SAMPLER")?;
-    let ratio_ok = || {
-        env_value("OTEL_TRACES_SAMPLER_ARG")
-            .and_then(|arg| arg.parse::<f64>().ok())
-            .is_some_and(|ratio| (0.0..=1.0).contains(&ratio))
-    };
+    sampler_problem(
+        env_value("OTEL_TRACES_SAMPLER")?,
+        env_value("OTEL_TRACES_SAMPLER_ARG"),
+    )
+}
+
+/// [`env_sampler_problem`] of these values.
+fn sampler_problem(name: String, arg: Option<String>) -> Option<String> {
+    let ratio = arg.and_then(|arg| arg.parse::<f64>().ok());
     match name.as_str() {
         "always_on" | "always_off" | "parentbased_always_on" | "parentbased_always_off" => None,
-        "traceidratio" | "parentbased_traceidratio" if ratio_ok() => None,
-        "traceidratio" | "parentbased_traceidratio" => Some(format!(
-            "OTEL_TRACES_SAMPLER={name} without a ratio from 0 to 1 in OTEL_TRACES_SAMPLER_ARG: \
-             every trace is sampled"
-        )),
+        "traceidratio" | "parentbased_traceidratio" => match ratio {
+            Some(ratio) if (0.0..=1.0).contains(&ratio) => None,
+            Some(ratio) => Some(format!(
+                "OTEL_TRACES_SAMPLER_ARG={ratio} is not a ratio from 0 to 1: \
+                 {name} samples every trace, or none"
+            )),
+            None => Some(format!(
+                "OTEL_TRACES_SAMPLER={name} without a ratio in OTEL_TRACES_SAMPLER_ARG: \
+                 every trace is sampled"
+            )),
+        },
         _ => Some(format!(
             "OTEL_TRACES_SAMPLER={name} is not a sampler this build has: \
              parentbased_always_on is used"
         )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_export_takes_the_store_spans_and_not_its_own_crates() {
+        let filter = export_filter();
+        assert!(filter.would_enable("shardfeed_server::spans", &tracing::Level::DEBUG));
+        assert!(filter.would_enable("shardfeed_aggregator::read", &tracing::Level::INFO));
+        assert!(!filter.would_enable("shardfeed_ingest::store", &tracing::Level::TRACE));
+        assert!(!filter.would_enable("fred::router", &tracing::Level::DEBUG));
+        assert!(filter.would_enable("fred::router", &tracing::Level::INFO));
+        for own in [
+            "h2::codec",
+            "hyper::client",
+            "tonic::transport",
+            "opentelemetry_sdk",
+        ] {
+            assert!(!filter.would_enable(own, &tracing::Level::ERROR), "{own}");
+        }
+    }
+
+    #[test]
+    fn samplers_the_sdk_would_replace_are_named() {
+        let problem = |name: &str, arg: Option<&str>| {
+            sampler_problem(name.to_owned(), arg.map(str::to_owned))
+        };
+        assert_eq!(problem("parentbased_always_off", None), None);
+        assert_eq!(problem("traceidratio", Some("0.1")), None);
+        let missing = problem("parentbased_traceidratio", Some("a tenth")).unwrap();
+        assert!(missing.contains("every trace is sampled"), "{missing}");
+        let outside = problem("traceidratio", Some("2")).unwrap();
+        assert!(outside.contains("not a ratio from 0 to 1"), "{outside}");
+        let unknown = problem("xray", None).unwrap();
+        assert!(
+            unknown.contains("parentbased_always_on is used"),
+            "{unknown}"
+        );
+    }
+
+    #[test]
+    fn the_settings_sampler_is_the_sdks_of_that_name() {
+        let settings = |sampler, sampler_arg| TelemetrySettings {
+            log_filter: "info".into(),
+            log_format: LogFormat::Plain,
+            otlp_endpoint: None,
+            service_name: None,
+            sampler,
+            sampler_arg,
+        };
+        let cases = [
+            (TraceSampler::AlwaysOff, None, "AlwaysOff"),
+            (
+                TraceSampler::Traceidratio,
+                Some(0.5),
+                "TraceIdRatioBased(0.5)",
+            ),
+            (
+                TraceSampler::ParentbasedTraceidratio,
+                Some(0.25),
+                "ParentBased(TraceIdRatioBased(0.25))",
+            ),
+            (
+                TraceSampler::ParentbasedAlwaysOn,
+                None,
+                "ParentBased(AlwaysOn)",
+            ),
+        ];
+        for (sampler, arg, sdk) in cases {
+            let settings = settings(sampler, arg);
+            assert_eq!(format!("{:?}", super::sampler(&settings)), sdk);
+            assert!(sampler_name(&settings).starts_with(sampler.as_str()));
+        }
     }
 }
