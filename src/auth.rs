@@ -12,7 +12,7 @@
 //! # Ok(()) }
 //! ```
 
-use opentelemetry::propagation::Injector;
+use opentelemetry::{propagation::Injector, trace::TraceContextExt};
 use tonic::{
     metadata::{Ascii, MetadataKey, MetadataMap, MetadataValue},
     service::{interceptor::InterceptedService, Interceptor},
@@ -53,6 +53,10 @@ impl Interceptor for Bearer {
 /// with the default, which propagates nothing, or outside a recorded span).
 pub fn inject_trace_context(metadata: &mut MetadataMap) {
     let context = opentelemetry::Context::current();
+    // The usual case of a process that records no trace: no look at the global propagator.
+    if !context.has_active_span() {
+        return;
+    }
     opentelemetry::global::get_text_map_propagator(|propagator| {
         propagator.inject_context(&context, &mut Metadata(metadata));
     });
@@ -82,9 +86,7 @@ pub fn with_bearer(channel: Channel, bearer: Bearer) -> AuthChannel {
 
 #[cfg(test)]
 mod tests {
-    use opentelemetry::trace::{
-        SpanContext, SpanId, TraceContextExt, TraceFlags, TraceId, TraceState,
-    };
+    use opentelemetry::trace::{SpanContext, SpanId, TraceFlags, TraceId, TraceState};
 
     use super::*;
 
