@@ -37,6 +37,19 @@ use tokio_util::{
     task::TaskTracker,
 };
 
+/// The `shardfeed-aggregator` binary's whole life: the settings (`SHARDFEED_*`,
+/// `SHARDFEED_CONFIG`), telemetry as `shardfeed-aggregator`, then serving until SIGINT or
+/// SIGTERM. The end-to-end tests (crates/e2e) run it too.
+pub async fn serve_from_env() -> anyhow::Result<()> {
+    let settings = Settings::load()?;
+    let _telemetry =
+        shardfeed_server::telemetry::init("shardfeed-aggregator", &settings.telemetry)?;
+    let app = Application::build(settings).await.inspect_err(|err| {
+        tracing::error!(error = format!("{err:#}"), "start-up failed");
+    })?;
+    app.run_until_stopped(shutdown::signal()).await
+}
+
 /// The aggregator service, bound and ready to run.
 pub struct Application {
     server: GrpcServer,

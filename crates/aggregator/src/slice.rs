@@ -97,6 +97,12 @@ pub fn fetch_len(size: usize, after: Option<Position>) -> usize {
     size + 1 + if after.is_some() { TIE_SLACK } else { 0 }
 }
 
+/// The commands [`queue_slice`] queues.
+pub const SLICE_COMMANDS: usize = 3;
+
+/// The commands [`queue_timeline`] queues.
+pub const TIMELINE_COMMANDS: usize = 1;
+
 /// Queues on `pipeline` the three commands of one author's slice: `HMGET meta` of
 /// [`AuthorMeta::READ_FIELDS`], `ZCARD tl` (checked against the meta's count) and the timeline read of
 /// [`queue_timeline`]. Both keys share the author's slot: one round trip.

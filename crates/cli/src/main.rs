@@ -13,6 +13,7 @@ mod sim;
 mod token;
 
 use clap::{Parser, Subcommand};
+use tracing::Instrument;
 
 /// The same allocator as the services (the simulation runs an aggregator in-process).
 #[global_allocator]
@@ -53,10 +54,46 @@ enum Command {
     Dev(dev::DevArgs),
 }
 
+impl Command {
+    /// The name of the command's span, the root of its trace.
+    fn span_name(&self) -> &'static str {
+        match self {
+            Command::Migrate => "shardfeed migrate",
+            Command::Demo(_) => "shardfeed demo",
+            Command::Sim(_) => "shardfeed sim",
+            Command::Bench { .. } => "shardfeed bench",
+            Command::Token(_) => "shardfeed token",
+            Command::Dev(_) => "shardfeed dev",
+        }
+    }
+}
+
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    shardfeed_server::exit_code(run(cli).await)
+    let telemetry = telemetry();
+    // One trace per command: every call it makes carries its context (`traceparent`).
+    let span = tracing::info_span!("command", otel.name = cli.command.span_name());
+    let result = run(cli).instrument(span).await;
+    // Flushes the spans still buffered.
+    drop(telemetry);
+    shardfeed_server::exit_code(result)
+}
+
+/// The command's spans, exported over OTLP when an endpoint is configured as for the services
+/// (`OTEL_EXPORTER_OTLP_ENDPOINT` or `telemetry.otlp_endpoint`, docs/architecture.md, Tracing);
+/// nothing is logged. Settings that do not load leave the environment alone to say: the
+/// command itself reports them.
+fn telemetry() -> Option<shardfeed_server::telemetry::TelemetryGuard> {
+    let settings = Settings::load()
+        .or_else(|_| Settings::load_from(None, Vec::new()))
+        .ok()?;
+    shardfeed_server::telemetry::init_traces("shardfeed-cli", &settings.telemetry).unwrap_or_else(
+        |err| {
+            eprintln!("warning: not exporting spans: {err:#}");
+            None
+        },
+    )
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {

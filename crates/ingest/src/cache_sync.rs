@@ -19,6 +19,7 @@ use shardfeed_cache::{CacheChange, CacheWriter};
 use shardfeed_server::{config::OutboxSettings, error::redis_error_is_transient};
 use tokio::sync::{mpsc, oneshot, Semaphore};
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
+use tracing::{field::Empty, Instrument, Span};
 
 use crate::{metrics::OutboxMetrics, store::outbox};
 
@@ -30,6 +31,8 @@ const WARM_QUEUE: usize = 8192;
 struct Warm {
     items: Vec<(i64, CacheChange)>,
     done: oneshot::Sender<Vec<Result<(), String>>>,
+    /// The span of the request that waits: the batch's span continues its trace.
+    span: Span,
 }
 
 /// Applies committed changes right away; shared by every handler.
@@ -78,7 +81,8 @@ impl CacheSync {
         }
         let ids: Vec<i64> = items.iter().map(|(id, _)| *id).collect();
         let (done, answer) = oneshot::channel();
-        if self.warm.try_send(Warm { items, done }).is_err() {
+        let span = Span::current();
+        if self.warm.try_send(Warm { items, done, span }).is_err() {
             return; // the warming task is saturated: the relay will deliver these
         }
         // A node in trouble must not slow acknowledged writes down by more than this.
@@ -151,11 +155,23 @@ async fn warm_batches(
         }
         let writer = writer.clone();
         let delivered = delivered.clone();
-        tasks.spawn(async move {
+        // One span per batch: a child of its first request's span, linked to the others'.
+        let span = tracing::info_span!(
+            parent: &units[0].span,
+            "warm",
+            otel.name = "cache.warm",
+            shardfeed.cache.changes = Empty,
+            shardfeed.cache.requests = units.len(),
+        );
+        for unit in &units[1..] {
+            span.follows_from(&unit.span);
+        }
+        let batch = async move {
             let changes: Vec<CacheChange> = units
                 .iter()
                 .flat_map(|unit| unit.items.iter().map(|(_, change)| change.clone()))
                 .collect();
+            Span::current().record("shardfeed.cache.changes", changes.len());
             let mut results = writer.apply_durably(&changes).await;
             // Announced before any request is answered: a reader that hears of it drops its
             // copy. A change whose announcement fails counts as undelivered (the relay applies
@@ -177,7 +193,8 @@ async fn warm_batches(
                 let _ = unit.done.send(outcomes);
             }
             drop(slot);
-        });
+        };
+        tasks.spawn(batch.instrument(span));
     }
 }
 
@@ -299,10 +316,34 @@ pub async fn relay_once(
 ) -> anyhow::Result<Round> {
     let mut client = pool.get().await?;
     let tx = client.transaction().await?;
+    // Outside the round's span, and so not traced: an idle relay claims nothing twice a
+    // second, and only a round that claimed rows is a trace.
     let pending = outbox::claim(&tx, settings.batch_size as i64, settings.grace_ms as i64).await?;
     if pending.is_empty() {
         return Ok(Round::default());
     }
+    let span = tracing::info_span!(
+        "relay",
+        otel.name = "outbox.relay",
+        shardfeed.outbox.claimed = pending.len(),
+        shardfeed.outbox.delivered = Empty,
+        shardfeed.outbox.parked = Empty,
+    );
+    let round = settle_round(tx, pending, writer, settings)
+        .instrument(span.clone())
+        .await?;
+    span.record("shardfeed.outbox.delivered", round.delivered);
+    span.record("shardfeed.outbox.parked", round.parked);
+    Ok(round)
+}
+
+/// The rest of a round that claimed `pending`: apply the rows, settle them in `tx`.
+async fn settle_round(
+    tx: deadpool_postgres::Transaction<'_>,
+    pending: Vec<outbox::Pending>,
+    writer: &CacheWriter,
+    settings: &OutboxSettings,
+) -> anyhow::Result<Round> {
     let mut ids = Vec::with_capacity(pending.len());
     let mut changes = Vec::with_capacity(pending.len());
     let mut failed = Vec::new();

@@ -24,6 +24,7 @@ use deadpool_postgres::Pool;
 use shardfeed_proto::v1::Post;
 use shardfeed_server::{ApiError, ApiResult};
 use tokio::sync::{mpsc, oneshot, Semaphore};
+use tracing::{Instrument, Span};
 
 use crate::{
     cache_sync::CacheSync,
@@ -44,6 +45,8 @@ type Answer = oneshot::Sender<ApiResult<Post>>;
 struct Job {
     post: NewPost,
     done: Answer,
+    /// The span of the request that waits: the batch's span continues its trace.
+    span: Span,
 }
 
 /// Writes posts, batching concurrent ones, and applies them to the cache. Cheap to clone.
@@ -92,7 +95,8 @@ impl PostWriter {
             return self.create_alone(&post).await;
         };
         let (done, answer) = oneshot::channel();
-        match queue.try_send(Job { post, done }) {
+        let span = Span::current();
+        match queue.try_send(Job { post, done, span }) {
             Ok(()) => {}
             Err(mpsc::error::TrySendError::Full(job) | mpsc::error::TrySendError::Closed(job)) => {
                 return self.create_alone(&job.post).await;
@@ -136,7 +140,17 @@ async fn batches(pool: Pool, cache: CacheSync, mut jobs: mpsc::Receiver<Job>, gr
         }
         let pool = pool.clone();
         let cache = cache.clone();
-        tokio::spawn(async move {
+        // One span per statement: a child of its first request's span, linked to the others'.
+        let span = tracing::info_span!(
+            parent: &batch[0].span,
+            "group_commit",
+            otel.name = "posts.group_commit",
+            shardfeed.posts = batch.len(),
+        );
+        for job in &batch[1..] {
+            span.follows_from(&job.span);
+        }
+        let write = async move {
             let (answers, posts): (Vec<Answer>, Vec<NewPost>) =
                 batch.into_iter().map(|job| (job.done, job.post)).unzip();
             let settled = commit(&pool, &posts).await;
@@ -179,7 +193,8 @@ async fn batches(pool: Pool, cache: CacheSync, mut jobs: mpsc::Receiver<Job>, gr
                 }
             }))
             .await;
-        });
+        };
+        tokio::spawn(write.instrument(span));
     }
 }
 

@@ -34,6 +34,18 @@ use cache_sync::{CacheSync, WarmQueue};
 use group_commit::{GroupCommit, PostWriter};
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
+/// The `shardfeed-ingest` binary's whole life: the settings (`SHARDFEED_*`,
+/// `SHARDFEED_CONFIG`), telemetry as `shardfeed-ingest`, then serving until SIGINT or
+/// SIGTERM. The end-to-end tests (crates/e2e) run it too.
+pub async fn serve_from_env() -> anyhow::Result<()> {
+    let settings = Settings::load()?;
+    let _telemetry = shardfeed_server::telemetry::init("shardfeed-ingest", &settings.telemetry)?;
+    let app = Application::build(settings).await.inspect_err(|err| {
+        tracing::error!(error = format!("{err:#}"), "start-up failed");
+    })?;
+    app.run_until_stopped(shutdown::signal()).await
+}
+
 /// The ingest service, bound and ready to run.
 pub struct Application {
     server: GrpcServer,

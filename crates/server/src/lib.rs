@@ -2,7 +2,8 @@
 //! the error → gRPC status mapping ([`error`]), deadlines, signed page tokens ([`paging`]), the
 //! store clients ([`postgres`]: the pool and the migrations; [`redis`]: the cluster client; both
 //! authenticated, with TLS as an option), and the gRPC server builder with health, reflection,
-//! limits, authentication ([`auth`]), TLS ([`tls`]) and graceful shutdown ([`grpc`]).
+//! limits, authentication ([`auth`]), TLS ([`tls`]) and graceful shutdown ([`grpc`]); the spans
+//! of the calls served and of the store calls ([`spans`]).
 
 #![forbid(unsafe_code)]
 
@@ -16,6 +17,7 @@ pub mod paging;
 pub mod postgres;
 pub mod redis;
 pub mod shutdown;
+pub mod spans;
 pub mod store_tls;
 pub mod telemetry;
 pub mod tls;

@@ -96,6 +96,7 @@ pub fn pool(settings: &PostgresSettings) -> anyhow::Result<Pool> {
     if config.get_application_name().is_none() {
         config.application_name("shardfeed");
     }
+    crate::spans::set_postgres_server(&config);
     let manager = Manager::from_config(
         config,
         tls(settings)?,

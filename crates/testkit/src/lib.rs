@@ -7,6 +7,9 @@
 //! `PR_SET_PDEATHSIG` set, so the kernel signals it when the test process ends. The directories
 //! of dead test processes are removed by the next one.
 //!
+//! A service binary under test can run the same way, as a [`ServiceProcess`] (for what is global
+//! to a process, such as the tracing subscriber): it dies with the test process too.
+//!
 //! The same supervisors run the local stack (`shardfeed dev`) in their kept mode
 //! ([`PgServer::start_kept`], [`RedisCluster::start_kept`]): fixed ports, data kept, processes
 //! in a session of their own that outlive the command, each recorded in a [`StateDir`] (pid,
@@ -43,6 +46,7 @@ pub mod reflection;
 mod resp;
 mod scrape;
 mod server;
+mod service;
 mod shared;
 mod spawner;
 mod state;
@@ -57,6 +61,7 @@ pub use process::{ProcState, ProcessId};
 pub use redis::{RedisCluster, RedisCredentials, RedisNode};
 pub use scrape::{scrape, Exposition, Format};
 pub use server::{endpoint, InProcessServer, Shutdown};
+pub use service::ServiceProcess;
 pub use shared::{shared, unique_namespace, SharedStores};
 pub use state::{Record, StateDir};
 pub use testdb::TestDb;

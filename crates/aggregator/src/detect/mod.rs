@@ -175,7 +175,32 @@ impl Detector {
                 .filter(|a| !hot.contains_key(a))
                 .copied()
                 .collect();
-            tracing::info!(hot = hot.len(), ?added, ?removed, "hot set changed");
+            // A trace of its own per change, one event per decision: who, at what rate (0: only
+            // other aggregators saw it; for an author leaving, its last rate).
+            let span = tracing::info_span!(
+                "hot_set",
+                otel.name = "hotspot.change",
+                shardfeed.hotspot.hot_authors = hot.len(),
+                shardfeed.hotspot.entered = added.len(),
+                shardfeed.hotspot.left = removed.len(),
+            );
+            span.in_scope(|| {
+                tracing::info!(hot = hot.len(), ?added, ?removed, "hot set changed");
+                for author in &added {
+                    tracing::debug!(
+                        shardfeed.author.id = author,
+                        shardfeed.author.rate_per_s = hot[author],
+                        "author entered the hot set"
+                    );
+                }
+                for author in &removed {
+                    tracing::debug!(
+                        shardfeed.author.id = author,
+                        shardfeed.author.rate_per_s = before[author],
+                        "author left the hot set"
+                    );
+                }
+            });
         }
         let hot = Arc::new(hot);
         *inner.hot.write() = Arc::clone(&hot);

@@ -16,8 +16,9 @@ use crate::{
     cursor::Position,
     detect::Detector,
     metrics::{Fallback, ReadMetrics},
-    slice::{all_cached_posts, queue_slice, take_slice, Slice},
+    slice::{all_cached_posts, queue_slice, take_slice, Slice, SLICE_COMMANDS},
 };
+use shardfeed_server::spans;
 
 /// What the cache can say about a page of one author.
 #[derive(Debug, PartialEq)]
@@ -113,7 +114,14 @@ impl AuthorReader {
         let timeline_key = self.layout.timeline(author_id);
         queue_slice(&pipeline, meta_key, timeline_key, after, size).await?;
         let started = Instant::now();
-        let replies = pipeline.try_all::<Value>().await;
+        let send = pipeline.try_all::<Value>();
+        let replies = spans::redis(
+            "PIPELINE timeline.slice",
+            node.as_ref(),
+            SLICE_COMMANDS,
+            send,
+        )
+        .await;
         let outcome = if !replies.is_empty() && replies.iter().all(Result::is_err) {
             Outcome::Error
         } else {
@@ -121,7 +129,7 @@ impl AuthorReader {
         };
         self.metrics
             .redis
-            .record(node.as_ref(), 3, started.elapsed(), outcome);
+            .record(node.as_ref(), SLICE_COMMANDS, started.elapsed(), outcome);
         let mut replies = replies.into_iter();
         let slice = take_slice(&mut replies, after, size).inspect_err(|_| self.nodes.read_failed());
         let (ids, complete) = match slice?.1 {
@@ -169,7 +177,9 @@ impl AuthorReader {
         }
         let fields: Vec<String> = ids.iter().map(i64::to_string).collect();
         let key = self.layout.posts(author_id);
-        let values: Vec<Value> = self.nodes.for_key(&key).hmget(key, fields).await?;
+        let client = self.nodes.for_key(&key);
+        let read = client.hmget(key, fields);
+        let values: Vec<Value> = spans::redis("HMGET timeline.bodies", None, 1, read).await?;
         Ok(all_cached_posts(values))
     }
 }

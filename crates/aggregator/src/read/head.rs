@@ -9,7 +9,9 @@ use fred::{
 };
 use shardfeed_cache::layout::AuthorKeys;
 
-use crate::slice::{all_cached_posts, queue_slice, take_slice, Head, Slice};
+use shardfeed_server::spans;
+
+use crate::slice::{all_cached_posts, queue_slice, take_slice, Head, Slice, SLICE_COMMANDS};
 
 /// Where a head is read from: the author's master, or one of its replicas.
 #[derive(Clone, Copy)]
@@ -26,10 +28,13 @@ pub async fn load(
     keys: &AuthorKeys,
     len: usize,
 ) -> Result<Option<Head>, Error> {
-    let replies = match source {
-        Source::Primary(client) => read_slice(client.pipeline(), keys, len).await?,
-        Source::Replica(replicas) => read_slice(replicas.pipeline(), keys, len).await?,
+    let read = async {
+        match source {
+            Source::Primary(client) => read_slice(client.pipeline(), keys, len).await,
+            Source::Replica(replicas) => read_slice(replicas.pipeline(), keys, len).await,
+        }
     };
+    let replies = spans::redis("PIPELINE head.slice", None, SLICE_COMMANDS, read).await?;
     // The head is the first page of `len` posts, judged like any other page.
     let (mut ids, complete) = match take_slice(&mut replies.into_iter(), None, len)?.1 {
         Slice::Gone => return Ok(Some(Head::Gone)),
@@ -46,10 +51,13 @@ pub async fn load(
     }
     let fields: Vec<String> = ids.iter().map(i64::to_string).collect();
     let key = keys.posts.clone();
-    let values: Vec<Value> = match source {
-        Source::Primary(client) => client.hmget(key, fields).await?,
-        Source::Replica(replicas) => replicas.hmget(key, fields).await?,
+    let read = async {
+        match source {
+            Source::Primary(client) => client.hmget(key, fields).await,
+            Source::Replica(replicas) => replicas.hmget(key, fields).await,
+        }
     };
+    let values: Vec<Value> = spans::redis("HMGET head.bodies", None, 1, read).await?;
     Ok(all_cached_posts(values).map(|posts| Head::Posts { posts, complete }))
 }
 

@@ -41,7 +41,7 @@ use fred::{
 use shardfeed_cache::{layout::FOLLOWING_LOADED, CacheLayout};
 use shardfeed_proto::ids::post_time_ms;
 use shardfeed_proto::v1::Post;
-use shardfeed_server::ApiResult;
+use shardfeed_server::{spans, ApiResult};
 
 use super::{
     nodes::{send, NoAnswer, NodeClients},
@@ -55,7 +55,7 @@ use crate::{
     metrics::{Fallback, ReadMetrics},
     slice::{
         cached_post, queue_slice, queue_timeline, remembered_meta, take_slice, take_timeline, Head,
-        Slice,
+        Slice, SLICE_COMMANDS, TIMELINE_COMMANDS,
     },
 };
 
@@ -152,10 +152,15 @@ impl HomeReader {
         }
         let ticket = self.memories.followees_ticket();
         let key = self.layout.following(user_id);
-        self.detect
-            .count_request(self.nodes.owner_of(&key).as_ref());
-        let cached: Result<HashMap<String, String>, _> =
-            self.nodes.for_key(&key).hgetall(&key).await;
+        let owner = self.nodes.owner_of(&key);
+        self.detect.count_request(owner.as_ref());
+        let cached: Result<HashMap<String, String>, _> = spans::redis(
+            "HGETALL following",
+            owner.as_ref(),
+            1,
+            self.nodes.for_key(&key).hgetall(&key),
+        )
+        .await;
         match cached {
             Ok(set) if set.contains_key(FOLLOWING_LOADED) => {
                 let followees: Arc<Vec<i64>> = Arc::new(
@@ -443,13 +448,14 @@ impl HomeReader {
             let timeline = self.layout.timeline(*author);
             if remembered(author).is_some() {
                 queue_timeline(&pipeline, timeline, after, size).await?;
-                commands += 1;
+                commands += TIMELINE_COMMANDS;
             } else {
                 queue_slice(&pipeline, self.layout.meta(*author), timeline, after, size).await?;
-                commands += 3;
+                commands += SLICE_COMMANDS;
             }
         }
         let replies = send(
+            "PIPELINE feed.slices",
             &self.metrics.redis,
             node,
             pipeline,
@@ -572,6 +578,7 @@ impl HomeReader {
             let _: () = pipeline.hmget(self.layout.posts(*author), fields).await?;
         }
         let replies = send(
+            "PIPELINE feed.bodies",
             &self.metrics.redis,
             node,
             pipeline,

@@ -191,9 +191,10 @@ impl NodeClients {
 pub struct NoAnswer(pub Duration);
 
 /// Sends `pipeline` (`commands` commands for `node`) and waits at most `timeout` for its
-/// replies, one per command; records the round trip in `metrics`. The pipeline failed as a
-/// whole (`error`) when every reply is an error.
+/// replies, one per command, in a client span named `summary`; records the round trip in
+/// `metrics`. The pipeline failed as a whole (`error`) when every reply is an error.
 pub async fn send(
+    summary: &'static str,
     metrics: &RedisMetrics,
     node: Option<&Server>,
     pipeline: Pipeline<Client>,
@@ -201,7 +202,13 @@ pub async fn send(
     timeout: Duration,
 ) -> Result<Vec<Result<Value, Error>>, NoAnswer> {
     let started = Instant::now();
-    let replies = tokio::time::timeout(timeout, pipeline.try_all::<Value>()).await;
+    let replies = shardfeed_server::spans::redis(
+        summary,
+        node,
+        commands,
+        tokio::time::timeout(timeout, pipeline.try_all::<Value>()),
+    )
+    .await;
     let outcome = match &replies {
         Err(_) => Outcome::Timeout,
         Ok(replies) if !replies.is_empty() && replies.iter().all(Result::is_err) => Outcome::Error,

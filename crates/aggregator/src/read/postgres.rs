@@ -4,7 +4,7 @@
 use chrono::{DateTime, Utc};
 use deadpool_postgres::Pool;
 use shardfeed_proto::v1::Post;
-use shardfeed_server::{ApiError, ApiResult};
+use shardfeed_server::{spans, ApiError, ApiResult};
 
 /// The users `user_id` follows and the graph version up to which that is exact: read under the
 /// user's row lock, which every follow change of the user takes before drawing its version, so
@@ -13,32 +13,38 @@ use shardfeed_server::{ApiError, ApiResult};
 pub async fn followees_snapshot(pool: &Pool, user_id: i64) -> ApiResult<(Vec<i64>, i64)> {
     let mut client = pool.get().await?;
     let tx = client.transaction().await?;
-    if tx
-        .query_opt(
+    if spans::pg(
+        "SELECT users.lock",
+        tx.query_opt(
             "SELECT 1 FROM users WHERE user_id = $1 FOR SHARE",
             &[&user_id],
-        )
-        .await?
-        .is_none()
+        ),
+    )
+    .await?
+    .is_none()
     {
         return Err(ApiError::not_found(format!(
             "user {user_id} does not exist"
         )));
     }
-    let since: i64 = tx
-        // Before the first version is drawn, `last_value` already says 1: none is taken yet.
-        .query_one(
+    // Before the first version is drawn, `last_value` already says 1: none is taken yet.
+    let since: i64 = spans::pg(
+        "SELECT graph_version_seq.last",
+        tx.query_one(
             "SELECT CASE WHEN is_called THEN last_value ELSE 0 END FROM graph_version_seq",
             &[],
-        )
-        .await?
-        .get(0);
-    let rows = tx
-        .query(
+        ),
+    )
+    .await?
+    .get(0);
+    let rows = spans::pg(
+        "SELECT follows.followees",
+        tx.query(
             "SELECT followee_id FROM follows WHERE follower_id = $1",
             &[&user_id],
-        )
-        .await?;
+        ),
+    )
+    .await?;
     tx.commit().await?;
     Ok((rows.iter().map(|r| r.get(0)).collect(), since))
 }
@@ -59,9 +65,11 @@ pub async fn timeline_page(
              LIMIT $3",
         )
         .await?;
-    let rows = client
-        .query(&stmt, &[&author_id, &before_id, &limit])
-        .await?;
+    let rows = spans::pg(
+        "SELECT posts.timeline_page",
+        client.query(&stmt, &[&author_id, &before_id, &limit]),
+    )
+    .await?;
     Ok(rows.iter().map(post_from_row).collect())
 }
 
@@ -71,7 +79,7 @@ pub async fn require_user(pool: &Pool, user_id: i64) -> ApiResult<()> {
     let stmt = client
         .prepare_cached("SELECT 1 FROM users WHERE user_id = $1")
         .await?;
-    match client.query_opt(&stmt, &[&user_id]).await? {
+    match spans::pg("SELECT users.exists", client.query_opt(&stmt, &[&user_id])).await? {
         Some(_) => Ok(()),
         None => Err(ApiError::not_found(format!(
             "user {user_id} does not exist"
@@ -96,7 +104,7 @@ pub async fn followees(pool: &Pool, user_id: i64) -> ApiResult<Vec<i64>> {
     let stmt = client
         .prepare_cached("SELECT followee_id FROM follows WHERE follower_id = $1")
         .await?;
-    let rows = client.query(&stmt, &[&user_id]).await?;
+    let rows = spans::pg("SELECT follows.followees", client.query(&stmt, &[&user_id])).await?;
     Ok(rows.iter().map(|r| r.get(0)).collect())
 }
 
@@ -126,7 +134,11 @@ pub async fn timelines_page(
              ) p",
         )
         .await?;
-    let rows = client.query(&stmt, &[&authors, &before_id, &limit]).await?;
+    let rows = spans::pg(
+        "SELECT posts.timelines_top_k",
+        client.query(&stmt, &[&authors, &before_id, &limit]),
+    )
+    .await?;
     Ok(rows.iter().map(post_from_row).collect())
 }
 
@@ -143,7 +155,7 @@ pub async fn posts_by_id(pool: &Pool, post_ids: &[i64]) -> ApiResult<Vec<Post>> 
                AND EXISTS (SELECT 1 FROM users WHERE user_id = posts.author_id)",
         )
         .await?;
-    let rows = client.query(&stmt, &[&post_ids]).await?;
+    let rows = spans::pg("SELECT posts.by_ids", client.query(&stmt, &[&post_ids])).await?;
     Ok(rows.iter().map(post_from_row).collect())
 }
 
@@ -157,10 +169,12 @@ pub async fn author_snapshot(
     timeline_len: i64,
 ) -> ApiResult<Option<shardfeed_cache::AuthorSnapshot>> {
     let client = pool.get().await?;
-    if client
-        .query_opt("SELECT 1 FROM users WHERE user_id = $1", &[&author_id])
-        .await?
-        .is_none()
+    if spans::pg(
+        "SELECT users.exists",
+        client.query_opt("SELECT 1 FROM users WHERE user_id = $1", &[&author_id]),
+    )
+    .await?
+    .is_none()
     {
         return Ok(None);
     }
@@ -172,9 +186,11 @@ pub async fn author_snapshot(
              LIMIT $2",
         )
         .await?;
-    let rows = client
-        .query(&stmt, &[&author_id, &(timeline_len + 1)])
-        .await?;
+    let rows = spans::pg(
+        "SELECT posts.snapshot",
+        client.query(&stmt, &[&author_id, &(timeline_len + 1)]),
+    )
+    .await?;
     let complete = rows.len() as i64 <= timeline_len;
     let posts: Vec<Post> = rows
         .iter()
@@ -194,15 +210,17 @@ pub async fn author_snapshot(
              LIMIT $3",
         )
         .await?;
-    let mut deleted: Vec<i64> = client
-        .query(
+    let mut deleted: Vec<i64> = spans::pg(
+        "SELECT posts.snapshot_deleted",
+        client.query(
             &deleted_stmt,
             &[&author_id, &floor.unwrap_or(0), &(timeline_len + 1)],
-        )
-        .await?
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
+        ),
+    )
+    .await?
+    .iter()
+    .map(|r| r.get(0))
+    .collect();
     if deleted.len() as i64 > timeline_len {
         // More deletions than the cache keeps: what lies below the oldest one kept is left to
         // PostgreSQL.

@@ -11,7 +11,9 @@ use std::{collections::HashSet, sync::Arc};
 use deadpool_postgres::Pool;
 use parking_lot::Mutex;
 use shardfeed_cache::CacheWriter;
+use shardfeed_server::spans;
 use tokio::sync::Semaphore;
+use tracing::{field::Empty, Instrument, Span};
 
 use super::postgres;
 use crate::metrics::ReadMetrics;
@@ -26,6 +28,15 @@ pub enum Target {
     Timeline,
     /// A user's followee set.
     Following,
+}
+
+impl Target {
+    fn as_str(self) -> &'static str {
+        match self {
+            Target::Timeline => "timeline",
+            Target::Following => "following",
+        }
+    }
 }
 
 #[derive(Clone)]
@@ -71,23 +82,38 @@ impl Rebuilder {
             return;
         }
         let this = self.clone();
-        tokio::spawn(async move {
-            match this.rebuild(target, user_id).await {
+        // A child of the read that asked for it, which it may outlive.
+        let span = tracing::info_span!(
+            "rebuild",
+            otel.name = "cache.rebuild",
+            shardfeed.rebuild.target = target.as_str(),
+            shardfeed.user.id = user_id,
+            shardfeed.rebuild.outcome = Empty,
+            otel.status_code = Empty,
+            otel.status_description = Empty,
+        );
+        let rebuild = async move {
+            let rebuilt = this.rebuild(target, user_id).await;
+            match &rebuilt {
                 Ok(true) => this.metrics.rebuilt(true),
                 Ok(false) => {}
-                Err(err) => {
-                    this.metrics.rebuilt(false);
-                    tracing::warn!(
-                        ?target,
-                        user_id,
-                        error = format!("{err:#}"),
-                        "cache rebuild failed"
-                    );
-                }
+                Err(_) => this.metrics.rebuilt(false),
+            }
+            if let Err(err) = rebuilt {
+                let span = Span::current();
+                span.record("otel.status_code", "ERROR");
+                span.record("otel.status_description", format!("{err:#}"));
+                tracing::warn!(
+                    ?target,
+                    user_id,
+                    error = format!("{err:#}"),
+                    "cache rebuild failed"
+                );
             }
             this.in_flight.lock().remove(&(target, user_id));
             drop(slot);
-        });
+        };
+        tokio::spawn(rebuild.instrument(span));
     }
 
     /// Whether this call rebuilt the keys (not: another aggregator holds the lease, or there
@@ -98,30 +124,39 @@ impl Rebuilder {
             Target::Timeline => self.writer.layout().rebuild_lease(user_id, "tl"),
             Target::Following => self.writer.layout().rebuild_lease(user_id, "fol"),
         };
-        if !self.writer.try_lease(lease, &token, LEASE_MS).await? {
+        let outcome = |outcome: &str| {
+            Span::current().record("shardfeed.rebuild.outcome", outcome);
+        };
+        let leased = self.writer.try_lease(lease, &token, LEASE_MS);
+        if !spans::redis("SET rebuild.lease", None, 1, leased).await? {
+            outcome("leased_elsewhere");
             return Ok(false); // another aggregator is on it
         }
         // Each rebuild in two halves around its snapshot (see `CacheWriter::prepare_author`).
         match target {
             Target::Timeline => {
-                self.writer.prepare_author(user_id).await?;
+                let prepared = self.writer.prepare_author(user_id);
+                spans::redis("EVALSHA rebuild.prepare", None, 1, prepared).await?;
                 let Some(snapshot) =
                     postgres::author_snapshot(&self.pool, user_id, self.timeline_len).await?
                 else {
+                    outcome("no_user");
                     return Ok(false); // no such user: nothing to cache
                 };
-                self.writer
-                    .rebuild_author(user_id, &snapshot, &token)
-                    .await?;
+                let merged = self.writer.rebuild_author(user_id, &snapshot, &token);
+                spans::redis("EVALSHA rebuild.merge", None, 1, merged).await?;
             }
             Target::Following => {
-                self.writer.prepare_following(user_id, &token).await?;
+                let prepared = self.writer.prepare_following(user_id, &token);
+                spans::redis("EVALSHA rebuild.prepare", None, 1, prepared).await?;
                 let (followees, since) = postgres::followees_snapshot(&self.pool, user_id).await?;
-                self.writer
-                    .rebuild_following(user_id, &followees, since, &token)
-                    .await?;
+                let merged = self
+                    .writer
+                    .rebuild_following(user_id, &followees, since, &token);
+                spans::redis("EVALSHA rebuild.merge", None, 1, merged).await?;
             }
         }
+        outcome("rebuilt");
         Ok(true)
     }
 

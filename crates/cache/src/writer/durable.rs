@@ -2,6 +2,7 @@
 //! the same connection carried the writes and enough replicas acknowledged them.
 
 use super::*;
+use shardfeed_server::spans;
 
 impl CacheWriter {
     /// Applies a batch and confirms it durable: a change counts as delivered only once
@@ -33,7 +34,11 @@ impl CacheWriter {
         let nodes = by_node.into_iter().map(|(server, writes)| {
             let routing = &routing;
             async move {
-                let outcome = self.write_confirmed(&server, &writes, routing).await;
+                // The writes and four more: CLIENT ID, the probe, WAIT, CLIENT ID.
+                let commands = writes.len() + 4;
+                let write = self.write_confirmed(&server, &writes, routing);
+                let outcome = spans::redis("PIPELINE cache.write", Some(&server), commands, write);
+                let outcome = outcome.await;
                 (writes, outcome)
             }
         });

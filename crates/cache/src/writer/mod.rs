@@ -92,10 +92,10 @@ impl CacheWriter {
         let Some(message) = crate::announce::encode(delivered) else {
             return Ok(());
         };
-        let _: i64 = self
+        let published = self
             .client
-            .publish(self.layout.changes_channel(), message)
-            .await?;
+            .publish::<i64, _, _>(self.layout.changes_channel(), message);
+        shardfeed_server::spans::redis("PUBLISH changes", None, 1, published).await?;
         Ok(())
     }
 

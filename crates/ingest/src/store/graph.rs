@@ -2,7 +2,7 @@
 
 use deadpool_postgres::{Pool, Transaction};
 use shardfeed_cache::CacheChange;
-use shardfeed_server::{ApiError, ApiResult};
+use shardfeed_server::{spans, ApiError, ApiResult};
 
 use super::{outbox, outbox::Written};
 
@@ -18,23 +18,27 @@ pub enum Direction {
 /// Locks the follower's row, so that graph changes of one follower serialize and take their
 /// versions in commit order; checks that both users exist.
 async fn lock_edge(tx: &Transaction<'_>, follower_id: i64, followee_id: i64) -> ApiResult<()> {
-    let follower = tx
-        .query_opt(
+    let follower = spans::pg(
+        "SELECT users.lock_follower",
+        tx.query_opt(
             "SELECT 1 FROM users WHERE user_id = $1 FOR NO KEY UPDATE",
             &[&follower_id],
-        )
-        .await?;
+        ),
+    )
+    .await?;
     if follower.is_none() {
         return Err(ApiError::not_found(format!(
             "user {follower_id} (follower_id) does not exist"
         )));
     }
-    let followee = tx
-        .query_opt(
+    let followee = spans::pg(
+        "SELECT users.lock_followee",
+        tx.query_opt(
             "SELECT 1 FROM users WHERE user_id = $1 FOR KEY SHARE",
             &[&followee_id],
-        )
-        .await?;
+        ),
+    )
+    .await?;
     if followee.is_none() {
         return Err(ApiError::not_found(format!(
             "user {followee_id} (followee_id) does not exist"
@@ -44,10 +48,12 @@ async fn lock_edge(tx: &Transaction<'_>, follower_id: i64, followee_id: i64) -> 
 }
 
 async fn next_version(tx: &Transaction<'_>) -> ApiResult<i64> {
-    Ok(tx
-        .query_one("SELECT nextval('graph_version_seq')", &[])
-        .await?
-        .get(0))
+    Ok(spans::pg(
+        "SELECT graph_version_seq.next",
+        tx.query_one("SELECT nextval('graph_version_seq')", &[]),
+    )
+    .await?
+    .get(0))
 }
 
 /// What a graph write does to one edge.
@@ -70,22 +76,28 @@ pub async fn change_edge(
     let mut client = pool.get().await?;
     let tx = client.transaction().await?;
     lock_edge(&tx, follower_id, followee_id).await?;
-    let sql = match edge {
-        EdgeChange::Follow => {
-            "INSERT INTO follows (follower_id, followee_id) VALUES ($1, $2) ON CONFLICT DO NOTHING"
-        }
-        EdgeChange::Unfollow => "DELETE FROM follows WHERE follower_id = $1 AND followee_id = $2",
+    let (summary, sql) = match edge {
+        EdgeChange::Follow => (
+            "INSERT follows",
+            "INSERT INTO follows (follower_id, followee_id) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+        ),
+        EdgeChange::Unfollow => (
+            "DELETE follows",
+            "DELETE FROM follows WHERE follower_id = $1 AND followee_id = $2",
+        ),
     };
-    let changed = tx.execute(sql, &[&follower_id, &followee_id]).await? == 1;
+    let changed = spans::pg(summary, tx.execute(sql, &[&follower_id, &followee_id])).await? == 1;
     if changed && edge == EdgeChange::Follow {
         // Under the follower's row lock: concurrent follows of one user count one by one.
-        let following: i64 = tx
-            .query_one(
+        let following: i64 = spans::pg(
+            "SELECT follows.count",
+            tx.query_one(
                 "SELECT count(*) FROM follows WHERE follower_id = $1",
                 &[&follower_id],
-            )
-            .await?
-            .get(0);
+            ),
+        )
+        .await?
+        .get(0);
         if following > max_followees {
             // Dropping the transaction rolls the insert back.
             return Err(ApiError::FailedPrecondition(format!(
@@ -126,9 +138,11 @@ pub async fn list(
     limit: i64,
 ) -> ApiResult<Vec<i64>> {
     let client = pool.get().await?;
-    let exists = client
-        .query_opt("SELECT 1 FROM users WHERE user_id = $1", &[&user_id])
-        .await?;
+    let exists = spans::pg(
+        "SELECT users.exists",
+        client.query_opt("SELECT 1 FROM users WHERE user_id = $1", &[&user_id]),
+    )
+    .await?;
     if exists.is_none() {
         return Err(ApiError::not_found(format!(
             "user {user_id} does not exist"
@@ -145,8 +159,10 @@ pub async fn list(
         }
     };
     let stmt = client.prepare_cached(sql).await?;
-    let rows = client
-        .query(&stmt, &[&user_id, &after, &(limit + 1)])
-        .await?;
+    let rows = spans::pg(
+        "SELECT follows.page",
+        client.query(&stmt, &[&user_id, &after, &(limit + 1)]),
+    )
+    .await?;
     Ok(rows.iter().map(|r| r.get(0)).collect())
 }

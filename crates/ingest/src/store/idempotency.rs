@@ -10,7 +10,7 @@
 //! ([`purge_expired`]): a retry later than that is a new request.
 
 use deadpool_postgres::Client;
-use shardfeed_server::{ApiError, ApiResult};
+use shardfeed_server::{spans, ApiError, ApiResult};
 use tokio_postgres::error::{DbError, SqlState};
 use uuid::Uuid;
 
@@ -38,7 +38,12 @@ pub async fn first_result(
              WHERE operation = $1 AND request_id = $2",
         )
         .await?;
-    let Some(row) = client.query_opt(&stmt, &[&operation, &request_id]).await? else {
+    let Some(row) = spans::pg(
+        "SELECT idempotency_keys",
+        client.query_opt(&stmt, &[&operation, &request_id]),
+    )
+    .await?
+    else {
         return Ok(None);
     };
     let first_request: Vec<u8> = row.get(0);
@@ -58,8 +63,9 @@ pub async fn purge_expired(
     limit: i64,
 ) -> ApiResult<u64> {
     let client = pool.get().await?;
-    Ok(client
-        .execute(
+    Ok(spans::pg(
+        "DELETE idempotency_keys.expired",
+        client.execute(
             "DELETE FROM idempotency_keys WHERE ctid = ANY(ARRAY(
                  SELECT ctid FROM idempotency_keys
                  WHERE create_time < now() - make_interval(secs => $1)
@@ -67,8 +73,9 @@ pub async fn purge_expired(
                  LIMIT $2
                  FOR UPDATE SKIP LOCKED))",
             &[&ttl.as_secs_f64(), &limit],
-        )
-        .await?)
+        ),
+    )
+    .await?)
 }
 
 /// Purges expired keys every `interval` until `stop`, in batches so that no statement holds

@@ -2,7 +2,7 @@
 
 use deadpool_postgres::{Pool, Transaction};
 use shardfeed_cache::CacheChange;
-use shardfeed_server::{ApiError, ApiResult};
+use shardfeed_server::{spans, ApiError, ApiResult};
 
 /// A committed write and the outbox row (id, change) the caller should apply after commit.
 pub struct Written<T> {
@@ -17,7 +17,9 @@ pub async fn enqueue(tx: &Transaction<'_>, change: &CacheChange) -> ApiResult<i6
     let stmt = tx
         .prepare_cached("INSERT INTO outbox (change) VALUES ($1) RETURNING id")
         .await?;
-    Ok(tx.query_one(&stmt, &[&json]).await?.get(0))
+    Ok(spans::pg("INSERT outbox", tx.query_one(&stmt, &[&json]))
+        .await?
+        .get(0))
 }
 
 /// Removes rows whose change reached Redis.
@@ -32,9 +34,11 @@ pub async fn remove(pool: &Pool, ids: &[i64]) -> ApiResult<u64> {
         return Ok(0);
     }
     let client = pool.get().await?;
-    Ok(client
-        .execute("DELETE FROM outbox WHERE id = ANY($1)", &[&ids])
-        .await?)
+    Ok(spans::pg(
+        "DELETE outbox.delivered",
+        client.execute("DELETE FROM outbox WHERE id = ANY($1)", &[&ids]),
+    )
+    .await?)
 }
 
 /// One claimed row.
@@ -48,8 +52,9 @@ pub struct Pending {
 /// oldest first, so that rows that keep failing never crowd out the others. The claim lasts as
 /// long as `tx`.
 pub async fn claim(tx: &Transaction<'_>, limit: i64, grace_ms: i64) -> ApiResult<Vec<Pending>> {
-    let rows = tx
-        .query(
+    let rows = spans::pg(
+        "SELECT outbox.claim",
+        tx.query(
             "SELECT id, change FROM outbox
              WHERE next_attempt_time <= now()
                AND create_time <= now() - make_interval(secs => $2::float8 / 1000)
@@ -57,8 +62,9 @@ pub async fn claim(tx: &Transaction<'_>, limit: i64, grace_ms: i64) -> ApiResult
              LIMIT $1
              FOR UPDATE SKIP LOCKED",
             &[&limit, &(grace_ms as f64)],
-        )
-        .await?;
+        ),
+    )
+    .await?;
     Ok(rows
         .into_iter()
         .map(|row| {
@@ -102,8 +108,11 @@ pub async fn settle(
     retry: Retry,
 ) -> ApiResult<Vec<i64>> {
     if !delivered.is_empty() {
-        tx.execute("DELETE FROM outbox WHERE id = ANY($1)", &[&delivered])
-            .await?;
+        spans::pg(
+            "DELETE outbox.delivered",
+            tx.execute("DELETE FROM outbox WHERE id = ANY($1)", &[&delivered]),
+        )
+        .await?;
     }
     if failed.is_empty() {
         return Ok(Vec::new());
@@ -113,8 +122,9 @@ pub async fn settle(
     let permanent: Vec<bool> = failed.iter().map(|f| f.permanent).collect();
     // Two statements for the whole round, whatever its size: the bump, then the parking (a
     // row changed by one part of a statement cannot be moved by another part of it).
-    let bumped = tx
-        .query(
+    let bumped = spans::pg(
+        "UPDATE outbox.retry",
+        tx.query(
             "UPDATE outbox o
              SET attempts = o.attempts + 1,
                  last_error = f.error,
@@ -130,8 +140,9 @@ pub async fn settle(
                 &(retry.base_ms as f64),
                 &(retry.max_ms as f64),
             ],
-        )
-        .await?;
+        ),
+    )
+    .await?;
     let spent: Vec<i64> = bumped
         .iter()
         .filter(|r| r.get::<_, bool>(2) && r.get::<_, i32>(1) >= retry.max_attempts)
@@ -140,8 +151,9 @@ pub async fn settle(
     if spent.is_empty() {
         return Ok(Vec::new());
     }
-    let parked = tx
-        .query(
+    let parked = spans::pg(
+        "INSERT outbox_dead_letters",
+        tx.query(
             "WITH parked AS (
                  DELETE FROM outbox WHERE id = ANY($1)
                  RETURNING id, change, create_time, attempts, last_error
@@ -150,16 +162,19 @@ pub async fn settle(
              SELECT id, change, create_time, attempts, last_error FROM parked
              RETURNING id",
             &[&spent],
-        )
-        .await?;
+        ),
+    )
+    .await?;
     Ok(parked.iter().map(|r| r.get(0)).collect())
 }
 
 /// Rows still waiting (for metrics and tests).
 pub async fn depth(pool: &Pool) -> ApiResult<i64> {
     let client = pool.get().await?;
-    Ok(client
-        .query_one("SELECT count(*) FROM outbox", &[])
-        .await?
-        .get(0))
+    Ok(spans::pg(
+        "SELECT outbox.depth",
+        client.query_one("SELECT count(*) FROM outbox", &[]),
+    )
+    .await?
+    .get(0))
 }

@@ -10,7 +10,7 @@ use shardfeed_cache::CacheChange;
 use shardfeed_proto::ids::POST_ID_EPOCH_MS;
 use shardfeed_proto::time;
 use shardfeed_proto::v1::{CreatePostRequest, Post};
-use shardfeed_server::{ApiError, ApiResult};
+use shardfeed_server::{spans, ApiError, ApiResult};
 
 use super::{idempotency, outbox, outbox::Written};
 use crate::domain::{PostBody, RequestId};
@@ -92,7 +92,7 @@ pub async fn create(
         &key,
         &canonical,
     ];
-    let row = match client.query_opt(&stmt, &params).await {
+    let row = match spans::pg("INSERT posts", client.query_opt(&stmt, &params)).await {
         Ok(Some(row)) => row,
         Ok(None) => {
             return Err(ApiError::not_found(format!(
@@ -232,8 +232,9 @@ pub async fn create_many(pool: &Pool, posts: &[NewPost]) -> ApiResult<Vec<BatchO
     }
     let client = pool.get().await?;
     let stmt = client.prepare_cached(&CREATE_MANY_SQL).await?;
-    let rows = client
-        .query(
+    let rows = spans::pg(
+        "INSERT posts.batch",
+        client.query(
             &stmt,
             &[
                 &authors,
@@ -243,8 +244,9 @@ pub async fn create_many(pool: &Pool, posts: &[NewPost]) -> ApiResult<Vec<BatchO
                 &ords,
                 &POST_ID_EPOCH_MS,
             ],
-        )
-        .await?;
+        ),
+    )
+    .await?;
     for row in rows {
         let i = row.get::<_, i32>(0) as usize;
         let post = &posts[i];
@@ -324,8 +326,7 @@ pub async fn get(pool: &Pool, post_id: i64) -> ApiResult<Post> {
                AND EXISTS (SELECT 1 FROM users WHERE user_id = posts.author_id)",
         )
         .await?;
-    let row = client
-        .query_opt(&stmt, &[&post_id])
+    let row = spans::pg("SELECT posts.by_id", client.query_opt(&stmt, &[&post_id]))
         .await?
         .ok_or_else(|| not_found(post_id))?;
     let create_time: DateTime<Utc> = row.get(3);
@@ -348,21 +349,26 @@ pub async fn delete(
 ) -> ApiResult<Written<()>> {
     let mut client = pool.get().await?;
     let tx = client.transaction().await?;
-    let author_id: i64 = tx
-        .query_opt(
+    let author_id: i64 = spans::pg(
+        "SELECT posts.lock",
+        tx.query_opt(
             "SELECT author_id FROM posts
              WHERE post_id = $1 AND delete_time IS NULL
                AND EXISTS (SELECT 1 FROM users WHERE user_id = posts.author_id)
              FOR UPDATE",
             &[&post_id],
-        )
-        .await?
-        .ok_or_else(|| not_found(post_id))?
-        .get(0);
+        ),
+    )
+    .await?
+    .ok_or_else(|| not_found(post_id))?
+    .get(0);
     may_delete(author_id)?;
-    tx.execute(
-        "UPDATE posts SET delete_time = now(), body = '' WHERE post_id = $1",
-        &[&post_id],
+    spans::pg(
+        "UPDATE posts.delete",
+        tx.execute(
+            "UPDATE posts SET delete_time = now(), body = '' WHERE post_id = $1",
+            &[&post_id],
+        ),
     )
     .await?;
     let change = CacheChange::PostDeleted { author_id, post_id };

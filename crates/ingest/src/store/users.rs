@@ -7,7 +7,7 @@ use deadpool_postgres::Pool;
 use prost::Message;
 use shardfeed_proto::time;
 use shardfeed_proto::v1::{CreateUserRequest, User};
-use shardfeed_server::{ApiError, ApiResult};
+use shardfeed_server::{spans, ApiError, ApiResult};
 use tokio_postgres::{error::SqlState, Row};
 
 use super::{idempotency, outbox, outbox::Written};
@@ -77,7 +77,7 @@ pub async fn create(
     let stmt = client.prepare_cached(&CREATE_SQL).await?;
     let params: [&(dyn tokio_postgres::types::ToSql + Sync); 4] =
         [&handle.as_str(), &display_name.as_str(), &key, &canonical];
-    let row = match client.query_one(&stmt, &params).await {
+    let row = match spans::pg("INSERT users", client.query_one(&stmt, &params)).await {
         Ok(row) => row,
         Err(err) => {
             let taken = err.code() == Some(&SqlState::UNIQUE_VIOLATION);
@@ -135,12 +135,14 @@ fn user_from_json(value: &serde_json::Value) -> ApiResult<User> {
 
 pub async fn get(pool: &Pool, user_id: i64) -> ApiResult<User> {
     let client = pool.get().await?;
-    let row = client
-        .query_opt(
+    let row = spans::pg(
+        "SELECT users.by_id",
+        client.query_opt(
             "SELECT user_id, handle, display_name, create_time FROM users WHERE user_id = $1",
             &[&user_id],
-        )
-        .await?;
+        ),
+    )
+    .await?;
     row.map(|r| user_from_row(&r))
         .ok_or_else(|| not_found(user_id))
 }
@@ -151,13 +153,15 @@ pub async fn update_display_name(
     display_name: &DisplayName,
 ) -> ApiResult<User> {
     let client = pool.get().await?;
-    let row = client
-        .query_opt(
+    let row = spans::pg(
+        "UPDATE users.display_name",
+        client.query_opt(
             "UPDATE users SET display_name = $2, update_time = now() WHERE user_id = $1
              RETURNING user_id, handle, display_name, create_time",
             &[&user_id, &display_name.as_str()],
-        )
-        .await?;
+        ),
+    )
+    .await?;
     row.map(|r| user_from_row(&r))
         .ok_or_else(|| not_found(user_id))
 }
@@ -170,27 +174,38 @@ pub async fn update_display_name(
 pub async fn delete(pool: &Pool, user_id: i64) -> ApiResult<Written<()>> {
     let mut client = pool.get().await?;
     let tx = client.transaction().await?;
-    let locked = tx
-        .query_opt(
+    let locked = spans::pg(
+        "SELECT users.lock",
+        tx.query_opt(
             "SELECT 1 FROM users WHERE user_id = $1 FOR UPDATE",
             &[&user_id],
-        )
-        .await?;
+        ),
+    )
+    .await?;
     if locked.is_none() {
         return Err(not_found(user_id));
     }
-    tx.execute(
-        "INSERT INTO deleted_authors (user_id) VALUES ($1) ON CONFLICT DO NOTHING",
-        &[&user_id],
+    spans::pg(
+        "INSERT deleted_authors",
+        tx.execute(
+            "INSERT INTO deleted_authors (user_id) VALUES ($1) ON CONFLICT DO NOTHING",
+            &[&user_id],
+        ),
     )
     .await?;
-    tx.execute(
-        "DELETE FROM follows WHERE follower_id = $1 OR followee_id = $1",
-        &[&user_id],
+    spans::pg(
+        "DELETE follows.of_user",
+        tx.execute(
+            "DELETE FROM follows WHERE follower_id = $1 OR followee_id = $1",
+            &[&user_id],
+        ),
     )
     .await?;
-    tx.execute("DELETE FROM users WHERE user_id = $1", &[&user_id])
-        .await?;
+    spans::pg(
+        "DELETE users",
+        tx.execute("DELETE FROM users WHERE user_id = $1", &[&user_id]),
+    )
+    .await?;
     let change = CacheChange::UserDeleted { user_id };
     let outbox_id = outbox::enqueue(&tx, &change).await?;
     tx.commit().await?;
@@ -207,27 +222,34 @@ pub async fn delete(pool: &Pool, user_id: i64) -> ApiResult<Written<()>> {
 pub async fn purge_deleted_posts(pool: &Pool, batch: i64) -> ApiResult<Option<u64>> {
     let mut client = pool.get().await?;
     let tx = client.transaction().await?;
-    let Some(author) = tx
-        .query_opt(
+    let Some(author) = spans::pg(
+        "SELECT deleted_authors.next",
+        tx.query_opt(
             "SELECT user_id FROM deleted_authors ORDER BY delete_time LIMIT 1
              FOR UPDATE SKIP LOCKED",
             &[],
-        )
-        .await?
+        ),
+    )
+    .await?
     else {
         return Ok(None);
     };
     let author: i64 = author.get(0);
-    let deleted = tx
-        .execute(
+    let deleted = spans::pg(
+        "DELETE posts.of_deleted",
+        tx.execute(
             "DELETE FROM posts WHERE author_id = $1 AND post_id = ANY(ARRAY(
                  SELECT post_id FROM posts WHERE author_id = $1 LIMIT $2))",
             &[&author, &batch],
+        ),
+    )
+    .await?;
+    if deleted < batch as u64 {
+        spans::pg(
+            "DELETE deleted_authors",
+            tx.execute("DELETE FROM deleted_authors WHERE user_id = $1", &[&author]),
         )
         .await?;
-    if deleted < batch as u64 {
-        tx.execute("DELETE FROM deleted_authors WHERE user_id = $1", &[&author])
-            .await?;
     }
     tx.commit().await?;
     Ok(Some(deleted))

@@ -1,5 +1,6 @@
 //! The tower layer both services put in front of their routes: authenticate, check the
-//! method's rule, count the caller's rate, and run the call in a span that names the caller.
+//! method's rule, count the caller's rate, and run the call in its server span
+//! ([`spans::rpc_server`]), which names the caller and ends with the call's gRPC status.
 
 use std::{
     future::Future,
@@ -14,6 +15,7 @@ use tower::{Layer, Service};
 use tracing::Instrument;
 
 use super::{limits::Limits, policy, AuthError, Caller, Proof, Role, Verifier};
+use crate::spans;
 use crate::{
     config::{ClientCertRole, ConfigError, Settings},
     metrics::Metrics,
@@ -171,26 +173,30 @@ where
         if policy::is_open(request.uri().path()) {
             return Box::pin(self.inner.call(request));
         }
+        // Refused calls too are in the span (`crate::spans`): their status is its outcome.
+        let span = spans::rpc_server(&request);
         match self.state.admit(&request) {
             Ok(caller) => {
-                let span = tracing::info_span!(
-                    "rpc",
-                    rpc.method = request.uri().path(),
-                    enduser.id = caller.subject.as_str(),
-                    enduser.role = caller.role.as_str(),
-                );
+                span.record("enduser.id", caller.subject.as_str());
+                span.record("enduser.role", caller.role.as_str());
                 request.extensions_mut().insert(caller);
                 let fut = span.in_scope(|| self.inner.call(request));
-                Box::pin(fut.instrument(span))
+                Box::pin(async move {
+                    let response = fut.instrument(span.clone()).await?;
+                    Ok(spans::rpc_response(&span, response))
+                })
             }
             Err(status) => {
-                tracing::debug!(
-                    method = request.uri().path(),
-                    code = ?status.code(),
-                    reason = status.message(),
-                    "request refused"
-                );
-                Box::pin(std::future::ready(Ok(status.into_http())))
+                span.in_scope(|| {
+                    tracing::debug!(
+                        method = request.uri().path(),
+                        code = ?status.code(),
+                        reason = status.message(),
+                        "request refused"
+                    )
+                });
+                let response = spans::rpc_response(&span, status.into_http());
+                Box::pin(std::future::ready(Ok(response)))
             }
         }
     }

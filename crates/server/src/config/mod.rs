@@ -234,6 +234,24 @@ impl Settings {
                 );
             }
         }
+        match (self.telemetry.sampler, self.telemetry.sampler_arg) {
+            (sampler, None) if sampler.takes_ratio() => {
+                return bad(
+                    "telemetry.sampler_arg",
+                    "the traceidratio samplers need a ratio from 0 to 1",
+                );
+            }
+            (sampler, Some(_)) if !sampler.takes_ratio() => {
+                return bad(
+                    "telemetry.sampler_arg",
+                    "only the traceidratio samplers take one",
+                );
+            }
+            (_, Some(ratio)) if !(0.0..=1.0).contains(&ratio) => {
+                return bad("telemetry.sampler_arg", "must be from 0 to 1");
+            }
+            _ => {}
+        }
         Ok(())
     }
 }

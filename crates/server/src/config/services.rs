@@ -126,8 +126,67 @@ pub struct TelemetrySettings {
     /// An `EnvFilter` directive, e.g. `info,shardfeed_ingest=debug`. `RUST_LOG` overrides it.
     pub log_filter: String,
     pub log_format: LogFormat,
-    /// OTLP/gRPC collector endpoint, e.g. `http://127.0.0.1:4317`. Export is off when unset.
+    /// OTLP/gRPC collector endpoint of the spans, e.g. `http://127.0.0.1:4317`.
+    /// `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT` or `OTEL_EXPORTER_OTLP_ENDPOINT` wins over it; with
+    /// none of the three, no span is exported.
     pub otlp_endpoint: Option<String>,
+    /// The `service.name` of what is exported; unset: the binary's name (`shardfeed-ingest`,
+    /// `shardfeed-aggregator`). `OTEL_SERVICE_NAME`, or a `service.name` in
+    /// `OTEL_RESOURCE_ATTRIBUTES`, wins over it.
+    pub service_name: Option<String>,
+    /// Which traces are recorded and exported. `OTEL_TRACES_SAMPLER` (with
+    /// `OTEL_TRACES_SAMPLER_ARG`) wins over it and `sampler_arg`.
+    pub sampler: TraceSampler,
+    /// The ratio of traces the `*traceidratio` samplers keep, from 0 to 1; only for them.
+    pub sampler_arg: Option<f64>,
+}
+
+impl TelemetrySettings {
+    /// `otlp_endpoint`, unless empty.
+    pub fn otlp_endpoint(&self) -> Option<&str> {
+        self.otlp_endpoint.as_deref().filter(|e| !e.is_empty())
+    }
+
+    /// `service_name`, unless empty.
+    pub fn service_name(&self) -> Option<&str> {
+        self.service_name.as_deref().filter(|n| !n.is_empty())
+    }
+}
+
+/// The samplers of the OpenTelemetry specification that need nothing outside the process,
+/// named as `OTEL_TRACES_SAMPLER` names them. The `parentbased_*` ones follow the caller's
+/// decision (the `traceparent`'s sampled flag) and apply their own only to new traces.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TraceSampler {
+    AlwaysOn,
+    AlwaysOff,
+    Traceidratio,
+    ParentbasedAlwaysOn,
+    ParentbasedAlwaysOff,
+    ParentbasedTraceidratio,
+}
+
+impl TraceSampler {
+    /// Its name in the settings and in `OTEL_TRACES_SAMPLER`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TraceSampler::AlwaysOn => "always_on",
+            TraceSampler::AlwaysOff => "always_off",
+            TraceSampler::Traceidratio => "traceidratio",
+            TraceSampler::ParentbasedAlwaysOn => "parentbased_always_on",
+            TraceSampler::ParentbasedAlwaysOff => "parentbased_always_off",
+            TraceSampler::ParentbasedTraceidratio => "parentbased_traceidratio",
+        }
+    }
+
+    /// Whether it takes a ratio (`sampler_arg`).
+    pub fn takes_ratio(self) -> bool {
+        matches!(
+            self,
+            TraceSampler::Traceidratio | TraceSampler::ParentbasedTraceidratio
+        )
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]

@@ -284,3 +284,54 @@ fn missing_file_is_an_error() {
         Settings::load_from(Some(Path::new("/nonexistent/shardfeed.toml")), env(&[])).unwrap_err();
     assert!(err.to_string().contains("does not exist"));
 }
+
+#[test]
+fn the_trace_settings_default_to_the_sdks_own() {
+    let s = Settings::load_from(None, env(&[])).unwrap();
+    assert_eq!(s.telemetry.sampler, TraceSampler::ParentbasedAlwaysOn);
+    assert!(s.telemetry.sampler_arg.is_none());
+    assert!(s.telemetry.service_name().is_none());
+    assert!(s.telemetry.otlp_endpoint().is_none());
+}
+
+#[test]
+fn a_ratio_sampler_takes_its_ratio_and_only_it_does() {
+    let refused = |pairs: &[(&str, &str)]| {
+        Settings::load_from(None, env(pairs))
+            .unwrap_err()
+            .to_string()
+    };
+    let s = Settings::load_from(
+        None,
+        env(&[
+            ("SHARDFEED_TELEMETRY__SAMPLER", "parentbased_traceidratio"),
+            ("SHARDFEED_TELEMETRY__SAMPLER_ARG", "0.25"),
+            ("SHARDFEED_TELEMETRY__SERVICE_NAME", "feeds-eu"),
+            ("SHARDFEED_TELEMETRY__OTLP_ENDPOINT", ""),
+        ]),
+    )
+    .unwrap();
+    assert_eq!(s.telemetry.sampler, TraceSampler::ParentbasedTraceidratio);
+    assert_eq!(s.telemetry.sampler.as_str(), "parentbased_traceidratio");
+    assert_eq!(s.telemetry.sampler_arg, Some(0.25));
+    assert_eq!(s.telemetry.service_name(), Some("feeds-eu"));
+    // Empty is unset.
+    assert!(s.telemetry.otlp_endpoint().is_none());
+
+    for (sampler, arg, why) in [
+        ("traceidratio", None, "need a ratio"),
+        ("always_on", Some("0.5"), "only the traceidratio samplers"),
+        ("traceidratio", Some("1.5"), "from 0 to 1"),
+        ("traceidratio", Some("NaN"), "from 0 to 1"),
+    ] {
+        let mut vars = vec![("SHARDFEED_TELEMETRY__SAMPLER", sampler)];
+        vars.extend(arg.map(|arg| ("SHARDFEED_TELEMETRY__SAMPLER_ARG", arg)));
+        let err = refused(&vars);
+        assert!(
+            err.contains("telemetry.sampler_arg") && err.contains(why),
+            "{sampler} {arg:?}: {err}"
+        );
+    }
+    let err = refused(&[("SHARDFEED_TELEMETRY__SAMPLER", "sometimes")]);
+    assert!(err.contains("sampler"), "{err}");
+}
