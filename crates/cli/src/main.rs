@@ -17,7 +17,6 @@ use clap::{Parser, Subcommand};
 /// The same allocator as the services (the simulation runs an aggregator in-process).
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-use shardfeed_server::Settings;
 
 #[derive(Parser)]
 #[command(
@@ -62,7 +61,7 @@ async fn main() -> std::process::ExitCode {
 async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Migrate => {
-            let settings = Settings::load()?;
+            let settings = dev::cli_settings()?;
             let applied = shardfeed_server::postgres::run_migrations(&settings.postgres).await?;
             if applied.is_empty() {
                 println!("migrations: schema already up to date");

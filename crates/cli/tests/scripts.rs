@@ -5,6 +5,7 @@
 //! itself (cargo, buf, npm, the PostgreSQL and Redis binaries where only their presence counts).
 
 use std::fs;
+use std::net::TcpListener;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -37,6 +38,14 @@ impl Checkout {
 
     fn path(&self) -> &Path {
         self.dir.path()
+    }
+
+    /// `<checkout>/<target>/release/shardfeed` → this test's CLI.
+    fn link_cli(&self, target: &str) {
+        let release = self.path().join(target).join("release");
+        fs::create_dir_all(&release).unwrap();
+        std::os::unix::fs::symlink(env!("CARGO_BIN_EXE_shardfeed"), release.join("shardfeed"))
+            .unwrap();
     }
 
     /// An executable `bin/<name>` with this shell body.
@@ -244,4 +253,95 @@ fn lint_sh_uses_the_buf_of_the_version_knob() {
             .contains("@bufbuild/buf@9.9.8"),
         "{run}"
     );
+}
+
+/// `count` free ports in a row (and their Redis bus ports, +10000, when `bus`) below the
+/// kernel's ephemeral range, so that `dev up` has nothing to reserve there.
+fn free_ports(count: u16, bus: bool, from: u16) -> u16 {
+    let free = |port: u16| TcpListener::bind(("127.0.0.1", port)).is_ok();
+    for _ in 0..1000 {
+        let base = from + rand::random::<u16>() % 6_000;
+        if (base..base + count).all(|p| free(p) && (!bus || free(p + 10_000))) {
+            return base;
+        }
+    }
+    panic!("no {count} free ports in a row");
+}
+
+/// The stack of a checkout, stopped and purged whatever happens.
+struct Down<'a> {
+    checkout: &'a Checkout,
+    vars: Vec<(&'static str, String)>,
+}
+
+impl Drop for Down<'_> {
+    fn drop(&mut self) {
+        let _ = self.checkout.run("down.sh", &["--purge"], &self.vars, None);
+    }
+}
+
+#[test]
+fn the_cli_and_migrate_follow_the_port_knobs_from_a_closed_checkout() {
+    let checkout = Checkout::new();
+    // Relative: resolved against the checkout, not the working dir.
+    checkout.link_cli("build");
+    let vars = vec![
+        ("CARGO_TARGET_DIR", "build".to_owned()),
+        ("SFDEV_PG_PORT", free_ports(1, false, 24_000).to_string()),
+        (
+            "SFDEV_REDIS_BASE_PORT",
+            free_ports(6, true, 12_000).to_string(),
+        ),
+        // Not started (stores only), but `dev up` would reserve them if they were ephemeral.
+        ("SFDEV_INGEST_ADDR", "127.0.0.1:30051".to_owned()),
+        ("SFDEV_AGGREGATOR_ADDR", "127.0.0.1:30052".to_owned()),
+    ];
+    let (pg_port, redis_port) = (&vars[1].1, &vars[2].1);
+    let down = Down {
+        checkout: &checkout,
+        vars: vars.clone(),
+    };
+    let elsewhere = tempfile::tempdir().unwrap();
+    let up = checkout
+        .run(
+            "cli.sh",
+            &["dev", "up", "--stores-only"],
+            &vars,
+            Some(elsewhere.path()),
+        )
+        .ok();
+    assert!(up.says(&format!("port {pg_port}")), "{up}");
+    assert!(up.says(&format!("127.0.0.1:{redis_port}")), "{up}");
+
+    let migrate = checkout.run("cli.sh", &["migrate"], &vars, None).ok();
+    assert!(migrate.says("migrations: applied"), "{migrate}");
+    // The CLI run by hand, with the knob alone: its default URL moves with the stack.
+    let by_hand = Command::new(env!("CARGO_BIN_EXE_shardfeed"))
+        .arg("migrate")
+        .env("SFDEV_PG_PORT", pg_port)
+        .env_remove("SHARDFEED_POSTGRES__URL")
+        .env_remove("SHARDFEED_CONFIG")
+        .output()
+        .unwrap();
+    let by_hand = Run::of("shardfeed migrate", by_hand).ok();
+    assert!(by_hand.says("schema already up to date"), "{by_hand}");
+
+    let env = checkout.run("cli.sh", &["dev", "env"], &vars, None).ok();
+    assert!(
+        env.says(&format!("@127.0.0.1:{pg_port}/shardfeed"))
+            && env.says(&format!("SHARDFEED_REDIS__NODES=127.0.0.1:{redis_port},")),
+        "{env}"
+    );
+    let status = checkout.run("cli.sh", &["dev", "status"], &vars, None).ok();
+    assert!(
+        status.says(&format!("127.0.0.1:{pg_port}"))
+            && status.says("accepts connections")
+            && status.says("redis cluster  healthy"),
+        "{status}"
+    );
+
+    drop(down);
+    let status = checkout.run("cli.sh", &["dev", "status"], &vars, None).ok();
+    assert!(status.says("postgres       not running"), "{status}");
+    assert!(!checkout.path().join(".local/redis").exists());
 }

@@ -94,6 +94,56 @@ fn defaults_and_bad_values() {
     }
 }
 
+#[test]
+fn the_cli_settings_follow_the_port_knobs_unless_given() {
+    let knobs = [(PG_PORT_VAR, "54349"), (REDIS_BASE_PORT_VAR, "7200")];
+    let var = |name: &str| {
+        knobs
+            .iter()
+            .find(|(knob, _)| *knob == name)
+            .map(|(_, value)| value.to_string())
+    };
+    // The built-in defaults are the stack on its default ports: they move with it.
+    let mut settings = Settings::load_from(None, Vec::new()).unwrap();
+    follow_port_knobs(&mut settings, var).unwrap();
+    assert_eq!(
+        settings.postgres.url(),
+        "postgres://shardfeed:shardfeed-development-postgres-password@127.0.0.1:54349/shardfeed"
+    );
+    assert_eq!(settings.redis.nodes[0], "127.0.0.1:7200");
+    assert_eq!(settings.redis.nodes[5], "127.0.0.1:7205");
+
+    // Settings that someone gave stay as they are.
+    let given = [
+        (
+            "SHARDFEED_POSTGRES__URL",
+            "postgres://app:pw@db.internal:5433/feeds",
+        ),
+        ("SHARDFEED_REDIS__NODES", "cache.internal:6379"),
+    ];
+    let mut settings = Settings::load_from(
+        None,
+        given.map(|(name, value)| (name.to_owned(), value.to_owned())),
+    )
+    .unwrap();
+    follow_port_knobs(&mut settings, var).unwrap();
+    assert_eq!(
+        settings.postgres.url(),
+        "postgres://app:pw@db.internal:5433/feeds"
+    );
+    assert_eq!(settings.redis.nodes, ["cache.internal:6379"]);
+
+    // Without the knobs nothing moves; a bad knob is an error, as for `dev up`.
+    let mut settings = Settings::load_from(None, Vec::new()).unwrap();
+    follow_port_knobs(&mut settings, |_| None).unwrap();
+    assert!(settings.postgres.url().contains(":54329/"));
+    let err = follow_port_knobs(&mut settings, |name| {
+        (name == PG_PORT_VAR).then(|| "5432".to_owned())
+    })
+    .unwrap_err();
+    assert!(err.to_string().contains("refused"), "{err}");
+}
+
 /// A free port whose `count - 1` successors (and their bus ports when `bus`) are free too.
 fn free_ports(count: u16, bus: bool) -> u16 {
     let free = |port: u16| TcpListener::bind(("127.0.0.1", port)).is_ok();

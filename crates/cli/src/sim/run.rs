@@ -147,7 +147,7 @@ pub struct World {
 
 pub async fn run(args: SimArgs) -> anyhow::Result<()> {
     args.validate()?;
-    let settings = Settings::load()?;
+    let settings = crate::dev::cli_settings()?;
     let bearer = crate::client::bearer(&settings)?;
     let ingest = Channels::connect(
         &args.ingest.url,
