@@ -55,6 +55,10 @@ enum DevCommand {
         #[arg(long)]
         stores_only: bool,
     },
+    /// Stop both services and start them again from the binaries next to this one (the
+    /// stores are left running, or started if missing; new migrations are applied): what
+    /// `just watch` runs after each rebuild.
+    Restart,
     /// Stop exactly what `up` started (found through .local/run/).
     Down {
         /// Also delete the data (PostgreSQL's and Redis'); logs are kept.
@@ -118,6 +122,10 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
         DevCommand::Up { stores_only } => {
             ports::reserve(&stack.ports());
             stack::up(&stack, stores_only).await
+        }
+        DevCommand::Restart => {
+            ports::reserve(&stack.ports());
+            stack::restart(&stack).await
         }
         DevCommand::Down { purge } => stack::down(&stack, purge),
         DevCommand::Status => stack::status(&stack).await,

@@ -1,4 +1,4 @@
-//! `dev up`, `down`, `status` and `logs`.
+//! `dev up`, `restart`, `down`, `status` and `logs`.
 
 use std::net::SocketAddr;
 use std::os::unix::process::CommandExt;
@@ -92,6 +92,23 @@ pub(super) fn service_env(stack: &Stack, is_set: impl Fn(&str) -> bool) -> Vec<(
         }
     }
     env
+}
+
+/// `dev restart`: stops both services and starts them again from the binaries next to this
+/// one (after a rebuild: `just watch`), the stores left as they are (started if missing) and
+/// new migrations applied.
+pub async fn restart(stack: &Stack) -> anyhow::Result<()> {
+    // Before anything stops: a missing binary leaves the running services alone.
+    for (_, binary) in SERVICES {
+        service_binary(binary)?;
+    }
+    let state = stack.state();
+    for (name, _) in SERVICES {
+        if let Some(record) = state.stop(name, Duration::from_secs(15))? {
+            log(format_args!("{name}: stopped pid {}", record.process.pid));
+        }
+    }
+    up(stack, false).await
 }
 
 /// A service binary next to this one (the release build puts all three in one dir).

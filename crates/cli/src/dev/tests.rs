@@ -189,6 +189,22 @@ async fn a_service_gets_the_start_timeout_to_report_serving() {
     assert!(started.elapsed() < Duration::from_secs(2));
 }
 
+#[tokio::test]
+async fn restart_without_new_binaries_leaves_the_running_services_alone() {
+    let root = tempfile::tempdir().unwrap();
+    let stack = stack_from(root.path().join(".local"), &[]).unwrap();
+    let state = stack.state();
+    let mut running = std::process::Command::new("sleep");
+    running.arg("60");
+    let record = state.start("ingest", running, 50_051).unwrap();
+    // The test binary has no service binaries beside it, as after a failed build.
+    let err = stack::restart(&stack).await.unwrap_err();
+    let still = state.live("ingest").unwrap();
+    state.stop("ingest", Duration::from_secs(5)).unwrap();
+    assert!(err.to_string().contains("is missing"), "{err:#}");
+    assert_eq!(still.map(|r| r.process), Some(record.process));
+}
+
 /// A free port whose `count - 1` successors (and their bus ports when `bus`) are free too,
 /// below Linux's ephemeral range (32768–60999), like the stack's fixed ports: a port in it can
 /// be taken as the source port of any client connection (this test's own among them) between
