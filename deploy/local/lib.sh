@@ -114,9 +114,18 @@ sf_build_release() {
   command -v cargo >/dev/null 2>&1 || die "cargo not found: install the Rust toolchain (rustup)"
   local locked
   locked="$(sf_locked)"
-  log "building release binaries (cargo build --release${locked:+ $locked})"
+  local target start=$SECONDS
+  target="$(sf_target_dir)"
+  if [[ -x "$target/release/shardfeed" ]]; then
+    log "building release binaries (cargo build --release${locked:+ $locked}): only what changed"
+  else
+    log "building release binaries (cargo build --release${locked:+ $locked}) into $target/release:" \
+      "the first build takes about 10 minutes on 2 cores"
+  fi
+  # cargo's own progress (a bar on a terminal, a line per crate otherwise) goes to stderr as is.
   (cd "$SF_REPO" && cargo build --release ${locked:+"$locked"} \
     -p shardfeed-ingest -p shardfeed-aggregator -p shardfeed-cli) || die "cargo build failed"
+  log "release binaries ready after $((SECONDS - start)) s"
 }
 
 # Runs the release `shardfeed` CLI from the repo (where `shardfeed dev` finds .local/), building

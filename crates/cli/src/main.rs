@@ -8,6 +8,7 @@ mod demo;
 mod dev;
 mod measure;
 mod popularity;
+mod progress;
 mod redis_info;
 mod sim;
 mod token;
