@@ -14,6 +14,14 @@ default:
 up *ARGS:
     @deploy/local/up.sh "$@"
 
+# Rebuild and restart both services whenever their code changes (cargo-watch, installed if missing) [dev|release]
+watch *ARGS:
+    @deploy/local/watch.sh "$@"
+
+# Restart both services from the binaries last built (the stores keep running)
+restart:
+    @deploy/local/cli.sh dev restart
+
 # Stop what `up` started [--purge: also delete the data]
 down *ARGS:
     @deploy/local/cli.sh dev down "$@"

@@ -11,7 +11,8 @@
 #   SFDEV_INGEST_ADDR        ingest's address (default 127.0.0.1:50051)
 #   SFDEV_AGGREGATOR_ADDR    the aggregator's address (default 127.0.0.1:50052)
 #   SFDEV_START_TIMEOUT      seconds each service may take to report SERVING (default 60)
-#   SFDEV_PG_BINDIR          PostgreSQL's bin dir (default: found under /usr/lib/postgresql)
+#   SFDEV_PG_BINDIR          PostgreSQL's bin dir (default: found under /usr/lib/postgresql);
+#                            one without initdb and postgres is an error, not skipped
 #   CARGO_TARGET_DIR         where the release binaries are (default <repo>/target)
 
 set -euo pipefail
@@ -79,7 +80,14 @@ sf_ensure_redis() {
 # and puts it first on PATH.
 sf_ensure_postgres() {
   local dir
-  for dir in "${SFDEV_PG_BINDIR:-}" /usr/lib/postgresql/15/bin /usr/lib/postgresql/*/bin; do
+  if [[ -n "${SFDEV_PG_BINDIR:-}" ]]; then
+    # Named by hand: used as it is, never silently replaced by another one.
+    [[ -x "$SFDEV_PG_BINDIR/initdb" && -x "$SFDEV_PG_BINDIR/postgres" ]] ||
+      die "SFDEV_PG_BINDIR=$SFDEV_PG_BINDIR has no initdb and postgres (unset it to use /usr/lib/postgresql/*/bin)"
+    export PATH="$SFDEV_PG_BINDIR:$PATH"
+    return 0
+  fi
+  for dir in /usr/lib/postgresql/15/bin /usr/lib/postgresql/*/bin; do
     if [[ -n "$dir" && -x "$dir/initdb" && -x "$dir/postgres" ]]; then
       export SFDEV_PG_BINDIR="$dir" PATH="$dir:$PATH"
       return 0
@@ -106,9 +114,18 @@ sf_build_release() {
   command -v cargo >/dev/null 2>&1 || die "cargo not found: install the Rust toolchain (rustup)"
   local locked
   locked="$(sf_locked)"
-  log "building release binaries (cargo build --release${locked:+ $locked})"
+  local target start=$SECONDS
+  target="$(sf_target_dir)"
+  if [[ -x "$target/release/shardfeed" ]]; then
+    log "building release binaries (cargo build --release${locked:+ $locked}): only what changed"
+  else
+    log "building release binaries (cargo build --release${locked:+ $locked}) into $target/release:" \
+      "the first build takes about 10 minutes on 2 cores"
+  fi
+  # cargo's own progress (a bar on a terminal, a line per crate otherwise) goes to stderr as is.
   (cd "$SF_REPO" && cargo build --release ${locked:+"$locked"} \
     -p shardfeed-ingest -p shardfeed-aggregator -p shardfeed-cli) || die "cargo build failed"
+  log "release binaries ready after $((SECONDS - start)) s"
 }
 
 # Runs the release `shardfeed` CLI from the repo (where `shardfeed dev` finds .local/), building

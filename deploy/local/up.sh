@@ -2,7 +2,8 @@
 # Starts the local shardfeed stack without Docker (`shardfeed dev up`): PostgreSQL, a 6-node
 # Redis Cluster (3 masters + 3 replicas), migrations, shardfeed-ingest and shardfeed-aggregator.
 # Installs redis-server and PostgreSQL when missing and builds the release binaries first.
-# Idempotent: what already runs is left alone. Knobs: see lib.sh.
+# Idempotent: what already runs is left alone, so services started from older binaries keep
+# running: `deploy/local/cli.sh dev restart` restarts them on the new ones. Knobs: see lib.sh.
 #
 # Usage: deploy/local/up.sh [--stores-only] [--no-build]
 set -euo pipefail

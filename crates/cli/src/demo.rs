@@ -28,7 +28,7 @@ pub struct DemoArgs {
 }
 
 pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
-    let bearer = crate::client::bearer(&shardfeed_server::Settings::load()?)?;
+    let bearer = crate::client::bearer(&crate::dev::cli_settings()?)?;
     let ingest =
         Channels::connect(&args.ingest.url, &args.tls, 1, "ingest service", &bearer).await?;
     let aggregator =

@@ -8,6 +8,7 @@ mod demo;
 mod dev;
 mod measure;
 mod popularity;
+mod progress;
 mod redis_info;
 mod sim;
 mod token;
@@ -18,7 +19,6 @@ use tracing::Instrument;
 /// The same allocator as the services (the simulation runs an aggregator in-process).
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-use shardfeed_server::Settings;
 
 #[derive(Parser)]
 #[command(
@@ -85,6 +85,7 @@ async fn main() -> std::process::ExitCode {
 /// nothing is logged. Settings that do not load leave the environment alone to say: the
 /// command itself reports them.
 fn telemetry() -> Option<shardfeed_server::telemetry::TelemetryGuard> {
+    use shardfeed_server::Settings;
     let settings = Settings::load()
         .or_else(|_| Settings::load_from(None, Vec::new()))
         .ok()?;
@@ -99,7 +100,7 @@ fn telemetry() -> Option<shardfeed_server::telemetry::TelemetryGuard> {
 async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Migrate => {
-            let settings = Settings::load()?;
+            let settings = dev::cli_settings()?;
             let applied = shardfeed_server::postgres::run_migrations(&settings.postgres).await?;
             if applied.is_empty() {
                 println!("migrations: schema already up to date");

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use anyhow::{bail, Context};
-use shardfeed_server::{auth::Role, Settings};
+use shardfeed_server::auth::Role;
 
 #[derive(clap::Args, Debug)]
 pub struct TokenArgs {
@@ -44,7 +44,7 @@ fn subject(args: &TokenArgs) -> anyhow::Result<String> {
 }
 
 pub fn run(args: TokenArgs) -> anyhow::Result<()> {
-    let settings = Settings::load()?;
+    let settings = crate::dev::cli_settings()?;
     let subject = subject(&args)?;
     let token = shardfeed_server::auth::mint(
         &settings,

@@ -2,6 +2,10 @@
 //!
 //! Statics are never dropped and a killed test process drops nothing, so directories can be left
 //! behind; the pid in the name lets any later test process remove those of dead processes.
+//!
+//! As root, PostgreSQL runs as the `postgres` OS user, which must reach its data dir: a private
+//! `$TMPDIR` (pam_tmpdir's `/tmp/user/0`, or one in root's 0700 home) is not used then, and the
+//! dirs go under `/tmp/shardfeed-testkit` instead.
 
 use std::fs;
 use std::io::{self, Read, Seek, SeekFrom};
@@ -11,9 +15,24 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use anyhow::Context;
 
-/// Where every instance directory lives.
+/// Where every instance directory lives: `$TMPDIR/shardfeed-testkit`, or
+/// `/tmp/shardfeed-testkit` when the OS user PostgreSQL runs as cannot reach `$TMPDIR`.
 pub fn base_dir() -> PathBuf {
-    std::env::temp_dir().join("shardfeed-testkit")
+    // Without a `postgres` user to run as, PgServer::start fails with what to do; the dir
+    // itself is then the usual one.
+    let server_user = crate::postgres::server_user().ok().flatten();
+    base_dir_for(&std::env::temp_dir(), server_user)
+}
+
+/// [`base_dir`] for a temp dir and the (uid, gid) PostgreSQL runs as when that is not us.
+pub(crate) fn base_dir_for(temp_dir: &Path, server_user: Option<(u32, u32)>) -> PathBuf {
+    let preferred = temp_dir.join("shardfeed-testkit");
+    match server_user {
+        Some((uid, gid)) if !reachable_by(&preferred, uid, gid) => {
+            PathBuf::from("/tmp/shardfeed-testkit")
+        }
+        _ => preferred,
+    }
 }
 
 /// Removes the instance directories of test processes that no longer exist.
@@ -119,7 +138,7 @@ pub(crate) fn reachable_by(path: &Path, uid: u32, gid: u32) -> bool {
 }
 
 /// A dir under `/var/tmp` for `path`'s data when other users cannot reach `path`:
-/// `/var/tmp/shardfeed-<hash of path>` (not created here).
+/// `/var/tmp/shardfeed-<hash of path>` (not created here: see [`ensure_private_parent`]).
 pub(crate) fn outside_home(path: &Path) -> PathBuf {
     // FNV-1a: stable across Rust releases (std's hashers are not), so every command finds
     // the same dir.
@@ -131,6 +150,46 @@ pub(crate) fn outside_home(path: &Path) -> PathBuf {
             (hash ^ u64::from(*byte)).wrapping_mul(0x0100_0000_01b3)
         });
     PathBuf::from(format!("/var/tmp/shardfeed-{hash:016x}"))
+}
+
+/// Creates `dir` (mode 0755) if missing and checks that it is a real dir of this process' user
+/// that no one else can write to. Its name under `/var/tmp` is predictable, so another local
+/// user could have made it first, to swap the data dir or the initdb password file under us.
+pub(crate) fn ensure_private_parent(dir: &Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    match fs::DirBuilder::new().mode(0o755).create(dir) {
+        // Whatever the umask: the server's user must be able to search it.
+        Ok(()) => fs::set_permissions(dir, fs::Permissions::from_mode(0o755))
+            .with_context(|| format!("setting the mode of {}", dir.display()))?,
+        Err(err) if err.kind() == io::ErrorKind::AlreadyExists => {}
+        Err(err) => return Err(err).with_context(|| format!("creating {}", dir.display())),
+    }
+    let meta =
+        fs::symlink_metadata(dir).with_context(|| format!("inspecting {}", dir.display()))?;
+    let euid = crate::sys::euid();
+    let problem = if !meta.is_dir() {
+        Some("is not a directory (a symlink?)".to_owned())
+    } else if meta.uid() != euid {
+        Some(format!(
+            "belongs to uid {}, not to us (uid {euid})",
+            meta.uid()
+        ))
+    } else if meta.mode() & 0o022 != 0 {
+        Some(format!(
+            "can be written by others (mode {:o})",
+            meta.mode() & 0o7777
+        ))
+    } else {
+        None
+    };
+    match problem {
+        None => Ok(()),
+        Some(problem) => anyhow::bail!(
+            "{} {problem}: refusing to keep the local stack's PostgreSQL data there; remove it \
+             (or look at who made it), then run the command again",
+            dir.display()
+        ),
+    }
 }
 
 /// The last `max_lines` lines of a log file from byte `from` on, for error messages.
@@ -158,4 +217,67 @@ pub fn log_tail(path: &Path, from: u64, max_lines: usize) -> String {
 /// The current length of a file, 0 if it does not exist: where a new run's log lines start.
 pub(crate) fn file_len(path: &Path) -> u64 {
     fs::metadata(path).map(|m| m.len()).unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn private_dir() -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o700)).unwrap();
+        dir
+    }
+
+    #[test]
+    fn a_temp_dir_the_server_user_cannot_reach_is_not_used() {
+        let closed = private_dir();
+        // A user that is neither the dir's owner nor in its group: `nobody`'s ids.
+        let stranger = Some((65_534, 65_534));
+        assert_eq!(
+            base_dir_for(closed.path(), stranger),
+            Path::new("/tmp/shardfeed-testkit")
+        );
+        // Running the server as ourselves, or when it can get in, the temp dir is kept.
+        assert_eq!(
+            base_dir_for(closed.path(), None),
+            closed.path().join("shardfeed-testkit")
+        );
+        fs::set_permissions(closed.path(), fs::Permissions::from_mode(0o755)).unwrap();
+        assert_eq!(
+            base_dir_for(closed.path(), stranger),
+            closed.path().join("shardfeed-testkit")
+        );
+    }
+
+    #[test]
+    fn the_data_dirs_parent_must_be_ours_and_closed_to_others() {
+        let root = private_dir();
+        let fresh = root.path().join("fresh");
+        ensure_private_parent(&fresh).expect("made here, so ours");
+        ensure_private_parent(&fresh).expect("found again");
+        assert_eq!(
+            fs::metadata(&fresh).unwrap().permissions().mode() & 0o777,
+            0o755
+        );
+
+        let open = root.path().join("open");
+        fs::create_dir(&open).unwrap();
+        fs::set_permissions(&open, fs::Permissions::from_mode(0o777)).unwrap();
+        let err = ensure_private_parent(&open).unwrap_err().to_string();
+        assert!(err.contains("written by others"), "{err}");
+
+        let link = root.path().join("link");
+        std::os::unix::fs::symlink(&fresh, &link).unwrap();
+        let err = ensure_private_parent(&link).unwrap_err().to_string();
+        assert!(err.contains("not a directory"), "{err}");
+
+        if crate::sys::euid() == 0 {
+            let theirs = root.path().join("theirs");
+            fs::create_dir(&theirs).unwrap();
+            std::os::unix::fs::chown(&theirs, Some(65_534), Some(65_534)).unwrap();
+            let err = ensure_private_parent(&theirs).unwrap_err().to_string();
+            assert!(err.contains("belongs to uid 65534"), "{err}");
+        }
+    }
 }

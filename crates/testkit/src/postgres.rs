@@ -329,7 +329,8 @@ impl Drop for PgServer {
 /// user when we are root) can reach it; else, since every parent dir must be searchable by
 /// that user (a clone in root's 0700 home is not), a dir of its own under `/var/tmp` (kept
 /// across reboots, unlike `/tmp`), named after `preferred` so that every command finds the
-/// same one.
+/// same one. That dir is created here (mode 0755) and must be ours and closed to writes by
+/// others: one made by another user is refused.
 pub fn kept_data_dir(preferred: &Path) -> anyhow::Result<PathBuf> {
     let Some((uid, gid)) = run_as()? else {
         return Ok(preferred.to_owned());
@@ -337,7 +338,18 @@ pub fn kept_data_dir(preferred: &Path) -> anyhow::Result<PathBuf> {
     if dirs::reachable_by(preferred, uid, gid) {
         return Ok(preferred.to_owned());
     }
-    Ok(dirs::outside_home(preferred).join("pg"))
+    let outside = dirs::outside_home(preferred);
+    dirs::ensure_private_parent(&outside)?;
+    Ok(outside.join("pg"))
+}
+
+/// The (uid, gid) PostgreSQL runs as when that is not us: the `postgres` OS user when we are
+/// root (which postgres refuses), else none; `Ok(None)` too when there is no such user.
+pub(crate) fn server_user() -> anyhow::Result<Option<(u32, u32)>> {
+    if sys::euid() != 0 {
+        return Ok(None);
+    }
+    sys::user_ids("postgres").context("looking up the `postgres` OS user")
 }
 
 /// The OS user to run postgres as: none unless we are root, which postgres refuses.
@@ -345,7 +357,7 @@ fn run_as() -> anyhow::Result<Option<(u32, u32)>> {
     if sys::euid() != 0 {
         return Ok(None);
     }
-    match sys::user_ids("postgres").context("looking up the `postgres` OS user")? {
+    match server_user()? {
         Some(ids) => Ok(Some(ids)),
         None => bail!(
             "the tests run as root, which PostgreSQL refuses, and there is no `postgres` OS user \

@@ -194,6 +194,57 @@ fn the_bindir_knob_names_where_postgres_is_looked_for() {
     );
 }
 
+#[test]
+fn the_stores_start_when_tmpdir_is_private() {
+    use std::io::{BufRead, BufReader};
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    use std::process::{Command, Stdio};
+
+    // A TMPDIR closed to other users, like pam_tmpdir's /tmp/user/0 or one in root's home.
+    let private = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(private.path(), std::fs::Permissions::from_mode(0o700)).unwrap();
+    let as_root = private.path().metadata().unwrap().uid() == 0;
+    // The stand-in test process starts the shared stores and a PostgreSQL of its own there.
+    let mut helper = Command::new(env!("CARGO_BIN_EXE_shardfeed-testkit-child"))
+        .env("TMPDIR", private.path())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut dirs = Vec::new();
+    let mut ready = false;
+    for line in BufReader::new(helper.stdout.take().unwrap()).lines() {
+        let line = line.unwrap();
+        if let Some(dir) = line.strip_prefix("DIR ") {
+            dirs.push(std::path::PathBuf::from(dir));
+        } else if line == "READY" {
+            ready = true;
+            break;
+        }
+    }
+    // Without a line on stdin it waits to be killed; its stores die with it.
+    let _ = helper.kill();
+    let output = helper.wait_with_output().unwrap();
+    assert!(
+        ready,
+        "the stores did not start under a private TMPDIR:\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert_eq!(dirs.len(), 3, "{dirs:?}");
+    for dir in &dirs {
+        // As root, PostgreSQL runs as `postgres`, who cannot enter the private dir: the dirs
+        // go under /tmp. Anyone else's server runs as themselves and uses TMPDIR.
+        assert_eq!(
+            dir.starts_with(private.path()),
+            !as_root,
+            "{} (root: {as_root})",
+            dir.display()
+        );
+    }
+    shardfeed_testkit::remove_stale_dirs().unwrap();
+}
+
 #[tokio::test]
 async fn logins_need_the_password_and_scram() {
     let pg = &shardfeed_testkit::shared().pg;

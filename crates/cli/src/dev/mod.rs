@@ -19,11 +19,13 @@ use std::time::Duration;
 
 use anyhow::{bail, ensure, Context};
 use clap::{Args, Subcommand};
+use shardfeed_server::Settings;
 
 /// The environment knobs of the local stack. Deliberately not `SHARDFEED_…`: the services'
 /// configuration reads every `SHARDFEED_*` variable as a setting (`__` separating levels) and
 /// refuses unknown ones, so `SHARDFEED_PG_PORT` would make `shardfeed migrate` and both
-/// services fail with "unknown field `pg_port`".
+/// services fail with "unknown field `pg_port`". The CLI's own settings follow the port knobs
+/// ([`follow_port_knobs`]).
 pub const PG_PORT_VAR: &str = "SFDEV_PG_PORT";
 pub const REDIS_BASE_PORT_VAR: &str = "SFDEV_REDIS_BASE_PORT";
 pub const INGEST_ADDR_VAR: &str = "SFDEV_INGEST_ADDR";
@@ -53,6 +55,10 @@ enum DevCommand {
         #[arg(long)]
         stores_only: bool,
     },
+    /// Stop both services and start them again from the binaries next to this one (the
+    /// stores are left running, or started if missing; new migrations are applied): what
+    /// `just watch` runs after each rebuild.
+    Restart,
     /// Stop exactly what `up` started (found through .local/run/).
     Down {
         /// Also delete the data (PostgreSQL's and Redis'); logs are kept.
@@ -117,6 +123,10 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
             ports::reserve(&stack.ports());
             stack::up(&stack, stores_only).await
         }
+        DevCommand::Restart => {
+            ports::reserve(&stack.ports());
+            stack::restart(&stack).await
+        }
         DevCommand::Down { purge } => stack::down(&stack, purge),
         DevCommand::Status => stack::status(&stack).await,
         DevCommand::Logs {
@@ -135,7 +145,41 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     }
 }
 
-/// Writes the local PKI into `dir` and returns the `export` lines that use it (absolute
+/// The settings the CLI's own commands use (`migrate`, `sim`, `bench`, `demo`, `token`):
+/// [`Settings::load`], with [`follow_port_knobs`] applied from the process environment.
+pub fn cli_settings() -> anyhow::Result<Settings> {
+    let mut settings = Settings::load()?;
+    follow_port_knobs(&mut settings, |name| std::env::var(name).ok())?;
+    Ok(settings)
+}
+
+/// The built-in defaults of `postgres.url` and `redis.nodes` are the local stack on its
+/// default ports. When `SFDEV_PG_PORT` or `SFDEV_REDIS_BASE_PORT` moves the stack, a setting
+/// still at its default moves with it, so that `shardfeed migrate` (and every other command)
+/// reaches the stack that `dev up` started; a setting given by a file or a `SHARDFEED_*`
+/// variable (e.g. from `dev env`) is left as it is.
+pub fn follow_port_knobs(
+    settings: &mut Settings,
+    var: impl Fn(&str) -> Option<String>,
+) -> anyhow::Result<()> {
+    let pg_moved = var(PG_PORT_VAR).is_some();
+    let redis_moved = var(REDIS_BASE_PORT_VAR).is_some();
+    if !pg_moved && !redis_moved {
+        return Ok(());
+    }
+    // Checks every knob, as `dev up` does; the root is not used here.
+    let stack = Stack::from_vars(PathBuf::new(), var)?;
+    let defaults = Settings::load_from(None, Vec::new()).context("the built-in settings")?;
+    if pg_moved && settings.postgres.url() == defaults.postgres.url() {
+        settings.postgres.url = stack.pg_url().into();
+    }
+    if redis_moved && settings.redis.nodes == defaults.redis.nodes {
+        settings.redis.nodes = stack.redis_nodes();
+    }
+    Ok(())
+}
+
+/// Writes the local PKI into `dir`/// Writes the local PKI into `dir` and returns the `export` lines that use it (absolute
 /// paths, so that they hold from any directory).
 fn certs(dir: &Path, server_names: &[String], client: &str) -> anyhow::Result<Vec<String>> {
     let names: Vec<&str> = shardfeed_testkit::tls::LOCAL_NAMES

@@ -1,4 +1,4 @@
-//! `dev up`, `down`, `status` and `logs`.
+//! `dev up`, `restart`, `down`, `status` and `logs`.
 
 use std::net::SocketAddr;
 use std::os::unix::process::CommandExt;
@@ -63,18 +63,7 @@ pub async fn up(stack: &Stack, stores_only: bool) -> anyhow::Result<()> {
             continue;
         }
         let mut cmd = Command::new(&binary);
-        cmd.envs(stack.client_env())
-            // Applied just above: the services need not run them again.
-            .env("SHARDFEED_INGEST__RUN_MIGRATIONS", "false")
-            .env("NO_COLOR", "1");
-        for (knob, default) in [
-            ("SHARDFEED_TELEMETRY__LOG_FORMAT", "plain"),
-            ("SHARDFEED_TELEMETRY__LOG_FILTER", "info"),
-        ] {
-            if std::env::var_os(knob).is_none() {
-                cmd.env(knob, default);
-            }
-        }
+        cmd.envs(service_env(stack, |name| std::env::var_os(name).is_some()));
         let record = state.start(name, cmd, addr.port())?;
         log(format_args!(
             "{name}: started pid {} on {addr}",
@@ -86,6 +75,40 @@ pub async fn up(stack: &Stack, stores_only: bool) -> anyhow::Result<()> {
     }
     print_summary(stack, false);
     Ok(())
+}
+
+/// What `up` adds to a service's environment: the stack's settings, no migrations (`up` has
+/// just applied them), plain logs at `info` unless `is_set` says the caller chose otherwise.
+pub(super) fn service_env(stack: &Stack, is_set: impl Fn(&str) -> bool) -> Vec<(String, String)> {
+    let mut env = stack.client_env();
+    env.push(("SHARDFEED_INGEST__RUN_MIGRATIONS".into(), "false".into()));
+    env.push(("NO_COLOR".into(), "1".into()));
+    for (knob, default) in [
+        ("SHARDFEED_TELEMETRY__LOG_FORMAT", "plain"),
+        ("SHARDFEED_TELEMETRY__LOG_FILTER", "info"),
+    ] {
+        if !is_set(knob) {
+            env.push((knob.into(), default.into()));
+        }
+    }
+    env
+}
+
+/// `dev restart`: stops both services and starts them again from the binaries next to this
+/// one (after a rebuild: `just watch`), the stores left as they are (started if missing) and
+/// new migrations applied.
+pub async fn restart(stack: &Stack) -> anyhow::Result<()> {
+    // Before anything stops: a missing binary leaves the running services alone.
+    for (_, binary) in SERVICES {
+        service_binary(binary)?;
+    }
+    let state = stack.state();
+    for (name, _) in SERVICES {
+        if let Some(record) = state.stop(name, Duration::from_secs(15))? {
+            log(format_args!("{name}: stopped pid {}", record.process.pid));
+        }
+    }
+    up(stack, false).await
 }
 
 /// A service binary next to this one (the release build puts all three in one dir).
@@ -169,11 +192,20 @@ async fn start_redis(stack: &Stack, state: &StateDir) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Waits until the service reports SERVING through gRPC health; fails early if it exits.
-async fn wait_serving(stack: &Stack, state: &StateDir, name: &str) -> anyhow::Result<()> {
-    let record = state
-        .live(name)?
-        .with_context(|| format!("{name} exited during start-up"))?;
+/// Waits until the service reports SERVING through gRPC health, for `stack.start_timeout` at
+/// most (`SFDEV_START_TIMEOUT`); fails early if it exits.
+pub(super) async fn wait_serving(
+    stack: &Stack,
+    state: &StateDir,
+    name: &str,
+) -> anyhow::Result<()> {
+    let log_path = state.log_path(name);
+    let Some(record) = state.live(name)? else {
+        bail!(
+            "{name} exited during start-up\n{}",
+            log_tail(&log_path, 0, 25)
+        );
+    };
     let addr = service_addr(stack, name);
     let channel = channel(addr)?;
     let serving = shardfeed_testkit::wait_for_health(
@@ -187,7 +219,6 @@ async fn wait_serving(stack: &Stack, state: &StateDir, name: &str) -> anyhow::Re
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     };
-    let log_path = state.log_path(name);
     tokio::select! {
         result = serving => result.with_context(|| {
             format!("{name} is not SERVING on {addr}\n{}", log_tail(&log_path, 0, 25))

@@ -94,16 +94,178 @@ fn defaults_and_bad_values() {
     }
 }
 
-/// A free port whose `count - 1` successors (and their bus ports when `bus`) are free too.
+#[test]
+fn the_cli_settings_follow_the_port_knobs_unless_given() {
+    let knobs = [(PG_PORT_VAR, "54349"), (REDIS_BASE_PORT_VAR, "7200")];
+    let var = |name: &str| {
+        knobs
+            .iter()
+            .find(|(knob, _)| *knob == name)
+            .map(|(_, value)| value.to_string())
+    };
+    // The built-in defaults are the stack on its default ports: they move with it.
+    let mut settings = Settings::load_from(None, Vec::new()).unwrap();
+    follow_port_knobs(&mut settings, var).unwrap();
+    assert_eq!(
+        settings.postgres.url(),
+        "postgres://shardfeed:shardfeed-development-postgres-password@127.0.0.1:54349/shardfeed"
+    );
+    assert_eq!(settings.redis.nodes[0], "127.0.0.1:7200");
+    assert_eq!(settings.redis.nodes[5], "127.0.0.1:7205");
+
+    // Settings that someone gave stay as they are.
+    let given = [
+        (
+            "SHARDFEED_POSTGRES__URL",
+            "postgres://app:pw@db.internal:5433/feeds",
+        ),
+        ("SHARDFEED_REDIS__NODES", "cache.internal:6379"),
+    ];
+    let mut settings = Settings::load_from(
+        None,
+        given.map(|(name, value)| (name.to_owned(), value.to_owned())),
+    )
+    .unwrap();
+    follow_port_knobs(&mut settings, var).unwrap();
+    assert_eq!(
+        settings.postgres.url(),
+        "postgres://app:pw@db.internal:5433/feeds"
+    );
+    assert_eq!(settings.redis.nodes, ["cache.internal:6379"]);
+
+    // Without the knobs nothing moves; a bad knob is an error, as for `dev up`.
+    let mut settings = Settings::load_from(None, Vec::new()).unwrap();
+    follow_port_knobs(&mut settings, |_| None).unwrap();
+    assert!(settings.postgres.url().contains(":54329/"));
+    let err = follow_port_knobs(&mut settings, |name| {
+        (name == PG_PORT_VAR).then(|| "5432".to_owned())
+    })
+    .unwrap_err();
+    assert!(err.to_string().contains("refused"), "{err}");
+}
+
+#[tokio::test]
+async fn a_service_gets_the_start_timeout_to_report_serving() {
+    let root = tempfile::tempdir().unwrap();
+    let port = free_ports(1, false);
+    let vars = [
+        (INGEST_ADDR_VAR, format!("127.0.0.1:{port}")),
+        (START_TIMEOUT_VAR, "2".to_owned()),
+    ];
+    let stack = stack_from(root.path().join(".local"), &vars).unwrap();
+    let state = stack.state();
+    // A "service" that runs but never serves.
+    let mut silent = std::process::Command::new("sleep");
+    silent.arg("60");
+    state.start("ingest", silent, port).unwrap();
+    let started = std::time::Instant::now();
+    let err = stack::wait_serving(&stack, &state, "ingest")
+        .await
+        .unwrap_err();
+    let waited = started.elapsed();
+    state.stop("ingest", Duration::from_secs(5)).unwrap();
+    assert!(
+        format!("{err:#}").contains(&format!("ingest is not SERVING on 127.0.0.1:{port}")),
+        "{err:#}"
+    );
+    assert!(
+        waited >= Duration::from_secs(2) && waited < Duration::from_secs(15),
+        "waited {waited:?} with {START_TIMEOUT_VAR}=2"
+    );
+
+    // One that exits is reported at once, with its log.
+    let mut failing = std::process::Command::new("sh");
+    failing.args(["-c", "echo bad settings >&2; exit 1"]);
+    state.start("ingest", failing, port).unwrap();
+    let started = std::time::Instant::now();
+    let err = stack::wait_serving(&stack, &state, "ingest")
+        .await
+        .unwrap_err();
+    let text = format!("{err:#}");
+    assert!(
+        text.contains("exited during start-up") && text.contains("bad settings"),
+        "{text}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(2));
+}
+
+#[tokio::test]
+async fn restart_without_new_binaries_leaves_the_running_services_alone() {
+    let root = tempfile::tempdir().unwrap();
+    let stack = stack_from(root.path().join(".local"), &[]).unwrap();
+    let state = stack.state();
+    let mut running = std::process::Command::new("sleep");
+    running.arg("60");
+    let record = state.start("ingest", running, 50_051).unwrap();
+    // The test binary has no service binaries beside it, as after a failed build.
+    let err = stack::restart(&stack).await.unwrap_err();
+    let still = state.live("ingest").unwrap();
+    state.stop("ingest", Duration::from_secs(5)).unwrap();
+    assert!(err.to_string().contains("is missing"), "{err:#}");
+    assert_eq!(still.map(|r| r.process), Some(record.process));
+}
+
+/// A free port whose `count - 1` successors (and their bus ports when `bus`) are free too,
+/// below Linux's ephemeral range (32768–60999), like the stack's fixed ports: a port in it can
+/// be taken as the source port of any client connection (this test's own among them) between
+/// the check and the bind.
 fn free_ports(count: u16, bus: bool) -> u16 {
     let free = |port: u16| TcpListener::bind(("127.0.0.1", port)).is_ok();
     for _ in 0..1000 {
-        let base = 40_000 + rand::random::<u16>() % 15_000;
+        let base = 11_000 + rand::random::<u16>() % 11_000;
         if (base..base + count).all(|p| free(p) && (!bus || free(p + 10_000))) {
             return base;
         }
     }
     panic!("no {count} free ports in a row");
+}
+
+/// Both services, started in this process with the settings `dev up` gives their binaries,
+/// listen on the knobs' addresses, report SERVING there, and are where the CLI's service knobs
+/// (`dev env`) point.
+async fn services_serve_on_the_knob_addresses(stack: &Stack) {
+    let env = stack::service_env(stack, |_| false);
+    let mut settings = Settings::load_from(None, env.clone()).expect("the services' settings");
+    // No knob moves the metrics ports: free ones, beside any stack running here.
+    settings.ingest.metrics_addr = "127.0.0.1:0".parse().unwrap();
+    settings.aggregator.metrics_addr = "127.0.0.1:0".parse().unwrap();
+    let ingest = shardfeed_ingest::Application::build(settings.clone())
+        .await
+        .expect("ingest starts on the stack");
+    let aggregator = shardfeed_aggregator::Application::build(settings)
+        .await
+        .expect("the aggregator starts on the stack");
+    assert_eq!(ingest.local_addr(), stack.ingest_addr);
+    assert_eq!(aggregator.local_addr(), stack.aggregator_addr);
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let until_stopped = |mut stopped: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = stopped.wait_for(|stop| *stop).await;
+    };
+    let ingest = tokio::spawn(ingest.run_until_stopped(until_stopped(stopped.clone())));
+    let aggregator = tokio::spawn(aggregator.run_until_stopped(until_stopped(stopped)));
+    let env: HashMap<String, String> = env.into_iter().collect();
+    for var in [
+        crate::client::INGEST_URL_VAR,
+        crate::client::AGGREGATOR_URL_VAR,
+    ] {
+        let channel = tonic::transport::Endpoint::from_shared(env[var].clone())
+            .unwrap()
+            .connect_lazy();
+        shardfeed_testkit::wait_for_health(
+            &channel,
+            "",
+            shardfeed_testkit::ServingStatus::Serving,
+            Duration::from_secs(30),
+        )
+        .await
+        .unwrap_or_else(|err| panic!("{var}={}: {err:#}", env[var]));
+    }
+    stop.send(true).unwrap();
+    ingest.await.unwrap().expect("ingest stops cleanly");
+    aggregator
+        .await
+        .unwrap()
+        .expect("the aggregator stops cleanly");
 }
 
 /// Kept processes outlive the test: whatever happens, stop them and purge their data.
@@ -121,6 +283,14 @@ async fn stores_start_on_the_knob_ports_take_migrations_and_stop() {
     let vars = [
         (PG_PORT_VAR, free_ports(1, false).to_string()),
         (REDIS_BASE_PORT_VAR, free_ports(6, true).to_string()),
+        (
+            INGEST_ADDR_VAR,
+            format!("127.0.0.1:{}", free_ports(1, false)),
+        ),
+        (
+            AGGREGATOR_ADDR_VAR,
+            format!("127.0.0.1:{}", free_ports(1, false)),
+        ),
     ];
     // Closed to other users, like a clone in root's home.
     std::fs::set_permissions(root.path(), std::fs::Permissions::from_mode(0o700)).unwrap();
@@ -146,6 +316,7 @@ async fn stores_start_on_the_knob_ports_take_migrations_and_stop() {
         .unwrap_err();
     assert!(shardfeed_server::redis::is_auth_error(&err), "{err:#}");
     assert!(!applied.is_empty());
+    services_serve_on_the_knob_addresses(&stack).await;
     let pg = state.read("postgres").unwrap().expect("postgres recorded");
     assert_eq!(pg.port, stack.pg_port);
     let data = pg.dir.clone().expect("a data dir");

@@ -19,7 +19,7 @@ use tokio::task::JoinSet;
 
 use super::figures::{Latency, RunFigures};
 use super::masters::{check_feeds, NodeSnapshot};
-use super::population::{bar, settle};
+use super::population::settle;
 use super::run::{SimArgs, World, PAGE};
 use crate::client::{status_error, Channels};
 use crate::measure::driver::within_timeout;
@@ -27,6 +27,7 @@ use crate::measure::record::latency_histogram;
 use crate::measure::summary::ns_to_ms;
 use crate::measure::{OpError, Record, Summary};
 use crate::popularity::Popularity;
+use crate::progress::Step;
 
 /// The authors whose new posts the visibility probe watches: the most popular ones.
 const PROBED_AUTHORS: usize = 3;
@@ -75,7 +76,7 @@ pub async fn drive(
     tokio::time::sleep_until(measure_start.into()).await;
     let before = NodeSnapshot::take(&world.redis).await?;
     let hot_before = hot_stats(&mut hotspot).await?;
-    let progress = bar(args.seconds.round() as usize, label);
+    let progress = Step::new(args.seconds.round() as u64, &format!("run {label}"), "s");
     while Instant::now() < end {
         tokio::time::sleep(Duration::from_secs(1).min(end - Instant::now())).await;
         progress.set_position(measure_start.elapsed().as_secs_f64().round() as u64);

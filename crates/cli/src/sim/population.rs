@@ -1,11 +1,10 @@
-//! Loading the simulated network through the ingest API, with progress bars, and waiting for
-//! every change to reach the cache.
+//! Loading the simulated network through the ingest API, with progress (a bar on a terminal, a
+//! line per step in a log), and waiting for every change to reach the cache.
 
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use futures::{stream, StreamExt};
-use indicatif::{ProgressBar, ProgressStyle};
 use shardfeed_proto::v1::{
     graph_service_client::GraphServiceClient, post_service_client::PostServiceClient,
     user_service_client::UserServiceClient, CreatePostRequest, CreateUserRequest, FollowRequest,
@@ -13,22 +12,10 @@ use shardfeed_proto::v1::{
 
 use super::run::SimArgs;
 use crate::client::Channels;
+use crate::progress::Step;
 
 /// Requests in flight while the population is loaded.
 const LOAD_CONCURRENCY: usize = 48;
-
-pub fn bar(len: usize, what: &str) -> ProgressBar {
-    let bar = ProgressBar::new(len as u64);
-    bar.set_style(
-        ProgressStyle::with_template(
-            "  {msg:<8} [{bar:40}] {pos:>7}/{len:7} {per_sec:>10} eta {eta}",
-        )
-        .expect("a valid progress template")
-        .progress_chars("=> "),
-    );
-    bar.set_message(what.to_owned());
-    bar
-}
 
 /// Creates the users, their follows and their first posts; returns user ids by rank.
 pub async fn load_population(
@@ -44,7 +31,7 @@ pub async fn load_population(
         args.ingest.url
     );
 
-    let progress = bar(graph.len(), "users");
+    let progress = Step::new(graph.len() as u64, "users", "users");
     let users: Vec<i64> = stream::iter(0..graph.len())
         .map(|rank| {
             let mut client = UserServiceClient::new(ingest.get(rank));
@@ -118,14 +105,14 @@ pub async fn load_population(
     Ok(users)
 }
 
-/// Runs `call` for every item, [`LOAD_CONCURRENCY`] at a time, with a progress bar; stops at
-/// the first error.
+/// Runs `call` for every item, [`LOAD_CONCURRENCY`] at a time, with its progress; stops at the
+/// first error.
 async fn for_each_with_progress<T, F, Fut>(what: &str, items: Vec<T>, call: F) -> anyhow::Result<()>
 where
     F: Fn(usize, T) -> Fut,
     Fut: std::future::Future<Output = anyhow::Result<()>>,
 {
-    let progress = bar(items.len(), what);
+    let progress = Step::new(items.len() as u64, what, what);
     let mut results = stream::iter(items.into_iter().enumerate())
         .map(|(i, item)| call(i, item))
         .buffer_unordered(LOAD_CONCURRENCY);

@@ -147,7 +147,7 @@ pub struct World {
 
 pub async fn run(args: SimArgs) -> anyhow::Result<()> {
     args.validate()?;
-    let settings = Settings::load()?;
+    let settings = crate::dev::cli_settings()?;
     let bearer = crate::client::bearer(&settings)?;
     let ingest = Channels::connect(
         &args.ingest.url,
@@ -199,12 +199,13 @@ pub async fn run(args: SimArgs) -> anyhow::Result<()> {
             if met { "met    " } else { "NOT met" }
         );
     }
-    println!("report: {}", path.display());
+    println!("{}", report::closing_line(&path, &off, &on));
     let summary = serde_json::json!({
         "sim": "hotspot",
         "off": RunJson::from(&off),
         "on": RunJson::from(&on),
         "report": path.display().to_string(),
+        "chart": report::chart_path(&path).display().to_string(),
     });
     println!("{summary}");
     Ok(())

@@ -81,7 +81,7 @@ pub async fn run(args: FeedBenchArgs) -> anyhow::Result<()> {
 
 /// One run of every phase for one followee count.
 async fn run_once(args: &FeedBenchArgs) -> anyhow::Result<Results> {
-    let settings = Settings::load()?;
+    let settings = crate::dev::cli_settings()?;
 
     // Reach everything before creating anything.
     let aggregator = &args.aggregator.url;

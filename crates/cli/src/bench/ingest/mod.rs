@@ -19,7 +19,6 @@ use anyhow::{anyhow, Context};
 use rand::rngs::StdRng;
 use rand::SeedableRng;
 use shardfeed_proto::v1::post_service_client::PostServiceClient;
-use shardfeed_server::Settings;
 
 use self::ops::{BareInsert, CreatePost};
 use self::report::report;
@@ -108,7 +107,7 @@ pub async fn run(args: IngestBenchArgs) -> anyhow::Result<()> {
             "bench ingest: connecting {} HTTP/2 channel(s) to {}",
             args.channels, args.ingest.url
         );
-        let bearer = crate::client::bearer(&Settings::load()?)?;
+        let bearer = crate::client::bearer(&crate::dev::cli_settings()?)?;
         Some(
             Channels::connect(
                 &args.ingest.url,
@@ -123,7 +122,7 @@ pub async fn run(args: IngestBenchArgs) -> anyhow::Result<()> {
         None
     };
     let postgres = if args.only.bare() {
-        let config = args.postgres.config(&Settings::load()?)?;
+        let config = args.postgres.config(&crate::dev::cli_settings()?)?;
         eprintln!("bench ingest: PostgreSQL {}", describe_postgres(&config));
         // Connected now, so an unreachable PostgreSQL stops the bench before anything is made.
         let admin = connect_postgres(&config).await?;
