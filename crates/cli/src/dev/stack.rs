@@ -260,8 +260,19 @@ fn print_summary(stack: &Stack, stores_only: bool) {
         super::DEV_REDIS_USER
     );
     if !stores_only {
-        println!("  ingest       grpc://{}", stack.ingest_addr);
-        println!("  aggregator   grpc://{}", stack.aggregator_addr);
+        // The services' metrics addresses are theirs: the default, or the setting passed on.
+        let metrics =
+            |var: &str, default: &str| std::env::var(var).unwrap_or_else(|_| default.to_owned());
+        println!(
+            "  ingest       grpc://{}   metrics http://{}/metrics",
+            stack.ingest_addr,
+            metrics("SHARDFEED_INGEST__METRICS_ADDR", "127.0.0.1:9091")
+        );
+        println!(
+            "  aggregator   grpc://{}   metrics http://{}/metrics",
+            stack.aggregator_addr,
+            metrics("SHARDFEED_AGGREGATOR__METRICS_ADDR", "127.0.0.1:9092")
+        );
     }
     println!(
         "  state        {root}/run/   logs {root}/log/   (shardfeed dev status | logs | down)"
