@@ -18,7 +18,7 @@ up *ARGS:
 watch *ARGS:
     @deploy/local/watch.sh "$@"
 
-# Restart both services from the binaries last built (the stores keep running)
+# Restart both services from the release binaries, e.g. after `just up` rebuilt them (the stores keep running)
 restart:
     @deploy/local/cli.sh dev restart
 
