@@ -56,7 +56,7 @@ pub trait Rows {
 
 impl Rows for Vec<tokio_postgres::Row> {
     fn record(&self, span: &Span) {
-        span.record("db.response.returned_rows", self.len());
+        span.record("db.response.returned_rows", self.len() as i64);
     }
 }
 
@@ -68,14 +68,14 @@ impl Rows for tokio_postgres::Row {
 
 impl Rows for Option<tokio_postgres::Row> {
     fn record(&self, span: &Span) {
-        span.record("db.response.returned_rows", usize::from(self.is_some()));
+        span.record("db.response.returned_rows", i64::from(self.is_some()));
     }
 }
 
 /// `execute`: the rows changed.
 impl Rows for u64 {
     fn record(&self, span: &Span) {
-        span.record("shardfeed.db.affected_rows", *self);
+        span.record("shardfeed.db.affected_rows", *self as i64);
     }
 }
 
@@ -100,7 +100,7 @@ pub async fn pg<T: Rows>(
         db.operation.name = operation(summary),
         db.query.summary = summary,
         server.address = server.map(|(host, _)| host.as_str()),
-        server.port = server.map(|(_, port)| *port),
+        server.port = server.map(|(_, port)| i64::from(*port)),
         db.response.returned_rows = Empty,
         shardfeed.db.affected_rows = Empty,
         db.response.status_code = Empty,
@@ -179,9 +179,9 @@ pub async fn redis<T: RedisOutcome>(
         db.system = "redis",
         db.operation.name = operation(summary),
         db.query.summary = summary,
-        db.operation.batch.size = (commands > 1).then_some(commands),
+        db.operation.batch.size = (commands > 1).then_some(commands as i64),
         server.address = node.map(|node| &*node.host),
-        server.port = node.map(|node| node.port),
+        server.port = node.map(|node| i64::from(node.port)),
         error.type = Empty,
         otel.status_code = Empty,
     );
