@@ -255,11 +255,7 @@ pub fn rpc_response(span: &Span, response: http::Response<Body>) -> http::Respon
 /// failed (semantic conventions: UNKNOWN, DEADLINE_EXCEEDED, UNIMPLEMENTED, INTERNAL,
 /// UNAVAILABLE, DATA_LOSS) makes the span's status `ERROR`, with the status message.
 fn record_status(span: &Span, headers: &http::HeaderMap) -> bool {
-    let Some(code) = headers
-        .get("grpc-status")
-        .and_then(|value| value.to_str().ok())
-        .and_then(|value| value.parse::<i32>().ok())
-    else {
+    let Some(code) = grpc_status(headers) else {
         return false;
     };
     span.record("rpc.grpc.status_code", code);
@@ -270,6 +266,15 @@ fn record_status(span: &Span, headers: &http::HeaderMap) -> bool {
         }
     }
     true
+}
+
+/// The `grpc-status` of `headers` (a trailers-only response's, or the trailers'), if they hold
+/// one. The span and the RPC metrics both read the final status through this.
+pub(crate) fn grpc_status(headers: &http::HeaderMap) -> Option<i32> {
+    headers
+        .get("grpc-status")
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.parse::<i32>().ok())
 }
 
 fn is_server_fault(code: Code) -> bool {

@@ -122,14 +122,12 @@ impl AuthorReader {
             send,
         )
         .await;
-        let outcome = if !replies.is_empty() && replies.iter().all(Result::is_err) {
-            Outcome::Error
-        } else {
-            Outcome::Ok
-        };
-        self.metrics
-            .redis
-            .record(node.as_ref(), SLICE_COMMANDS, started.elapsed(), outcome);
+        self.metrics.redis.record(
+            node.as_ref(),
+            SLICE_COMMANDS,
+            started.elapsed(),
+            Outcome::of_replies(&replies),
+        );
         let mut replies = replies.into_iter();
         let slice = take_slice(&mut replies, after, size).inspect_err(|_| self.nodes.read_failed());
         let (ids, complete) = match slice?.1 {

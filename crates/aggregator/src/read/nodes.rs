@@ -192,7 +192,7 @@ pub struct NoAnswer(pub Duration);
 
 /// Sends `pipeline` (`commands` commands for `node`) and waits at most `timeout` for its
 /// replies, one per command, in a client span named `summary`; records the round trip in
-/// `metrics`. The pipeline failed as a whole (`error`) when every reply is an error.
+/// `metrics` ([`Outcome::of_replies`]).
 pub async fn send(
     summary: &'static str,
     metrics: &RedisMetrics,
@@ -211,8 +211,7 @@ pub async fn send(
     .await;
     let outcome = match &replies {
         Err(_) => Outcome::Timeout,
-        Ok(replies) if !replies.is_empty() && replies.iter().all(Result::is_err) => Outcome::Error,
-        Ok(_) => Outcome::Ok,
+        Ok(replies) => Outcome::of_replies(replies),
     };
     metrics.record(node, commands, started.elapsed(), outcome);
     replies.map_err(|_| NoAnswer(timeout))

@@ -153,6 +153,18 @@ pub enum Outcome {
     Timeout,
 }
 
+impl Outcome {
+    /// How a pipeline that answered went, by its replies (one per command): failed as a whole
+    /// (`Error`) when every reply is an error, else `Ok` (an error reply is the node's answer).
+    pub fn of_replies<T, E>(replies: &[Result<T, E>]) -> Outcome {
+        if !replies.is_empty() && replies.iter().all(Result::is_err) {
+            Outcome::Error
+        } else {
+            Outcome::Ok
+        }
+    }
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct NodeLabels {
     node: String,

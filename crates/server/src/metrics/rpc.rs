@@ -24,7 +24,7 @@ use tonic::body::Body;
 use tower::{Layer, Service};
 
 use super::HistogramFamily;
-use crate::auth::policy;
+use crate::{auth::policy, spans::grpc_status};
 
 /// From 250 µs to 10 s (the default request timeout).
 const RPC_BUCKETS: [f64; 15] = [
@@ -121,8 +121,8 @@ where
         let call = self.inner.call(request);
         Box::pin(async move {
             let response = call.await?;
-            if let Some(code) = response.headers().get("grpc-status") {
-                pending.finish(code_name(code.as_bytes()));
+            if let Some(code) = grpc_status(response.headers()) {
+                pending.finish(code_name(code));
                 return Ok(response);
             }
             Ok(response.map(|body| {
@@ -174,9 +174,9 @@ impl HttpBody for Observed {
         let polled = Pin::new(&mut self.body).poll_frame(cx);
         match &polled {
             Poll::Ready(Some(Ok(frame))) => {
-                if let Some(code) = frame.trailers_ref().and_then(|t| t.get("grpc-status")) {
+                if let Some(code) = frame.trailers_ref().and_then(grpc_status) {
                     if let Some(pending) = self.pending.take() {
-                        pending.finish(code_name(code.as_bytes()));
+                        pending.finish(code_name(code));
                     }
                 }
             }
@@ -213,26 +213,27 @@ impl Drop for Observed {
     }
 }
 
-/// The name of a `grpc-status` value, as the gRPC spec spells it.
-pub fn code_name(status: &[u8]) -> &'static str {
-    match status {
-        b"0" => "OK",
-        b"1" => "CANCELLED",
-        b"2" => "UNKNOWN",
-        b"3" => "INVALID_ARGUMENT",
-        b"4" => "DEADLINE_EXCEEDED",
-        b"5" => "NOT_FOUND",
-        b"6" => "ALREADY_EXISTS",
-        b"7" => "PERMISSION_DENIED",
-        b"8" => "RESOURCE_EXHAUSTED",
-        b"9" => "FAILED_PRECONDITION",
-        b"10" => "ABORTED",
-        b"11" => "OUT_OF_RANGE",
-        b"12" => "UNIMPLEMENTED",
-        b"13" => "INTERNAL",
-        b"14" => "UNAVAILABLE",
-        b"15" => "DATA_LOSS",
-        b"16" => "UNAUTHENTICATED",
+/// The name of a gRPC code, as the gRPC spec spells it (`UNKNOWN` for a number it does not
+/// define).
+pub fn code_name(code: i32) -> &'static str {
+    match code {
+        0 => "OK",
+        1 => "CANCELLED",
+        2 => "UNKNOWN",
+        3 => "INVALID_ARGUMENT",
+        4 => "DEADLINE_EXCEEDED",
+        5 => "NOT_FOUND",
+        6 => "ALREADY_EXISTS",
+        7 => "PERMISSION_DENIED",
+        8 => "RESOURCE_EXHAUSTED",
+        9 => "FAILED_PRECONDITION",
+        10 => "ABORTED",
+        11 => "OUT_OF_RANGE",
+        12 => "UNIMPLEMENTED",
+        13 => "INTERNAL",
+        14 => "UNAVAILABLE",
+        15 => "DATA_LOSS",
+        16 => "UNAUTHENTICATED",
         _ => "UNKNOWN",
     }
 }
@@ -244,7 +245,7 @@ mod tests {
     #[test]
     fn every_code_has_its_spec_name() {
         for code in 0..=16 {
-            let name = code_name(code.to_string().as_bytes());
+            let name = code_name(code);
             let tonic = tonic::Code::from_i32(code);
             // tonic's Debug is the CamelCase of the spec's name.
             assert_eq!(
@@ -253,8 +254,8 @@ mod tests {
                 "{code}"
             );
         }
-        assert_eq!(code_name(b"17"), "UNKNOWN");
-        assert_eq!(code_name(b"x"), "UNKNOWN");
+        assert_eq!(code_name(17), "UNKNOWN");
+        assert_eq!(code_name(-1), "UNKNOWN");
     }
 
     #[test]
